@@ -1,1 +1,6 @@
-export {};
+export * from './api';
+export * from './protocol';
+export * from './errors';
+export * from './ids';
+export * from './naming';
+export * from './states';

@@ -1,0 +1,19 @@
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
+
+/** Random lowercase id: safe in image tags, paths, container names and URLs. */
+export function randomId(length = 12): string {
+  const bytes = randomBytes(length);
+  let out = '';
+  for (const b of bytes) out += ALPHABET[b % ALPHABET.length];
+  return out;
+}
+
+export const newSandboxId = (): string => `sbx-${randomId()}`;
+export const newSnapshotId = (): string => `snap-${randomId()}`;
+export const newOperationId = (): string => `op-${randomId()}`;
+export const newRequestId = (): string => `req-${randomId(10)}`;
+
+export const ID_PATTERN = /^[a-z]+-[0-9a-z]{4,40}$/;
+export const NAMESPACE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;

@@ -1,0 +1,36 @@
+/** Image names of snapshots. One place decides them so every host derives the same refs. */
+export const LOCAL_SNAPSHOT_REPOSITORY = 'cryo-snapshots';
+
+export function snapshotTag(sandboxId: string, snapshotId: string): string {
+  return `sb-${sandboxId}-snap-${snapshotId}`;
+}
+
+export function localSnapshotRef(tag: string): string {
+  return `${LOCAL_SNAPSHOT_REPOSITORY}:${tag}`;
+}
+
+export function registrySnapshotRef(registry: { url: string; repository: string }, tag: string): string {
+  return `${registry.url}/${registry.repository}:${tag}`;
+}
+
+/** The clip index of a snapshot image is pushed next to it under this tag. */
+export function clipIndexTag(tag: string): string {
+  return `${tag}.clip`;
+}
+
+/** Docker labels written on every snapshot image. */
+export const SNAPSHOT_LABELS = {
+  snapshotId: 'dev.cryo.snapshot-id',
+  sandboxId: 'dev.cryo.sandbox-id',
+  baseImage: 'dev.cryo.base-image',
+  namespace: 'dev.cryo.namespace',
+} as const;
+
+/** Docker labels written on every sandbox container. */
+export const SANDBOX_LABELS = {
+  sandboxId: 'dev.cryo.sandbox-id',
+  namespace: 'dev.cryo.namespace',
+  executorId: 'dev.cryo.executor-id',
+} as const;
+
+export const TAG_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
