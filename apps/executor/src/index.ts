@@ -1,1 +1,2 @@
-export {};
+export { Executor } from './executor';
+export { DataplaneConfigSchema, loadDataplaneConfig, type DataplaneConfig } from './config';

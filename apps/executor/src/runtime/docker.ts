@@ -1,0 +1,413 @@
+/**
+ * The Docker runtime driver: sandboxes are containers of one Docker engine; a snapshot is
+ * pause -> commit (no second pause) -> unpause (always) -> tag -> push.
+ */
+import Docker from 'dockerode';
+import type { ImagePushOptions } from 'dockerode';
+import type { Logger } from 'pino';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PassThrough } from 'node:stream';
+import {
+  CryoError,
+  SANDBOX_LABELS,
+  SNAPSHOT_LABELS,
+  localSnapshotRef,
+  registrySnapshotRef,
+  type ContainerState,
+  type ExecResult,
+  type ObservedSandbox,
+} from '@cryo/snapshot';
+import type { SnapshotRegistry } from '@cryo/registry-auth';
+import type { ProgressSink, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
+import { ProgressTracker, followDockerStream } from './docker-progress';
+import { RegistryCredentialSource, registryHostOf } from '../registry-credentials';
+import type { PauseJournal } from '../state/pause-journal';
+
+const EXEC_OUTPUT_LIMIT = 4 * 1024 * 1024;
+
+export interface DockerDriverOptions {
+  docker: Docker;
+  executorId: string;
+  network: string;
+  registry: SnapshotRegistry | undefined;
+  credentials: RegistryCredentialSource;
+  pauseJournal: PauseJournal;
+  log: Logger;
+  /** Fault injection for tests: hold the container paused this long before committing. */
+  holdPausedMs?: number;
+}
+
+export function dockerFromHost(host: string): Docker {
+  if (host.startsWith('unix://')) return new Docker({ socketPath: host.slice('unix://'.length) });
+  if (host.startsWith('/')) return new Docker({ socketPath: host });
+  const url = new URL(host.replace(/^tcp:/, 'http:'));
+  return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' });
+}
+
+export const containerName = (sandboxId: string): string => `cryo-${sandboxId}`;
+
+function statusCode(err: unknown): number | undefined {
+  if (typeof err === 'object' && err !== null && 'statusCode' in err && typeof err.statusCode === 'number') return err.statusCode;
+  return undefined;
+}
+
+function errorText(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'json' in err) {
+    const json = (err as { json: unknown }).json;
+    if (typeof json === 'object' && json !== null && 'message' in json && typeof json.message === 'string') return json.message;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+function mapState(state: string): ContainerState {
+  switch (state) {
+    case 'running':
+    case 'restarting':
+      return 'running';
+    case 'paused':
+      return 'paused';
+    case 'created':
+      return 'created';
+    default:
+      return 'exited';
+  }
+}
+
+export class DockerDriver implements RuntimeDriver {
+  readonly name = 'docker' as const;
+  constructor(private readonly opts: DockerDriverOptions) {}
+
+  private get docker(): Docker {
+    return this.opts.docker;
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return false;
+      throw err;
+    }
+  }
+
+  /** Pull with the credentials for the image's registry; every progress line is scanned. */
+  async pull(ref: string, progress: ProgressSink): Promise<void> {
+    const host = registryHostOf(ref);
+    const authconfig = host === undefined ? undefined : await this.opts.credentials.dockerAuth(host);
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.pull(ref, authconfig === undefined ? {} : { authconfig });
+    } catch (err) {
+      throw await this.registryFailure('pull', ref, host, errorText(err));
+    }
+    const tracker = new ProgressTracker('pull');
+    await followDockerStream(stream, tracker, () => progress(tracker.progress()));
+    if (tracker.error !== undefined) throw await this.registryFailure('pull', ref, host, tracker.error);
+  }
+
+  private async registryFailure(action: 'pull' | 'push', ref: string, host: string | undefined, message: string): Promise<CryoError> {
+    if (host !== undefined && /unauthorized|authentication required|denied|401|403/i.test(message)) {
+      const who = await this.opts.credentials.describeUser(host);
+      return new CryoError('UNAVAILABLE', `registry ${host} rejected credentials for ${who} (${action} ${ref}: ${message})`);
+    }
+    if (host !== undefined && /connection refused|no such host|i\/o timeout|dial tcp|EOF/i.test(message)) {
+      return new CryoError('UNAVAILABLE', `registry ${host} is unreachable (${action} ${ref}: ${message})`);
+    }
+    if (/not found|manifest unknown/i.test(message)) {
+      return new CryoError('NOT_FOUND', `image ${ref} not found${host === undefined ? '' : ` in registry ${host}`} (${message})`);
+    }
+    return new CryoError('UNAVAILABLE', `${action} of ${ref} failed: ${message}`);
+  }
+
+  private async findContainer(sandboxId: string): Promise<Docker.ContainerInspectInfo | undefined> {
+    try {
+      return await this.docker.getContainer(containerName(sandboxId)).inspect();
+    } catch (err) {
+      if (statusCode(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async create(spec: SandboxSpec, progress: ProgressSink): Promise<string> {
+    const existing = await this.findContainer(spec.sandboxId);
+    if (existing !== undefined) {
+      if (!existing.State.Running) await this.docker.getContainer(existing.Id).start();
+      return existing.Id;
+    }
+    if (!(await this.imageExists(spec.image))) await this.pull(spec.image, progress);
+    const labels: Record<string, string> = {
+      ...spec.labels,
+      [SANDBOX_LABELS.sandboxId]: spec.sandboxId,
+      [SANDBOX_LABELS.namespace]: spec.namespace,
+      [SANDBOX_LABELS.executorId]: this.opts.executorId,
+    };
+    const container = await this.docker.createContainer({
+      name: containerName(spec.sandboxId),
+      Image: spec.image,
+      ...(spec.command === null ? {} : { Cmd: spec.command }),
+      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Labels: labels,
+      // An open stdin keeps shells (the usual sandbox command) alive without a TTY.
+      OpenStdin: true,
+      StdinOnce: false,
+      Tty: false,
+      HostConfig: {
+        NetworkMode: this.opts.network,
+        ...(spec.resources.cpus === undefined ? {} : { NanoCpus: Math.round(spec.resources.cpus * 1e9) }),
+        ...(spec.resources.memory_mb === undefined ? {} : { Memory: spec.resources.memory_mb * 1024 * 1024 }),
+      },
+    });
+    try {
+      await container.start();
+    } catch (err) {
+      await container.remove({ force: true }).catch(() => undefined);
+      throw new CryoError('UNPROCESSABLE', `container for ${spec.sandboxId} failed to start: ${errorText(err)}`);
+    }
+    return container.id;
+  }
+
+  async exec(sandboxId: string, command: string[], timeoutSecs: number): Promise<ExecResult> {
+    const info = await this.findContainer(sandboxId);
+    if (info === undefined) throw new CryoError('NOT_FOUND', `sandbox ${sandboxId} has no container on this executor`);
+    if (!info.State.Running) throw new CryoError('CONFLICT', `sandbox ${sandboxId} is not running (container is ${info.State.Status})`);
+    const container = this.docker.getContainer(info.Id);
+    const exec = await container.exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const stdout = new OutputBuffer(EXEC_OUTPUT_LIMIT);
+    const stderr = new OutputBuffer(EXEC_OUTPUT_LIMIT);
+    const outStream = new PassThrough();
+    const errStream = new PassThrough();
+    outStream.on('data', (c: Buffer) => stdout.push(c));
+    errStream.on('data', (c: Buffer) => stderr.push(c));
+    this.docker.modem.demuxStream(stream, outStream, errStream);
+    const finished = new Promise<void>((resolve, reject) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', reject);
+    });
+    const timedOut = await Promise.race([finished.then(() => false), sleep(timeoutSecs * 1000).then(() => true)]);
+    if (timedOut) {
+      stream.destroy();
+      throw new CryoError('TIMEOUT', `command did not finish within ${timeoutSecs} s`);
+    }
+    let exitCode: number | null = null;
+    for (let i = 0; i < 50; i++) {
+      const state = await exec.inspect();
+      if (!state.Running) {
+        exitCode = state.ExitCode;
+        break;
+      }
+      await sleep(20);
+    }
+    return { exit_code: exitCode ?? -1, stdout: stdout.text(), stderr: stderr.text() };
+  }
+
+  async remove(sandboxId: string): Promise<boolean> {
+    try {
+      await this.docker.getContainer(containerName(sandboxId)).remove({ force: true, v: true });
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return false;
+      if (statusCode(err) === 409 && /already in progress/.test(errorText(err))) return true;
+      throw err;
+    }
+  }
+
+  async snapshot(spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {
+    const info = await this.findContainer(spec.sandboxId);
+    if (info === undefined) throw new CryoError('NOT_FOUND', `sandbox ${spec.sandboxId} has no container on this executor`);
+    if (info.State.Paused) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is already paused`);
+    if (!info.State.Running) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is not running (container is ${info.State.Status})`);
+    const container = this.docker.getContainer(info.Id);
+    const localRef = localSnapshotRef(spec.tag);
+    const [localRepo, localTag] = splitRef(localRef);
+
+    progress({ phase: 'pause', bytes_done: 0, bytes_total: null });
+    this.opts.pauseJournal.willPause({
+      container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
+    });
+    const pausedAt = performance.now();
+    let commitMs: number;
+    let pauseMs: number;
+    let imageId: string;
+    try {
+      await container.pause();
+      if (this.opts.holdPausedMs !== undefined && this.opts.holdPausedMs > 0) await sleep(this.opts.holdPausedMs);
+      progress({ phase: 'commit', bytes_done: 0, bytes_total: null });
+      const commitStart = performance.now();
+      const committed = await container.commit({
+        repo: localRepo,
+        tag: localTag,
+        pause: false, // already paused: one pause window, measured here
+        comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`,
+        changes: [
+          `LABEL ${SNAPSHOT_LABELS.snapshotId}=${spec.snapshotId}`,
+          `LABEL ${SNAPSHOT_LABELS.sandboxId}=${spec.sandboxId}`,
+          `LABEL ${SNAPSHOT_LABELS.namespace}=${spec.namespace}`,
+          `LABEL ${SNAPSHOT_LABELS.baseImage}=${JSON.stringify(spec.baseImage)}`,
+        ],
+      }) as { Id: string };
+      imageId = committed.Id;
+      commitMs = performance.now() - commitStart;
+    } finally {
+      await this.unpause(container, info.Id);
+      pauseMs = performance.now() - pausedAt;
+    }
+    const timings = { pause_ms: round(pauseMs), commit_ms: round(commitMs), push_ms: null, index_ms: null };
+    const image = await this.docker.getImage(imageId).inspect();
+    const registry = this.opts.registry;
+    if (registry === undefined) {
+      return { imageRef: localRef, digest: image.Id, sizeBytes: image.Size, timings };
+    }
+
+    const remoteRef = registrySnapshotRef(registry, spec.tag);
+    const [remoteRepo, remoteTag] = splitRef(remoteRef);
+    const pushStart = performance.now();
+    try {
+      await this.docker.getImage(imageId).tag({ repo: remoteRepo, tag: remoteTag });
+      const digest = await this.push(remoteRef, registry.url, progress);
+      return { imageRef: remoteRef, digest, sizeBytes: image.Size, timings: { ...timings, push_ms: round(performance.now() - pushStart) } };
+    } catch (err) {
+      // Nothing half-made stays behind: the sandbox keeps running, the images go.
+      await this.removeImages([remoteRef, localRef]);
+      throw err;
+    }
+  }
+
+  /** Unpause, retrying briefly: leaving a sandbox frozen is the one outcome never allowed. */
+  private async unpause(container: Docker.Container, containerId: string): Promise<void> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const state = (await container.inspect()).State;
+        if (state.Paused) await container.unpause();
+        this.opts.pauseJournal.unpaused(containerId);
+        return;
+      } catch (err) {
+        if (statusCode(err) === 404) {
+          this.opts.pauseJournal.unpaused(containerId);
+          return;
+        }
+        lastError = err;
+        await sleep(100 * (attempt + 1));
+      }
+    }
+    this.opts.log.error({ err: lastError, container_id: containerId }, 'unpause failed; the reconciler will retry');
+  }
+
+  private async push(ref: string, host: string, progress: ProgressSink): Promise<string> {
+    const authconfig = await this.opts.credentials.dockerAuth(host);
+    const options: ImagePushOptions = authconfig === undefined ? {} : { authconfig };
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.getImage(ref).push(options);
+    } catch (err) {
+      throw await this.registryFailure('push', ref, host, errorText(err));
+    }
+    const tracker = new ProgressTracker('push');
+    let lastSent = 0;
+    await followDockerStream(stream, tracker, () => {
+      const now = Date.now();
+      if (now - lastSent > 250) {
+        lastSent = now;
+        progress(tracker.progress());
+      }
+    });
+    if (tracker.error !== undefined) throw await this.registryFailure('push', ref, host, tracker.error);
+    if (tracker.digest === undefined) throw new CryoError('UNAVAILABLE', `push of ${ref} ended without a manifest digest from registry ${host}`);
+    progress({ ...tracker.progress(), phase: 'pushed' });
+    return tracker.digest;
+  }
+
+  /** Remove image refs (tags); a ref that is already gone counts as removed. */
+  async removeImages(refs: string[]): Promise<string[]> {
+    const removed: string[] = [];
+    for (const ref of refs) {
+      try {
+        await this.docker.getImage(ref).remove({ noprune: false });
+        removed.push(ref);
+      } catch (err) {
+        if (statusCode(err) === 404) removed.push(ref);
+        else this.opts.log.warn({ ref, err: errorText(err) }, 'could not remove image');
+      }
+    }
+    return removed;
+  }
+
+  /** Restore: use the snapshot image if this engine has it, else pull it (pinned by digest). */
+  async ensureSnapshotImage(imageRef: string, digest: string | null, progress: ProgressSink): Promise<string> {
+    if (await this.imageExists(imageRef)) return imageRef;
+    const host = registryHostOf(imageRef);
+    if (host === undefined) {
+      throw new CryoError('NOT_FOUND', `snapshot image ${imageRef} is local to another executor and not on this one`);
+    }
+    const [repo, tag] = splitRef(imageRef);
+    const pinned = digest !== null && digest.startsWith('sha256:') ? `${repo}@${digest}` : imageRef;
+    await this.pull(pinned, progress);
+    if (pinned !== imageRef) await this.docker.getImage(pinned).tag({ repo, tag });
+    return imageRef;
+  }
+
+  async observe(): Promise<ObservedSandbox[]> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${SANDBOX_LABELS.executorId}=${this.opts.executorId}`] },
+    });
+    return containers.flatMap((c): ObservedSandbox[] => {
+      const sandboxId = c.Labels[SANDBOX_LABELS.sandboxId];
+      if (sandboxId === undefined) return [];
+      return [{ sandbox_id: sandboxId, container_id: c.Id, state: mapState(c.State), exit_code: null, runtime: 'docker' }];
+    });
+  }
+
+  async cachedSnapshotImages(): Promise<Array<{ ref: string; snapshot_id: string | null; size_bytes: number | null }>> {
+    const images = await this.docker.listImages({ filters: { label: [SNAPSHOT_LABELS.snapshotId] } });
+    return images.flatMap((img) => (img.RepoTags ?? [])
+      .filter((t) => t !== '<none>:<none>')
+      .map((ref) => ({ ref, snapshot_id: img.Labels?.[SNAPSHOT_LABELS.snapshotId] ?? null, size_bytes: img.Size })));
+  }
+
+  /** Unpause every container a crashed snapshot left paused (from the on-disk journal). */
+  async recoverPaused(): Promise<string[]> {
+    const recovered: string[] = [];
+    for (const record of this.opts.pauseJournal.pending()) {
+      await this.unpause(this.docker.getContainer(record.container_id), record.container_id);
+      recovered.push(record.sandbox_id);
+      this.opts.log.warn({ sandbox_id: record.sandbox_id, op_id: record.op_id }, 'unpaused a container left paused by an interrupted snapshot');
+    }
+    return recovered;
+  }
+}
+
+/** Split `repo[:tag]` at the tag colon (not a registry port colon). */
+export function splitRef(ref: string): [string, string] {
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  if (colon > slash) return [ref.slice(0, colon), ref.slice(colon + 1)];
+  return [ref, 'latest'];
+}
+
+const round = (ms: number): number => Math.round(ms * 10) / 10;
+
+class OutputBuffer {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private truncated = false;
+  constructor(private readonly limit: number) {}
+  push(chunk: Buffer): void {
+    if (this.size >= this.limit) {
+      this.truncated = true;
+      return;
+    }
+    const room = this.limit - this.size;
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    if (part.length < chunk.length) this.truncated = true;
+    this.chunks.push(part);
+    this.size += part.length;
+  }
+  text(): string {
+    const body = Buffer.concat(this.chunks).toString('utf8');
+    return this.truncated ? `${body}\n[cryo: output truncated at ${this.limit} bytes]` : body;
+  }
+}

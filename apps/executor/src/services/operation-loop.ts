@@ -1,0 +1,98 @@
+/**
+ * Long-polls the server for leased operations and runs each once. Ops run concurrently (an exec
+ * must not wait behind a push); the same op id twice does the work once, also across restarts.
+ */
+import type { Logger } from 'pino';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CryoError, type OpResultBody, type Operation } from '@cryo/snapshot';
+import type { ServerClient } from '../server-client';
+import type { OpJournal } from '../state/op-journal';
+
+export type OperationHandler = (op: Operation, log: Logger) => Promise<unknown>;
+
+export class OperationLoop {
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private stopped = false;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly server: ServerClient,
+    private readonly journal: OpJournal,
+    private readonly handle: OperationHandler,
+    private readonly log: Logger,
+    private readonly waitMs = 20_000,
+  ) {}
+
+  start(): void {
+    this.running = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+    await Promise.allSettled(this.inFlight.values());
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = 500;
+    while (!this.stopped) {
+      try {
+        const ops = await this.server.operations(this.waitMs);
+        backoff = 500;
+        for (const op of ops) this.dispatch(op);
+      } catch (err) {
+        this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'operation poll failed; retrying');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 10_000);
+      }
+    }
+  }
+
+  private dispatch(op: Operation): void {
+    if (this.inFlight.has(op.op_id)) return; // a re-offered lease of work already under way
+    const record = this.journal.get(op.op_id);
+    if (record?.state === 'done') {
+      this.inFlight.set(op.op_id, this.report(op, record.result).finally(() => this.inFlight.delete(op.op_id)));
+      return;
+    }
+    const sandboxId = 'sandbox_id' in op.payload ? op.payload.sandbox_id : null;
+    this.journal.started(op.op_id, op.kind, sandboxId);
+    const log = this.log.child({ op_id: op.op_id, kind: op.kind, ...(sandboxId === null ? {} : { sandbox_id: sandboxId }),
+      ...('snapshot_id' in op.payload ? { snapshot_id: op.payload.snapshot_id } : {}) });
+    const work = this.run(op, log).finally(() => this.inFlight.delete(op.op_id));
+    this.inFlight.set(op.op_id, work);
+  }
+
+  private async run(op: Operation, log: Logger): Promise<void> {
+    const started = performance.now();
+    let result: OpResultBody;
+    try {
+      result = { ok: true, result: await this.handle(op, log) };
+      log.info({ ms: Math.round(performance.now() - started) }, 'operation done');
+    } catch (err) {
+      const code = err instanceof CryoError ? err.code : 'INTERNAL';
+      const message = err instanceof Error ? err.message : String(err);
+      result = { ok: false, error: { code, message } };
+      log.warn({ code, error: message }, 'operation failed');
+    }
+    this.journal.finished(op.op_id, op.kind, result, false);
+    await this.report(op, result);
+  }
+
+  /** Deliver a result, retrying while the server is unreachable; the journal keeps it meanwhile. */
+  async report(op: Pick<Operation, 'op_id' | 'kind'>, result: OpResultBody): Promise<void> {
+    let delay = 250;
+    for (;;) {
+      try {
+        await this.server.result(op.op_id, result);
+        this.journal.finished(op.op_id, op.kind, result, true);
+        return;
+      } catch (err) {
+        if (this.stopped) return;
+        this.log.warn({ op_id: op.op_id, err: err instanceof Error ? err.message : String(err) }, 'could not report result; retrying');
+        await sleep(delay);
+        delay = Math.min(delay * 2, 10_000);
+      }
+    }
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Base images made locally (nothing can be pulled from public registries): a static busybox
+ * root filesystem, imported with `docker import`.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, copyFileSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DOCKER_BIN } from './dockerd';
+
+export const CACHE_DIR = '/var/tmp/cryo-test-cache';
+
+const BUSYBOX_APPLETS = ['sh', 'ls', 'cat', 'echo', 'sleep', 'mkdir', 'rm', 'dd', 'head', 'sha256sum',
+  'md5sum', 'stat', 'test', 'true', 'false', 'wc', 'touch', 'id', 'env', 'seq', 'chmod', 'ln', 'cp', 'sync'];
+
+/** A tarball of a tiny root filesystem around /bin/busybox (from Debian's busybox-static). */
+export function busyboxRootfsTar(): string {
+  const tar = join(CACHE_DIR, 'busybox-rootfs.tar');
+  if (existsSync(tar)) return tar;
+  const dir = join(CACHE_DIR, 'busybox-rootfs');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  for (const d of ['tmp', 'etc', 'root', 'data']) mkdirSync(join(dir, d), { recursive: true });
+  execFileSync('chmod', ['1777', join(dir, 'tmp')]);
+  copyFileSync('/bin/busybox', join(dir, 'bin', 'busybox'));
+  execFileSync('chmod', ['755', join(dir, 'bin', 'busybox')]);
+  for (const applet of BUSYBOX_APPLETS) symlinkSync('busybox', join(dir, 'bin', applet));
+  writeFileSync(join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
+  writeFileSync(join(dir, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n');
+  const tmp = `${tar}.tmp`;
+  execFileSync('tar', ['-C', dir, '--numeric-owner', '-cf', tmp, '.']);
+  execFileSync('mv', [tmp, tar]);
+  return tar;
+}
+
+/** `docker import` the busybox rootfs into the engine at `dockerHost` as `ref`. */
+export function importBusybox(dockerHost: string, ref: string): void {
+  execFileSync(DOCKER_BIN, ['-H', dockerHost, 'import', '-c', 'ENV PATH=/bin', '-c', 'CMD ["/bin/sh"]', busyboxRootfsTar(), ref], { stdio: 'pipe' });
+}
+
+export function docker(dockerHost: string, args: string[]): string {
+  return execFileSync(DOCKER_BIN, ['-H', dockerHost, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
