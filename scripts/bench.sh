@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# npm run bench [-- NAME...]: runs bench/NAME.ts (default: every benchmark). Results print as
+# tables and are kept as JSON in bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  names=()
+  for f in bench/*.ts; do
+    n=$(basename "$f" .ts)
+    [ "$n" = report ] && continue
+    names+=("$n")
+  done
+fi
+for n in "${names[@]}"; do
+  echo "== bench $n"
+  npx tsx "bench/$n.ts"
+done
