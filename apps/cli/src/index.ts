@@ -1,1 +1,25 @@
-export {};
+/** @cryo/cli as a library: the typed REST client, for e2e tests, benchmarks and scripts. */
+export {
+  CryoClient,
+  DEFAULT_NAMESPACE,
+  DEFAULT_SERVER,
+  collectPages,
+  type CreateSandboxResponse,
+  type CreateSnapshotResponse,
+  type CryoClientOptions,
+  type DeleteResponse,
+  type ExecutorList,
+  type Health,
+  type ListOptions,
+  type Page,
+  type SnapshotListOptions,
+} from './client';
+export {
+  CryoApiError,
+  CryoClientError,
+  CryoConnectionError,
+  CryoResponseError,
+  CryoWaitTimeoutError,
+} from './clientErrors';
+export type { WaitOptions } from './wait';
+export { run } from './program';

@@ -1,0 +1,26 @@
+/** Parsers for option values; commander reports their InvalidArgumentError as `error: option ... is invalid`. */
+import { InvalidArgumentError } from 'commander';
+
+/** `--env K=V` / `--label K=V`, repeatable; the value may itself contain "=". */
+export function collectKeyValue(item: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const eq = item.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${item}"`);
+  return { ...previous, [item.slice(0, eq)]: item.slice(eq + 1) };
+}
+
+export function parseInteger(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError(`expected a whole number, got "${value}"`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`must be between ${min} and ${max}`);
+    return n;
+  };
+}
+
+export function parsePositiveNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) {
+    throw new InvalidArgumentError(`expected a positive number, got "${value}"`);
+  }
+  return n;
+}

@@ -1,0 +1,191 @@
+import { Option, type Command } from 'commander';
+import { SandboxStatusSchema, type CreateSandboxBody, type Sandbox } from '@cryo/snapshot';
+import { collectKeyValue, parseInteger, parsePositiveNumber } from '../args';
+import type { Cli, CommandContext } from '../cli';
+import { CryoClientError } from '../clientErrors';
+import { describeOutcome, sandboxFields, sandboxTable } from '../views';
+import {
+  addListOptions,
+  addWaitOptions,
+  examples,
+  listPage,
+  printPage,
+  waitTimeoutMs,
+  type ListFlags,
+  type WaitFlags,
+} from './shared';
+
+interface CreateFlags extends WaitFlags {
+  env?: Record<string, string>;
+  label?: Record<string, string>;
+  cpus?: number;
+  memoryMb?: number;
+  timeoutSecs?: number;
+  executor?: string;
+}
+
+export function registerSandboxCommands(program: Command, cli: Cli): void {
+  const sandboxes = program
+    .command('sandboxes')
+    .aliases(['sandbox', 'sb'])
+    .description('create, list, inspect, exec in and delete sandboxes')
+    .addHelpText(
+      'after',
+      examples([
+        'cryo sandboxes create busybox:latest --wait -- sleep 3600',
+        'cryo sb list --status running',
+        'cryo sb exec sbx-0123abcd4567 -- cat /etc/hostname',
+      ]),
+    );
+
+  addWaitOptions(
+    sandboxes
+      .command('create')
+      .description('start a sandbox from an image; the server answers at once and starts it in the background')
+      .argument('<image>', 'container image, e.g. busybox:latest')
+      .argument('[command...]', 'command to run instead of the image default; put it after --')
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectKeyValue)
+      .option('-l, --label <KEY=VALUE>', 'label (repeatable)', collectKeyValue)
+      .option('--cpus <n>', 'CPU limit, e.g. 0.5', parsePositiveNumber)
+      .option('--memory-mb <n>', 'memory limit in MiB', parseInteger(1))
+      .option('--timeout-secs <n>', 'lifetime limit; the sandbox is terminated (outcome timeout) after it', parseInteger(0))
+      .option('--executor <id>', 'run on this executor instead of letting the server place it'),
+    'until the sandbox is running or terminated, printing why it is pending',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo sandboxes create busybox:latest -- sleep 3600',
+        'cryo sb create python:3.12-slim --env MODE=test --label team=ml --cpus 1 --memory-mb 512 --wait',
+        'ID=$(cryo sb create busybox:latest --quiet -- sleep 600)',
+      ]),
+    )
+    .action(async (image: string, command: string[], flags: CreateFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const resources =
+        flags.cpus === undefined && flags.memoryMb === undefined
+          ? undefined
+          : { cpus: flags.cpus, memory_mb: flags.memoryMb };
+      const body: CreateSandboxBody = {
+        image,
+        command: command.length > 0 ? command : undefined,
+        env: flags.env,
+        labels: flags.label,
+        resources,
+        timeout_secs: flags.timeoutSecs,
+        executor_id: flags.executor,
+      };
+      const created = await ctx.client.createSandbox(body);
+      if (flags.wait === true) {
+        await waitUntilStarted(ctx, created.sandbox_id, flags);
+        return;
+      }
+      ctx.out.result(created, {
+        ids: [created.sandbox_id],
+        human: () => `created sandbox ${created.sandbox_id} (${created.status})`,
+      });
+    });
+
+  addListOptions(
+    sandboxes
+      .command('list')
+      .alias('ls')
+      .description('list the sandboxes of the namespace, newest first')
+      .addOption(new Option('--status <status>', 'only sandboxes in this status').choices(SandboxStatusSchema.options)),
+    'sandboxes',
+  )
+    .addHelpText('after', examples(['cryo sandboxes list', 'cryo sb ls --status running --label team=ml --all']))
+    .action(async (flags: ListFlags & { status?: string }, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const page = await listPage(flags, (options) => ctx.client.listSandboxes(options));
+      printPage(ctx.out, page, {
+        noun: 'sandboxes',
+        id: (sb) => sb.sandbox_id,
+        table: (items) => sandboxTable(items, ctx.now),
+      });
+    });
+
+  sandboxes
+    .command('get')
+    .description('show one sandbox')
+    .argument('<id>', 'sandbox id')
+    .addHelpText('after', examples(['cryo sandboxes get sbx-0123abcd4567', 'cryo sb get sbx-0123abcd4567 --json']))
+    .action(async (id: string, _flags: object, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const sandbox = await ctx.client.getSandbox(id);
+      ctx.out.result(sandbox, { ids: [sandbox.sandbox_id], human: () => sandboxFields(sandbox, ctx.now) });
+    });
+
+  sandboxes
+    .command('delete')
+    .alias('rm')
+    .description('terminate and delete a sandbox; deleting one that is already gone succeeds')
+    .argument('<id>', 'sandbox id')
+    .addHelpText('after', examples(['cryo sandboxes delete sbx-0123abcd4567']))
+    .action(async (id: string, _flags: object, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const answer = await ctx.client.deleteSandbox(id);
+      ctx.out.result(answer, { human: () => `deleted sandbox ${id}` });
+    });
+
+  sandboxes
+    .command('exec')
+    .description(
+      "run a command in a running sandbox and wait for it; its stdout and stderr are printed to this process's, and cryo exits with its exit code",
+    )
+    .argument('<id>', 'sandbox id')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .option('--timeout-secs <n>', 'kill the command after this many seconds', parseInteger(1, 24 * 3600))
+    .addHelpText(
+      'after',
+      examples([
+        'cryo sandboxes exec sbx-0123abcd4567 -- ls -la /',
+        "cryo sb exec sbx-0123abcd4567 --timeout-secs 30 -- sh -c 'echo hi > /tmp/x'",
+        'cryo sb exec sbx-0123abcd4567 --json -- cat /etc/os-release   # {"exit_code","stdout","stderr"}',
+      ]),
+    )
+    .action(async (id: string, command: string[], flags: { timeoutSecs?: number }, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const result = await ctx.client.exec(id, { command, timeout_secs: flags.timeoutSecs });
+      if (ctx.out.json) {
+        ctx.out.result(result, { human: () => '' });
+      } else {
+        ctx.out.stdout.write(result.stdout);
+        ctx.out.stderr.write(result.stderr);
+      }
+      // An exit status outside 0..255 cannot be passed on; it still must not read as success.
+      cli.exitCode = result.exit_code >= 0 && result.exit_code <= 255 ? result.exit_code : 1;
+    });
+}
+
+/**
+ * --wait of create and restore: poll until the sandbox runs (print it) or has terminated
+ * (print it, then fail with how it ended). Pending reasons are noted on stderr as they change.
+ */
+export async function waitUntilStarted(ctx: CommandContext, id: string, flags: WaitFlags): Promise<Sandbox> {
+  let lastReason: string | null = null;
+  const sandbox = await ctx.client.waitForSandbox(id, {
+    intervalMs: ctx.pollIntervalMs,
+    timeoutMs: waitTimeoutMs(flags),
+    onUpdate: (sb) => {
+      if (sb.pending_reason !== null && sb.pending_reason !== lastReason) {
+        ctx.out.note(`${sb.sandbox_id} pending: ${sb.pending_reason}`);
+      }
+      lastReason = sb.pending_reason;
+    },
+  });
+  ctx.out.result(sandbox, {
+    ids: [sandbox.sandbox_id],
+    human: () =>
+      sandbox.status === 'terminated'
+        ? sandboxFields(sandbox, ctx.now)
+        : `sandbox ${sandbox.sandbox_id} is running on ${sandbox.executor_id ?? 'an executor'}`,
+  });
+  if (sandbox.status === 'terminated') {
+    // Exit status 0 after --wait means "running now", so a sandbox that already ended is a failure too.
+    const how = describeOutcome(sandbox.outcome) ?? 'no outcome given';
+    const when = sandbox.started_at === null ? 'before it started' : 'already';
+    throw new CryoClientError('SANDBOX_TERMINATED', `sandbox ${id} terminated ${when}: ${how}`);
+  }
+  return sandbox;
+}

@@ -1,0 +1,249 @@
+import { Option, type Command } from 'commander';
+import { RestoreModeSchema, SnapshotStatusSchema, type RestoreMode, type Snapshot } from '@cryo/snapshot';
+import { collectKeyValue, parseInteger } from '../args';
+import type { Cli, CommandContext } from '../cli';
+import { CryoApiError, CryoClientError } from '../clientErrors';
+import { formatTtl, fullTime } from '../format';
+import { ProgressLine } from '../progress';
+import { snapshotFields, snapshotProgressLine, snapshotTable } from '../views';
+import { pollUntil } from '../wait';
+import { waitUntilStarted } from './sandboxes';
+import {
+  addListOptions,
+  addWaitOptions,
+  examples,
+  listPage,
+  printPage,
+  waitTimeoutMs,
+  type ListFlags,
+  type WaitFlags,
+} from './shared';
+
+const MAX_TTL_SECS = 10 * 365 * 24 * 3600;
+
+interface CreateFlags extends WaitFlags {
+  ttlSecs?: number;
+  tag?: string;
+  label?: Record<string, string>;
+}
+
+interface RestoreFlags extends WaitFlags {
+  mode?: RestoreMode;
+  executor?: string;
+  env?: Record<string, string>;
+  label?: Record<string, string>;
+  timeoutSecs?: number;
+}
+
+export function registerSnapshotCommands(program: Command, cli: Cli): void {
+  const snapshots = program
+    .command('snapshots')
+    .aliases(['snapshot', 'snap'])
+    .description('snapshot running sandboxes into images, list, restore, expire and delete them')
+    .addHelpText(
+      'after',
+      examples([
+        'cryo snapshots create sbx-0123abcd4567 --ttl-secs 86400 --wait',
+        'cryo snap restore snap-0123abcd4567 --mode lazy --wait',
+        'cryo snap list --sandbox sbx-0123abcd4567',
+      ]),
+    );
+
+  addWaitOptions(
+    snapshots
+      .command('create')
+      .description(
+        'snapshot a running sandbox (it is paused only for the commit and keeps running); the server answers at once',
+      )
+      .argument('<sandbox-id>', 'the sandbox to snapshot')
+      .option('--ttl-secs <n>', 'expire the snapshot this long after it was created; 0 = never (default: the server\'s default_ttl_secs)', parseInteger(0, MAX_TTL_SECS))
+      .option('--tag <tag>', 'a name for the snapshot ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})')
+      .option('-l, --label <KEY=VALUE>', 'label (repeatable)', collectKeyValue),
+    'until the snapshot is active or failed, showing its phase and bytes pushed; exits 1 if it failed',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo snapshots create sbx-0123abcd4567',
+        'cryo snap create sbx-0123abcd4567 --ttl-secs 3600 --tag before-upgrade --label step=3 --wait',
+        'SNAP=$(cryo snap create sbx-0123abcd4567 --wait --quiet)',
+      ]),
+    )
+    .action(async (sandboxId: string, flags: CreateFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const created = await ctx.client.createSnapshot(sandboxId, {
+        ttl_secs: flags.ttlSecs,
+        tag: flags.tag,
+        labels: flags.label,
+      });
+      if (flags.wait !== true) {
+        ctx.out.result(created, {
+          ids: [created.snapshot_id],
+          human: () => `created snapshot ${created.snapshot_id} of sandbox ${sandboxId} (${created.status})`,
+        });
+        return;
+      }
+      await waitUntilActive(ctx, created.snapshot_id, flags);
+    });
+
+  addListOptions(
+    snapshots
+      .command('list')
+      .alias('ls')
+      .description('list the snapshots of the namespace, or of one sandbox, newest first')
+      .option('--sandbox <id>', 'only the snapshots of this sandbox')
+      .addOption(new Option('--status <status>', 'only snapshots in this status').choices(SnapshotStatusSchema.options)),
+    'snapshots',
+  )
+    .addHelpText(
+      'after',
+      examples(['cryo snapshots list', 'cryo snap ls --sandbox sbx-0123abcd4567 --status active', 'cryo snap ls --all --json']),
+    )
+    .action(async (flags: ListFlags & { sandbox?: string }, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const page = await listPage(flags, (options) => ctx.client.listSnapshots({ ...options, sandboxId: flags.sandbox }));
+      printPage(ctx.out, page, {
+        noun: 'snapshots',
+        id: (snap) => snap.snapshot_id,
+        table: (items) => snapshotTable(items, ctx.now),
+      });
+    });
+
+  snapshots
+    .command('get')
+    .description('show one snapshot: status, error, image ref, digest, size, TTL, timings')
+    .argument('<id>', 'snapshot id')
+    .addHelpText('after', examples(['cryo snapshots get snap-0123abcd4567']))
+    .action(async (id: string, _flags: object, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const snapshot = await ctx.client.getSnapshot(id);
+      ctx.out.result(snapshot, { ids: [snapshot.snapshot_id], human: () => snapshotFields(snapshot, ctx.now) });
+    });
+
+  addWaitOptions(
+    snapshots
+      .command('delete')
+      .alias('rm')
+      .description('delete a snapshot: its image is removed from the registry and from the executors in the background')
+      .argument('<id>', 'snapshot id'),
+    'until the deletion has finished',
+  )
+    .addHelpText('after', examples(['cryo snapshots delete snap-0123abcd4567 --wait']))
+    .action(async (id: string, flags: WaitFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const answer = await ctx.client.deleteSnapshot(id);
+      if (flags.wait !== true) {
+        ctx.out.result(answer, { human: () => `deleting snapshot ${id}` });
+        return;
+      }
+      const gone = await waitUntilDeleted(ctx, id, flags);
+      ctx.out.result(gone, { human: () => `deleted snapshot ${id}` });
+    });
+
+  snapshots
+    .command('patch')
+    .alias('set-ttl')
+    .description('change the TTL of a snapshot, to extend or shorten it; 0 = never expires. Prints the new expiry')
+    .argument('<id>', 'snapshot id')
+    .requiredOption('--ttl-secs <n>', 'the new TTL in seconds', parseInteger(0, MAX_TTL_SECS))
+    .addHelpText(
+      'after',
+      examples(['cryo snapshots patch snap-0123abcd4567 --ttl-secs 604800', 'cryo snap set-ttl snap-0123abcd4567 --ttl-secs 0']),
+    )
+    .action(async (id: string, flags: { ttlSecs: number }, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const snapshot = await ctx.client.setSnapshotTtl(id, flags.ttlSecs);
+      ctx.out.result(snapshot, {
+        human: () =>
+          snapshot.expires_at === null
+            ? `snapshot ${id} never expires`
+            : `snapshot ${id} ttl ${formatTtl(snapshot.ttl_secs)}, expires ${fullTime(snapshot.expires_at, ctx.now)}`,
+      });
+    });
+
+  addWaitOptions(
+    snapshots
+      .command('restore')
+      .description('start a new sandbox from an active snapshot, on any executor')
+      .argument('<id>', 'snapshot id')
+      .argument('[command...]', "command to run instead of the snapshot's; put it after --")
+      .addOption(
+        new Option(
+          '--mode <mode>',
+          'eager: run from the whole image, pulled if the executor lacks it; lazy: mount its clip index and fetch files on demand (omitted: the server decides)',
+        )
+          .choices(RestoreModeSchema.options),
+      )
+      .option('--executor <id>', 'restore on this executor (default: the server prefers one that has the image)')
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectKeyValue)
+      .option('-l, --label <KEY=VALUE>', 'label of the new sandbox (repeatable)', collectKeyValue)
+      .option('--timeout-secs <n>', 'lifetime limit of the new sandbox', parseInteger(0, MAX_TTL_SECS)),
+    'until the new sandbox is running or terminated',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo snapshots restore snap-0123abcd4567 --wait',
+        'cryo snap restore snap-0123abcd4567 --mode lazy --executor exec-b -- python3 -m http.server',
+        'SB=$(cryo snap restore snap-0123abcd4567 --wait --quiet)',
+      ]),
+    )
+    .action(async (id: string, command: string[], flags: RestoreFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const created = await ctx.client.restoreSnapshot(id, {
+        mode: flags.mode,
+        executor_id: flags.executor,
+        command: command.length > 0 ? command : undefined,
+        env: flags.env,
+        labels: flags.label,
+        timeout_secs: flags.timeoutSecs,
+      });
+      if (flags.wait === true) {
+        await waitUntilStarted(ctx, created.sandbox_id, flags);
+        return;
+      }
+      ctx.out.result(created, {
+        ids: [created.sandbox_id],
+        human: () => `restoring snapshot ${id} into sandbox ${created.sandbox_id} (${created.status})`,
+      });
+    });
+}
+
+/** --wait of create: one progress line (redrawn on a TTY) until active; anything else fails. */
+async function waitUntilActive(ctx: CommandContext, id: string, flags: WaitFlags): Promise<Snapshot> {
+  const line = new ProgressLine(ctx.out.stderr, !ctx.out.quiet);
+  let snapshot: Snapshot;
+  try {
+    snapshot = await ctx.client.waitForSnapshot(id, {
+      intervalMs: ctx.pollIntervalMs,
+      timeoutMs: waitTimeoutMs(flags),
+      onUpdate: (snap) => line.update(snapshotProgressLine(snap)),
+    });
+  } finally {
+    line.finish();
+  }
+  ctx.out.result(snapshot, { ids: [snapshot.snapshot_id], human: () => snapshotFields(snapshot, ctx.now) });
+  if (snapshot.status !== 'active') {
+    const why = snapshot.error ?? `it is ${snapshot.status}`;
+    throw new CryoClientError(`SNAPSHOT_${snapshot.status.toUpperCase()}`, `snapshot ${id} failed: ${why}`);
+  }
+  return snapshot;
+}
+
+/** --wait of delete: until deleted (or expired); a snapshot the server no longer knows is deleted too. */
+async function waitUntilDeleted(ctx: CommandContext, id: string, flags: WaitFlags): Promise<Snapshot | null> {
+  const read = async (): Promise<Snapshot | null> => {
+    try {
+      return await ctx.client.getSnapshot(id);
+    } catch (err) {
+      if (err instanceof CryoApiError && err.status === 404) return null;
+      throw err;
+    }
+  };
+  return pollUntil(read, (snap) => snap === null || snap.status === 'deleted' || snap.status === 'expired', {
+    intervalMs: ctx.pollIntervalMs,
+    timeoutMs: waitTimeoutMs(flags),
+    describe: (snap) => `snapshot ${id} is still ${snap?.status ?? 'there'}`,
+  });
+}
+
