@@ -1,0 +1,129 @@
+/**
+ * Builds an index from layer streams: each layer is streamed exactly once,
+ * its compressed digest and diff_id are checked, and the entries of all
+ * layers are merged into one tree. Independent of where the bytes come from
+ * (registry.ts feeds it from a registry; tests feed it from files).
+ */
+import { ClipError } from '../errors.js';
+import type { ImageInfo } from '../format/types.js';
+import { writeIndex, type LayerToWrite } from '../format/writer.js';
+import { TreeBuilder } from '../tree/merge.js';
+import { compressionOf, LayerIndexer } from './layer-indexer.js';
+
+export const DEFAULT_SPAN = 1024 * 1024;
+export const TOOL = 'cryo-clip/1';
+
+export interface LayerInput {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** from the image config's rootfs.diff_ids; verified when given */
+  diffId?: string;
+  open(): Promise<AsyncIterable<Buffer>>;
+}
+
+export interface BuildProgress {
+  layer: number;
+  layers: number;
+  digest: string;
+  /** compressed bytes of this layer read so far, and its size */
+  layerBytes: number;
+  layerSize: number;
+  /** compressed bytes of the whole image read so far, and its size */
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface IndexLayersOptions {
+  /** bytes of uncompressed output between checkpoints (default 1 MiB) */
+  span?: number;
+  /** zero unreferenced window bytes (default true; off only to measure it) */
+  pruneWindows?: boolean;
+  onProgress?: (p: BuildProgress) => void;
+}
+
+export interface BuildResult {
+  index: Buffer;
+  files: number;
+  uncompressedSize: number;
+  compressedSize: number;
+  spans: number;
+}
+
+export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: IndexLayersOptions = {}): Promise<BuildResult> {
+  const span = opts.span ?? DEFAULT_SPAN;
+  if (!Number.isSafeInteger(span) || span < 64 * 1024) {
+    throw new ClipError('EINVAL', `span must be an integer of at least 64 KiB (got ${span})`);
+  }
+  const tree = new TreeBuilder();
+  const written: LayerToWrite[] = [];
+  const bytesTotal = layers.reduce((n, l) => n + l.size, 0);
+  let bytesDone = 0;
+  let files = 0;
+  for (const [i, layer] of layers.entries()) {
+    const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, { pruneWindows: opts.pruneWindows ?? true });
+    let layerBytes = 0;
+    const stream = await layer.open();
+    try {
+      for await (const chunk of stream) {
+        indexer.push(chunk);
+        layerBytes += chunk.length;
+        bytesDone += chunk.length;
+        opts.onProgress?.({ layer: i, layers: layers.length, digest: layer.digest, layerBytes, layerSize: layer.size, bytesDone, bytesTotal });
+      }
+    } catch (err) {
+      if (err instanceof ClipError) {
+        throw new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err });
+      }
+      throw err;
+    }
+    let result;
+    try {
+      result = indexer.end();
+    } catch (err) {
+      if (err instanceof ClipError) {
+        throw new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err });
+      }
+      throw err;
+    }
+    if (result.digest !== layer.digest) {
+      throw new ClipError('DIGEST_MISMATCH', `layer ${i}: blob digest is ${result.digest}, manifest says ${layer.digest}`, {
+        layer: layer.digest,
+      });
+    }
+    if (result.compressedSize !== layer.size) {
+      throw new ClipError('DIGEST_MISMATCH', `layer ${i} (${layer.digest}): ${result.compressedSize} bytes, manifest says ${layer.size}`);
+    }
+    if (layer.diffId !== undefined && layer.diffId !== result.diffId) {
+      throw new ClipError(
+        'DIGEST_MISMATCH',
+        `layer ${i} (${layer.digest}): uncompressed digest is ${result.diffId}, the config's diff_id is ${layer.diffId}`,
+        { layer: layer.digest },
+      );
+    }
+    tree.applyLayer(result.entries, i);
+    files += result.entries.length;
+    written.push({
+      digest: layer.digest,
+      mediaType: layer.mediaType,
+      size: layer.size,
+      diffId: result.diffId,
+      compression: result.compression,
+      uncompressedSize: result.uncompressedSize,
+      spans: result.spans,
+    });
+  }
+  const index = writeIndex({
+    image,
+    build: { span, createdAt: new Date().toISOString(), tool: TOOL },
+    layers: written,
+    root: tree.root,
+  });
+  return {
+    index,
+    files,
+    uncompressedSize: written.reduce((n, l) => n + l.uncompressedSize, 0),
+    compressedSize: bytesTotal,
+    spans: written.reduce((n, l) => n + l.spans.length, 0),
+  };
+}

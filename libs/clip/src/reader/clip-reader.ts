@@ -1,0 +1,128 @@
+/**
+ * Filesystem view of a clip index, shaped for a FUSE binding: metadata comes
+ * from the index alone; file contents are fetched lazily through the
+ * SpanStore. The index is immutable, so path lookups (including misses) are
+ * cached for the life of the reader.
+ */
+import { ClipError, fsError } from '../errors.js';
+import { ClipIndex, type ClipStat } from '../format/index-file.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types.js';
+import { SpanStore, type FetchStats, type SpanStoreOptions } from './span-store.js';
+
+export interface DirEntry {
+  name: string;
+  ino: number;
+  /** st_mode of the entry (type and permission bits) */
+  mode: number;
+}
+
+export type ClipReaderOptions = SpanStoreOptions & {
+  /** most path lookups to remember (default 200k) */
+  lookupCacheSize?: number;
+};
+
+export class ClipReader {
+  private readonly store: SpanStore;
+  private readonly lookups = new Map<string, number | ClipError>();
+  private readonly lookupLimit: number;
+
+  constructor(
+    readonly index: ClipIndex,
+    opts: ClipReaderOptions = {},
+  ) {
+    this.store = new SpanStore(index, opts);
+    this.lookupLimit = opts.lookupCacheSize ?? 200_000;
+  }
+
+  static async open(indexPath: string, opts: ClipReaderOptions = {}): Promise<ClipReader> {
+    return new ClipReader(await ClipIndex.load(indexPath), opts);
+  }
+
+  /** bytes and requests fetched from the source so far */
+  get stats(): FetchStats {
+    return { ...this.store.stats };
+  }
+
+  /** lstat: a symlink in the last component is not followed */
+  async stat(path: string): Promise<ClipStat> {
+    return this.index.stat(this.lookup(path, false));
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    return this.index.children(this.dirId(path)).map((c) => c.name);
+  }
+
+  /** readdir with the type of each entry (no extra lookups; for readdirplus) */
+  async readdirEntries(path: string): Promise<DirEntry[]> {
+    return this.index.children(this.dirId(path)).map((c) => ({ name: c.name, ino: c.id + 1, mode: this.index.mode(c.id) }));
+  }
+
+  async readlink(path: string): Promise<string> {
+    const id = this.lookup(path, false);
+    if ((this.index.mode(id) & S_IFMT) !== S_IFLNK) throw fsError('EINVAL', path, 'not a symbolic link');
+    return this.index.linkTarget(id);
+  }
+
+  /** Resolve symlinks inside the image (like realpath(3), relative to the image root). */
+  async realpath(path: string): Promise<string> {
+    return this.index.resolvePath(path, true).path;
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    const value = this.index.xattrs(this.lookup(path, false)).get(name);
+    if (!value) throw fsError('ENODATA', path, `no attribute '${name}'`);
+    return value;
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    return [...this.index.xattrs(this.lookup(path, false)).keys()];
+  }
+
+  /** Read `length` bytes at `offset` (symlinks followed, like open(2)+pread(2)). */
+  async read(path: string, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw fsError('EINVAL', path, `bad offset/length ${offset}/${length}`);
+    }
+    const id = this.lookup(path, true);
+    const mode = this.index.mode(id);
+    if ((mode & S_IFMT) === S_IFDIR) throw fsError('EISDIR', path);
+    if ((mode & S_IFMT) !== S_IFREG) throw fsError('EINVAL', path, 'not a regular file');
+    const data = this.index.fileData(id);
+    if (!data || offset >= data.size || length === 0) return Buffer.alloc(0);
+    const n = Math.min(length, data.size - offset);
+    const out = await this.store.read(data.layer, data.offset + offset, n);
+    if (out.length !== n) throw new ClipError('EIO', `short read of '${path}': ${out.length} of ${n} bytes`);
+    return out;
+  }
+
+  async readFile(path: string): Promise<Buffer> {
+    const st = this.index.stat(this.lookup(path, true));
+    return this.read(path, 0, st.size);
+  }
+
+  private dirId(path: string): number {
+    const id = this.lookup(path, true);
+    if (!this.index.isDir(id)) throw fsError('ENOTDIR', path);
+    return id;
+  }
+
+  private lookup(path: string, followLast: boolean): number {
+    const key = `${followLast ? 'F' : 'L'}${path}`;
+    const hit = this.lookups.get(key);
+    if (hit !== undefined) {
+      if (typeof hit === 'number') return hit;
+      throw hit;
+    }
+    let result: number | ClipError;
+    try {
+      result = this.index.resolve(path, followLast);
+    } catch (err) {
+      if (!(err instanceof ClipError)) throw err;
+      result = err;
+    }
+    if (this.lookups.size >= this.lookupLimit) this.lookups.clear();
+    this.lookups.set(key, result);
+    if (typeof result === 'number') return result;
+    throw result;
+  }
+}

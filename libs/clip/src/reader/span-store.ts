@@ -1,0 +1,301 @@
+/**
+ * Serves uncompressed byte ranges of layers, span by span:
+ * memory LRU -> host disk cache -> one range request to the source that
+ * covers every missing span of the read, inflated from the first span's
+ * checkpoint. Every span is checked against its sha256 before it is used or
+ * cached; concurrent reads of one span share one fetch.
+ */
+import { createHash } from 'node:crypto';
+import { Decompress as ZstdDecompress } from 'fzstd';
+import { ClipError } from '../errors.js';
+import type { ClipIndex } from '../format/index-file.js';
+import type { LayerInfo, SpanInfo } from '../format/types.js';
+import { inflateFromCheckpoint } from '../gzip/realign.js';
+import type { LayerSource } from '../source.js';
+import { SpanDiskCache } from './disk-cache.js';
+
+export interface FetchStats {
+  /** range or stream requests made to the source (registry) */
+  requests: number;
+  /** compressed bytes received from the source */
+  bytes: number;
+  /** spans inflated and verified from source bytes */
+  spansFetched: number;
+  /** spans served from the disk cache */
+  diskHits: number;
+  /** spans served from memory */
+  memoryHits: number;
+}
+
+export interface SpanStoreOptions {
+  source?: LayerSource;
+  /** host-wide disk cache directory (optional) */
+  cacheDir?: string;
+  /** bytes of verified spans kept in memory (default 64 MiB) */
+  memoryBytes?: number;
+}
+
+export class SpanStore {
+  readonly stats: FetchStats = { requests: 0, bytes: 0, spansFetched: 0, diskHits: 0, memoryHits: 0 };
+  private readonly disk: SpanDiskCache | undefined;
+  private readonly memory = new Map<string, Buffer>();
+  private memoryUsed = 0;
+  private readonly memoryLimit: number;
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+
+  constructor(
+    private readonly index: ClipIndex,
+    private readonly opts: SpanStoreOptions,
+  ) {
+    this.disk = opts.cacheDir ? new SpanDiskCache(opts.cacheDir) : undefined;
+    this.memoryLimit = opts.memoryBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** bytes [offset, offset+length) of layer `layerIndex`'s uncompressed stream */
+  async read(layerIndex: number, offset: number, length: number): Promise<Buffer> {
+    const layer = this.layer(layerIndex);
+    if (length <= 0) return Buffer.alloc(0);
+    const end = Math.min(offset + length, layer.uncompressedSize);
+    const first = spanAt(layer, offset);
+    const last = spanAt(layer, end - 1);
+    const parts = await this.spans(layerIndex, first, last);
+    const firstSpan = layer.spans[first];
+    if (!firstSpan) throw new ClipError('INDEX_CORRUPT', 'span out of range');
+    const joined = parts.length === 1 && parts[0] ? parts[0] : Buffer.concat(parts);
+    return joined.subarray(offset - firstSpan.uoff, end - firstSpan.uoff);
+  }
+
+  private layer(i: number): LayerInfo {
+    const layer = this.index.layers[i];
+    if (!layer) throw new ClipError('INDEX_CORRUPT', `layer ${i} not in the index`);
+    return layer;
+  }
+
+  private key(layer: LayerInfo, s: number): string {
+    return `${layer.diffId}#${s}`;
+  }
+
+  private async spans(layerIndex: number, first: number, last: number): Promise<Buffer[]> {
+    const layer = this.layer(layerIndex);
+    const results: Array<Promise<Buffer> | Buffer | undefined> = [];
+    for (let s = first; s <= last; s++) {
+      const k = this.key(layer, s);
+      const mem = this.memory.get(k);
+      if (mem) {
+        this.memory.delete(k); // LRU: move to the end
+        this.memory.set(k, mem);
+        this.stats.memoryHits++;
+        results.push(mem);
+        continue;
+      }
+      results.push(this.inflight.get(k));
+    }
+    if (this.disk) {
+      await Promise.all(
+        results.map(async (r, i) => {
+          if (r !== undefined) return;
+          const span = layer.spans[first + i];
+          const disk = this.disk;
+          if (!span || !disk) return;
+          const data = await disk.get(layer.diffId, span);
+          if (data) {
+            this.stats.diskHits++;
+            this.remember(this.key(layer, first + i), data);
+            results[i] = data;
+          }
+        }),
+      );
+      // Someone may have started fetching while we looked at the disk.
+      for (let i = 0; i < results.length; i++) results[i] ??= this.inflight.get(this.key(layer, first + i));
+    }
+    // Missing spans: one fetch per contiguous run.
+    let runStart = -1;
+    for (let i = 0; i <= results.length; i++) {
+      const missing = i < results.length && results[i] === undefined;
+      if (missing && runStart < 0) runStart = i;
+      if (!missing && runStart >= 0) {
+        const fetched = this.fetchRun(layerIndex, first + runStart, first + i - 1);
+        for (let j = runStart; j < i; j++) results[j] = fetched[j - runStart];
+        runStart = -1;
+      }
+    }
+    return Promise.all(results.map((r) => r ?? Promise.reject(new ClipError('EIO', 'internal: span not scheduled'))));
+  }
+
+  /** Start one fetch for spans a..b; every span gets its own shared promise. */
+  private fetchRun(layerIndex: number, a: number, b: number): Array<Promise<Buffer>> {
+    const layer = this.layer(layerIndex);
+    const run = this.fetchAndVerify(layer, a, b);
+    const out: Array<Promise<Buffer>> = [];
+    for (let s = a; s <= b; s++) {
+      const k = this.key(layer, s);
+      const p = run.then((bufs) => {
+        const buf = bufs[s - a];
+        if (!buf) throw new ClipError('EIO', `internal: span ${s} missing from fetch`);
+        return buf;
+      });
+      p.catch(() => undefined).finally(() => this.inflight.delete(k));
+      this.inflight.set(k, p);
+      out.push(p);
+    }
+    return out;
+  }
+
+  private async fetchAndVerify(layer: LayerInfo, a: number, b: number): Promise<Buffer[]> {
+    const source = this.opts.source;
+    if (!source) {
+      throw new ClipError('EIO', `layer ${layer.digest} is not cached and no source (registry) is configured`);
+    }
+    const spans = layer.spans.slice(a, b + 1);
+    if (layer.compression === 'zstd') {
+      const wanted = await this.fetchZstd(source, layer, a, b);
+      this.stats.spansFetched += wanted.length;
+      return wanted;
+    }
+    let pieces: Buffer[];
+    {
+      const firstSpan = spans[0];
+      const lastSpan = spans[spans.length - 1];
+      if (!firstSpan || !lastSpan) throw new ClipError('INDEX_CORRUPT', 'empty span run');
+      let out: Buffer;
+      if (layer.compression === 'gzip') {
+        const start = firstSpan.bits > 0 ? firstSpan.coff - 1 : firstSpan.coff;
+        const next = layer.spans[b + 1];
+        const end = Math.min(next ? next.coff : layer.size - 1, layer.size - 1);
+        const compressed = await this.fetchRange(source, layer, start, end);
+        out = inflateFromCheckpoint(compressed, firstSpan.bits, this.index.window(firstSpan));
+      } else {
+        out = await this.fetchRange(source, layer, firstSpan.uoff, lastSpan.uoff + lastSpan.ulen - 1);
+      }
+      pieces = [];
+      let pos = 0;
+      for (const s of spans) {
+        pieces.push(out.subarray(pos, pos + s.ulen));
+        pos += s.ulen;
+      }
+    }
+    const verified: Buffer[] = [];
+    for (let i = 0; i < spans.length; i++) {
+      const span = spans[i];
+      const data = pieces[i];
+      if (!span || !data) throw new ClipError('EIO', 'internal: span count mismatch');
+      verifySpan(layer, a + i, span, data);
+      this.stats.spansFetched++;
+      const copy = Buffer.from(data); // detach from the larger inflate buffer
+      this.remember(this.key(layer, a + i), copy);
+      if (this.disk) await this.disk.put(layer.diffId, span, copy);
+      verified.push(copy);
+    }
+    return verified;
+  }
+
+  private async fetchRange(source: LayerSource, layer: LayerInfo, start: number, end: number): Promise<Buffer> {
+    this.stats.requests++;
+    let buf: Buffer;
+    try {
+      buf = await source.readRange(layer.digest, start, end);
+    } catch (err) {
+      if (err instanceof ClipError) throw err;
+      throw new ClipError('EIO', `reading ${layer.digest} bytes ${start}-${end}: ${(err as Error).message}`, undefined, {
+        cause: err,
+      });
+    }
+    this.stats.bytes += buf.length;
+    return buf;
+  }
+
+  /**
+   * zstd has no checkpoints: decompress from the start. Every span passed on
+   * the way is verified and cached, so the cost is paid once per host.
+   */
+  private async fetchZstd(source: LayerSource, layer: LayerInfo, a: number, b: number): Promise<Buffer[]> {
+    this.stats.requests++;
+    const stream = await source.openStream(layer.digest);
+    const wanted: Buffer[] = [];
+    let cur: Buffer[] = [];
+    let curLen = 0;
+    let s = 0;
+    const completed: Array<{ index: number; data: Buffer }> = [];
+    const dec = new ZstdDecompress((chunk) => {
+      let pos = 0;
+      const data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      while (pos < data.length) {
+        const span = layer.spans[s];
+        if (!span) throw new ClipError('LAYER_CORRUPT', `${layer.digest}: more data than the index says`);
+        const n = Math.min(span.ulen - curLen, data.length - pos);
+        cur.push(Buffer.from(data.subarray(pos, pos + n)));
+        curLen += n;
+        pos += n;
+        if (curLen === span.ulen) {
+          completed.push({ index: s, data: Buffer.concat(cur) });
+          cur = [];
+          curLen = 0;
+          s++;
+        }
+      }
+    });
+    const drain = async (): Promise<void> => {
+      for (const { index, data } of completed.splice(0)) {
+        const span = layer.spans[index];
+        if (!span) continue;
+        verifySpan(layer, index, span, data);
+        if (index >= a && index <= b) wanted.push(data);
+        this.remember(this.key(layer, index), data);
+        if (this.disk) await this.disk.put(layer.diffId, span, data);
+      }
+    };
+    try {
+      for await (const chunk of stream) {
+        this.stats.bytes += chunk.length;
+        dec.push(chunk);
+        await drain();
+        if (s > b && !this.disk) break; // without a disk cache, stop once we have what we need
+      }
+      if (s <= b) dec.push(new Uint8Array(0), true);
+      await drain();
+    } catch (err) {
+      if (err instanceof ClipError) throw err;
+      throw new ClipError('LAYER_CORRUPT', `${layer.digest}: zstd: ${(err as Error).message}`, undefined, { cause: err });
+    }
+    if (wanted.length !== b - a + 1) throw new ClipError('LAYER_CORRUPT', `${layer.digest}: zstd stream ended early`);
+    return wanted;
+  }
+
+  private remember(key: string, data: Buffer): void {
+    if (data.length > this.memoryLimit) return;
+    const old = this.memory.get(key);
+    if (old) {
+      this.memory.delete(key);
+      this.memoryUsed -= old.length;
+    }
+    this.memory.set(key, data);
+    this.memoryUsed += data.length;
+    for (const [k, v] of this.memory) {
+      if (this.memoryUsed <= this.memoryLimit) break;
+      this.memory.delete(k);
+      this.memoryUsed -= v.length;
+    }
+  }
+}
+
+export function spanAt(layer: LayerInfo, offset: number): number {
+  let lo = 0;
+  let hi = layer.spans.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    const s = layer.spans[mid];
+    if (s && s.uoff <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function verifySpan(layer: LayerInfo, index: number, span: SpanInfo, data: Buffer): void {
+  if (data.length !== span.ulen || !createHash('sha256').update(data).digest().equals(span.sha256)) {
+    throw new ClipError(
+      'SPAN_CORRUPT',
+      `layer ${layer.digest} span ${index} (bytes ${span.uoff}+${span.ulen}) failed verification: the registry served corrupt data`,
+      { layer: layer.digest, span: index },
+    );
+  }
+}

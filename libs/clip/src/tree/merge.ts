@@ -1,0 +1,169 @@
+/**
+ * Merges the tar entries of an image's layers into one filesystem tree with
+ * OCI layer semantics:
+ * - `.wh.NAME` deletes NAME and `.wh..wh..opq` empties its directory, acting on
+ *   lower layers only (they are applied before the entries of their own layer);
+ * - a non-directory replacing a directory removes the old subtree; a directory
+ *   over an existing directory only updates its metadata;
+ * - parents without their own entry are synthesised (0755 root:root, time 0),
+ *   and a non-directory in a parent position is replaced by such a directory;
+ * - hard links share one inode; link counts are computed from the final tree.
+ */
+import { ClipError } from '../errors.js';
+import type { TarEntry, TarTime } from '../tar/parser.js';
+
+export type InodeKind = 'file' | 'directory' | 'symlink' | 'chardev' | 'blockdev' | 'fifo';
+
+export interface Inode {
+  kind: InodeKind;
+  /** permission bits including setuid/setgid/sticky */
+  perm: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: TarTime;
+  atime?: TarTime;
+  ctime?: TarTime;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  xattrs: Map<string, Buffer>;
+  /** layer holding the file data (-1 if none) */
+  layer: number;
+  /** offset of the data in that layer's uncompressed stream */
+  dataOffset: number;
+}
+
+export interface TreeNode {
+  inode: Inode;
+  children?: Map<string, TreeNode>;
+}
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+
+export function splitPath(path: string, what = 'path'): string[] {
+  const parts: string[] = [];
+  for (const p of path.split('/')) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') throw new ClipError('LAYER_CORRUPT', `${what} '${path}' escapes the root`);
+    parts.push(p);
+  }
+  return parts;
+}
+
+function synthesizedDir(): TreeNode {
+  return {
+    inode: {
+      kind: 'directory',
+      perm: 0o755,
+      uid: 0,
+      gid: 0,
+      size: 0,
+      mtime: { sec: 0, nsec: 0 },
+      linkname: '',
+      devmajor: 0,
+      devminor: 0,
+      xattrs: new Map(),
+      layer: -1,
+      dataOffset: 0,
+    },
+    children: new Map(),
+  };
+}
+
+function inodeFrom(e: TarEntry, layer: number): Inode {
+  const kind: InodeKind = e.type === 'hardlink' ? 'file' : e.type;
+  const inode: Inode = {
+    kind,
+    perm: e.mode & 0o7777,
+    uid: e.uid,
+    gid: e.gid,
+    size: kind === 'file' ? e.size : kind === 'symlink' ? Buffer.byteLength(e.linkname) : 0,
+    mtime: e.mtime,
+    linkname: kind === 'symlink' ? e.linkname : '',
+    devmajor: e.devmajor,
+    devminor: e.devminor,
+    xattrs: e.xattrs,
+    layer: kind === 'file' && e.size > 0 ? layer : -1,
+    dataOffset: kind === 'file' ? e.dataOffset : 0,
+  };
+  if (e.atime) inode.atime = e.atime;
+  if (e.ctime) inode.ctime = e.ctime;
+  return inode;
+}
+
+export class TreeBuilder {
+  readonly root: TreeNode = synthesizedDir();
+
+  /** Apply one layer's entries (in archive order). */
+  applyLayer(entries: readonly TarEntry[], layer: number): void {
+    // Whiteouts first: they only ever act on what lower layers put there.
+    for (const e of entries) {
+      const parts = splitPath(e.path);
+      const base = parts[parts.length - 1];
+      if (base === undefined || !base.startsWith(WHITEOUT)) continue;
+      const dir = this.lookup(parts.slice(0, -1));
+      if (!dir?.children) continue;
+      if (base === OPAQUE) dir.children.clear();
+      else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) dir.children.delete(base.slice(WHITEOUT.length));
+    }
+    for (const e of entries) {
+      const parts = splitPath(e.path);
+      const base = parts[parts.length - 1];
+      if (base !== undefined && base.startsWith(WHITEOUT)) continue;
+      this.applyEntry(e, parts, layer);
+    }
+  }
+
+  lookup(parts: readonly string[]): TreeNode | undefined {
+    let node: TreeNode | undefined = this.root;
+    for (const p of parts) {
+      node = node?.children?.get(p);
+      if (!node) return undefined;
+    }
+    return node;
+  }
+
+  private parentDir(parts: readonly string[]): Map<string, TreeNode> {
+    let node = this.root;
+    for (const p of parts) {
+      const children: Map<string, TreeNode> = node.children ?? new Map();
+      let child = children.get(p);
+      if (!child?.children) {
+        child = synthesizedDir();
+        children.set(p, child);
+      }
+      node = child;
+    }
+    return node.children ?? new Map();
+  }
+
+  private applyEntry(e: TarEntry, parts: string[], layer: number): void {
+    if (parts.length === 0) {
+      if (e.type === 'directory') this.root.inode = { ...inodeFrom(e, layer) };
+      return;
+    }
+    const name = parts[parts.length - 1] ?? '';
+    const siblings = this.parentDir(parts.slice(0, -1));
+    const existing = siblings.get(name);
+    if (e.type === 'directory') {
+      const inode = inodeFrom(e, layer);
+      if (existing?.children) existing.inode = inode;
+      else siblings.set(name, { inode, children: new Map() });
+      return;
+    }
+    if (e.type === 'hardlink') {
+      const target = this.lookup(splitPath(e.linkname, 'hard link target'));
+      if (!target) {
+        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${e.path}' points to missing '${e.linkname}'`);
+      }
+      if (target.children) {
+        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${e.path}' points to directory '${e.linkname}'`);
+      }
+      siblings.set(name, { inode: target.inode });
+      return;
+    }
+    siblings.set(name, { inode: inodeFrom(e, layer) });
+  }
+}
