@@ -224,8 +224,10 @@ async function waitUntilActive(ctx: CommandContext, id: string, flags: WaitFlags
   }
   ctx.out.result(snapshot, { ids: [snapshot.snapshot_id], human: () => snapshotFields(snapshot, ctx.now) });
   if (snapshot.status !== 'active') {
-    const why = snapshot.error ?? `it is ${snapshot.status}`;
-    throw new CryoClientError(`SNAPSHOT_${snapshot.status.toUpperCase()}`, `snapshot ${id} failed: ${why}`);
+    // failed carries the error; expired or deleted means someone else got there first.
+    const message =
+      snapshot.error === null ? `snapshot ${id} is ${snapshot.status}, not active` : `snapshot ${id} failed: ${snapshot.error}`;
+    throw new CryoClientError(`SNAPSHOT_${snapshot.status.toUpperCase()}`, message);
   }
   return snapshot;
 }

@@ -1,0 +1,550 @@
+import { createServer } from 'node:net';
+import type { Command } from 'commander';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Cli, type CliIO } from './cli';
+import { buildProgram, run } from './program';
+import {
+  sandboxFixture,
+  snapshotFixture,
+  startFakeServer,
+  type FakeHandler,
+  type FakeServer,
+} from './testing/fakeServer';
+
+const NOW = new Date('2025-01-01T00:05:00.000Z');
+const NS = '/v1/namespaces/default';
+
+let fake: FakeServer;
+beforeAll(async () => {
+  fake = await startFakeServer();
+});
+afterAll(() => fake.close());
+beforeEach(() => {
+  fake.requests.length = 0;
+});
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function testIO(options: { env?: Record<string, string>; tty?: boolean; files?: Record<string, string> } = {}): {
+  io: CliIO;
+  output: { stdout: string; stderr: string };
+} {
+  const output = { stdout: '', stderr: '' };
+  const io: CliIO = {
+    stdout: { write: (s: string) => (output.stdout += s), isTTY: options.tty === true },
+    stderr: { write: (s: string) => (output.stderr += s), isTTY: options.tty === true },
+    env: { CRYO_SERVER: fake.url, ...options.env },
+    now: () => NOW,
+    readFile: async (path) => {
+      const content = options.files?.[path];
+      if (content === undefined) throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
+      return content;
+    },
+    pollIntervalMs: 5,
+  };
+  return { io, output };
+}
+
+async function cryo(
+  args: string[],
+  handler?: FakeHandler,
+  options: { env?: Record<string, string>; tty?: boolean; files?: Record<string, string> } = {},
+): Promise<Ran> {
+  if (handler) fake.handle(handler);
+  const { io, output } = testIO(options);
+  const code = await run(args, io);
+  return { code, ...output };
+}
+
+/** Answers in sequence (the last one repeats), for polls. */
+function sequence(...answers: Array<ReturnType<FakeHandler>>): FakeHandler {
+  return () => (answers.length > 1 ? answers.shift() : answers[0]) ?? { status: 500 };
+}
+
+describe('sandboxes create', () => {
+  const created = { status: 202, body: { sandbox_id: 'sbx-new000000001', status: 'pending' } };
+
+  it('sends image, command after --, repeated env and labels, resources, timeout and executor', async () => {
+    const ran = await cryo(
+      [
+        'sandboxes', 'create', 'busybox:latest',
+        '-e', 'A=1', '--env', 'B=x=y', '--label', 'team=ml', '-l', 'tier=gold',
+        '--cpus', '0.5', '--memory-mb', '256', '--timeout-secs', '600', '--executor', 'exec-b',
+        '--', 'sh', '-c', 'echo hi --json',
+      ],
+      () => created,
+    );
+    expect(ran).toEqual({ code: 0, stdout: 'created sandbox sbx-new000000001 (pending)\n', stderr: '' });
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes`);
+    expect(fake.requests[0]?.body).toEqual({
+      image: 'busybox:latest',
+      command: ['sh', '-c', 'echo hi --json'],
+      env: { A: '1', B: 'x=y' },
+      labels: { team: 'ml', tier: 'gold' },
+      resources: { cpus: 0.5, memory_mb: 256 },
+      timeout_secs: 600,
+      executor_id: 'exec-b',
+    });
+  });
+
+  it('sends only the image when nothing else is given; the alias sb works', async () => {
+    await cryo(['sb', 'create', 'busybox'], () => created);
+    expect(fake.requests[0]?.body).toEqual({ image: 'busybox' });
+  });
+
+  it('--quiet prints only the id, --json exactly the server answer', async () => {
+    expect((await cryo(['sandbox', 'create', 'busybox', '-q'], () => created)).stdout).toBe('sbx-new000000001\n');
+    const json = await cryo(['sandbox', 'create', 'busybox', '--json'], () => created);
+    expect(JSON.parse(json.stdout)).toEqual(created.body);
+  });
+
+  it('rejects bad option values before sending anything', async () => {
+    const ran = await cryo(['sb', 'create', 'busybox', '--cpus', '0'], () => created);
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toContain("error: option '--cpus <n>' argument '0' is invalid. expected a positive number");
+    const env = await cryo(['sb', 'create', 'busybox', '--env', 'NOEQUALS']);
+    expect(env.stderr).toContain('expected KEY=VALUE, got "NOEQUALS"');
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('--wait notes each new pending reason once and ends when running', async () => {
+    const pending = (reason: string) => ({ body: sandboxFixture({ status: 'pending', pending_reason: reason, started_at: null }) });
+    const answers = [pending('no executor has capacity'), pending('no executor has capacity'), pending('pulling image'), { body: sandboxFixture() }];
+    const ran = await cryo(['sb', 'create', 'busybox', '--wait'], (req) =>
+      req.method === 'POST' ? created : (answers.shift() ?? { body: sandboxFixture() }),
+    );
+    expect(ran).toEqual({
+      code: 0,
+      stdout: 'sandbox sbx-aaaa1111bbbb is running on exec-a\n',
+      stderr: 'sbx-aaaa1111bbbb pending: no executor has capacity\nsbx-aaaa1111bbbb pending: pulling image\n',
+    });
+  });
+
+  it('--wait fails when the sandbox terminated instead of running', async () => {
+    const ended = sandboxFixture({
+      status: 'terminated',
+      started_at: null,
+      outcome: { kind: 'failed', reason: 'image busybox:nope not found' },
+    });
+    const ran = await cryo(['sb', 'create', 'busybox:nope', '--wait', '--json'], (req) =>
+      req.method === 'POST' ? created : { body: ended },
+    );
+    expect(ran.code).toBe(1);
+    expect(JSON.parse(ran.stdout)).toEqual(ended);
+    expect(ran.stderr).toBe(
+      'error: sandbox sbx-new000000001 terminated before it started: failed: image busybox:nope not found (SANDBOX_TERMINATED)\n',
+    );
+  });
+
+  it('--wait-timeout-secs gives up', async () => {
+    const ran = await cryo(['sb', 'create', 'busybox', '--wait', '--wait-timeout-secs', '1', '-q'], (req) =>
+      req.method === 'POST' ? created : { body: sandboxFixture({ status: 'pending', pending_reason: 'pulling image' }) },
+    );
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toMatch(/^error: gave up waiting after 1s: sandbox sbx-new000000001 is pending \(pulling image\).* \(WAIT_TIMEOUT\)\n$/);
+  });
+});
+
+describe('sandboxes list and get', () => {
+  const two = {
+    items: [
+      sandboxFixture({ sandbox_id: 'sbx-1', created_at: '2025-01-01T00:02:00.000Z' }),
+      sandboxFixture({
+        sandbox_id: 'sbx-22',
+        status: 'pending',
+        image: 'python:3.12',
+        executor_id: null,
+        pending_reason: 'pulling image',
+        created_at: '2024-12-31T22:05:00.000Z',
+      }),
+    ],
+    next_cursor: null,
+  };
+
+  it('prints an aligned table with relative times', async () => {
+    const ran = await cryo(['sandboxes', 'list'], () => ({ body: two }));
+    expect(ran.stdout).toBe(
+      [
+        'SANDBOX   STATUS    IMAGE            EXECUTOR   CREATED   DETAIL',
+        'sbx-1     running   busybox:latest   exec-a     3m ago',
+        'sbx-22    pending   python:3.12      -          2h ago    pulling image',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('passes filters and notes when more pages exist', async () => {
+    const ran = await cryo(['sb', 'ls', '--status', 'running', '--label', 'team=ml', '--limit', '2'], () => ({
+      body: { ...two, next_cursor: 'next-1' },
+    }));
+    const query = fake.requests[0]?.query;
+    expect(query?.get('status')).toBe('running');
+    expect(query?.getAll('label')).toEqual(['team=ml']);
+    expect(query?.get('limit')).toBe('2');
+    expect(ran.stderr).toBe('more sandboxes: add --all, or --cursor next-1\n');
+  });
+
+  it('rejects an unknown status', async () => {
+    const ran = await cryo(['sb', 'ls', '--status', 'sleeping']);
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toContain("error: option '--status <status>' argument 'sleeping' is invalid. Allowed choices are pending, running, snapshotting, terminated.");
+  });
+
+  it('--all follows cursors; --json prints one page of everything; --quiet the ids', async () => {
+    const pages: FakeHandler = (req) =>
+      req.query.get('cursor') === null
+        ? { body: { items: [sandboxFixture({ sandbox_id: 'sbx-1' })], next_cursor: 'p2' } }
+        : { body: { items: [sandboxFixture({ sandbox_id: 'sbx-2' })], next_cursor: null } };
+    const json = await cryo(['sb', 'ls', '--all', '--json'], pages);
+    expect(JSON.parse(json.stdout)).toEqual({
+      items: [sandboxFixture({ sandbox_id: 'sbx-1' }), sandboxFixture({ sandbox_id: 'sbx-2' })],
+      next_cursor: null,
+    });
+    expect((await cryo(['sb', 'ls', '--all', '-q'], pages)).stdout).toBe('sbx-1\nsbx-2\n');
+  });
+
+  it('says so when there is nothing', async () => {
+    expect((await cryo(['sb', 'ls'], () => ({ body: { items: [], next_cursor: null } }))).stdout).toBe('no sandboxes\n');
+  });
+
+  it('get prints key: value with full timestamps', async () => {
+    const ran = await cryo(['sb', 'get', 'sbx-aaaa1111bbbb'], () => ({
+      body: sandboxFixture({ labels: { team: 'ml' }, resources: { cpus: 1 } }),
+    }));
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-aaaa1111bbbb`);
+    expect(ran.stdout).toMatch(/^sandbox_id: +sbx-aaaa1111bbbb\n/);
+    expect(ran.stdout).toContain('\nstatus:       running\n');
+    expect(ran.stdout).toContain('\ncommand:      sleep 3600\n');
+    expect(ran.stdout).toContain('\nlabels:       team=ml\n');
+    expect(ran.stdout).toContain('\nresources:    cpus=1\n');
+    expect(ran.stdout).toContain('\ncreated_at:   2025-01-01T00:00:00.000Z (5m ago)\n');
+    expect(ran.stdout).not.toContain('pending_reason');
+  });
+
+  it('delete calls DELETE and says so', async () => {
+    const ran = await cryo(['sb', 'rm', 'sbx-1'], () => ({ status: 204 }));
+    expect(fake.requests[0]?.method).toBe('DELETE');
+    expect(ran.stdout).toBe('deleted sandbox sbx-1\n');
+  });
+});
+
+describe('sandboxes exec', () => {
+  it("prints the command's stdout and stderr to the matching streams and exits with its code", async () => {
+    const ran = await cryo(['sb', 'exec', 'sbx-1', '--timeout-secs', '30', '--', 'sh', '-c', 'exit 3'], () => ({
+      body: { exit_code: 3, stdout: 'out\n', stderr: 'err\n' },
+    }));
+    expect(ran).toEqual({ code: 3, stdout: 'out\n', stderr: 'err\n' });
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-1/exec`);
+    expect(fake.requests[0]?.body).toEqual({ command: ['sh', '-c', 'exit 3'], timeout_secs: 30 });
+  });
+
+  it('exits 1 for an exit code a process cannot have', async () => {
+    const ran = await cryo(['sb', 'exec', 'sbx-1', '--', 'x'], () => ({ body: { exit_code: -1, stdout: '', stderr: '' } }));
+    expect(ran.code).toBe(1);
+  });
+
+  it('--json prints the result and still exits with the exit code', async () => {
+    const body = { exit_code: 2, stdout: 'a', stderr: 'b' };
+    const ran = await cryo(['--json', 'sb', 'exec', 'sbx-1', '--', 'false'], () => ({ body }));
+    expect(ran.code).toBe(2);
+    expect(JSON.parse(ran.stdout)).toEqual(body);
+    expect(ran.stderr).toBe('');
+  });
+
+  it('wants a command', async () => {
+    const ran = await cryo(['sb', 'exec', 'sbx-1']);
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toContain("error: missing required argument 'command'");
+  });
+});
+
+describe('snapshots', () => {
+  const created = { status: 202, body: { snapshot_id: 'snap-cccc2222dddd', status: 'creating' } };
+  const creating = (phase: string, done: number, total: number | null) => ({
+    body: snapshotFixture({ status: 'creating', progress: { phase, bytes_done: done, bytes_total: total } }),
+  });
+  const MiB = 1024 * 1024;
+
+  it('create sends ttl, tag and labels', async () => {
+    const ran = await cryo(['snapshots', 'create', 'sbx-1', '--ttl-secs', '0', '--tag', 'v1', '-l', 'a=b'], () => created);
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-1/snapshots`);
+    expect(fake.requests[0]?.body).toEqual({ ttl_secs: 0, tag: 'v1', labels: { a: 'b' } });
+    expect(ran.stdout).toBe('created snapshot snap-cccc2222dddd of sandbox sbx-1 (creating)\n');
+  });
+
+  it('create --wait prints one plain line per change off a terminal, then the snapshot', async () => {
+    const polls = [creating('committing', 0, null), creating('pushing', 2 * MiB, 8 * MiB), creating('pushing', 2 * MiB, 8 * MiB), { body: snapshotFixture() }];
+    const ran = await cryo(['snap', 'create', 'sbx-1', '--wait'], (req) => (req.method === 'POST' ? created : (polls.shift() ?? { body: snapshotFixture() })));
+    expect(ran.code).toBe(0);
+    expect(ran.stderr).toBe(
+      [
+        'snap-cccc2222dddd creating: committing',
+        'snap-cccc2222dddd creating: pushing 2.0 MiB / 8.0 MiB (25%)',
+        'snap-cccc2222dddd active',
+        '',
+      ].join('\n'),
+    );
+    expect(ran.stdout).toMatch(/\nstatus: +active\n/);
+    expect(ran.stdout).toMatch(/\ntimings: +pause 15 ms, commit 70 ms, push 1\.2 s, index -\n/);
+  });
+
+  it('create --wait redraws a single line on a terminal', async () => {
+    const polls = [creating('pushing', MiB, 4 * MiB), { body: snapshotFixture() }];
+    const ran = await cryo(['snap', 'create', 'sbx-1', '--wait', '-q'], (req) => (req.method === 'POST' ? created : (polls.shift() ?? { body: snapshotFixture() })), { tty: true });
+    expect(ran.stdout).toBe('snap-cccc2222dddd\n');
+    expect(ran.stderr).toBe('');
+    const loud = [creating('pushing', MiB, 4 * MiB), { body: snapshotFixture() }];
+    const tty = await cryo(['snap', 'create', 'sbx-1', '--wait'], (req) => (req.method === 'POST' ? created : (loud.shift() ?? { body: snapshotFixture() })), { tty: true });
+    expect(tty.stderr).toBe(
+      '\r\x1b[2Ksnap-cccc2222dddd creating: pushing 1.0 MiB / 4.0 MiB (25%)\r\x1b[2Ksnap-cccc2222dddd active\n',
+    );
+  });
+
+  it('create --wait exits 1 with the error of a failed snapshot', async () => {
+    const failed = snapshotFixture({ status: 'failed', error: 'registry 127.0.0.1:5001 rejected credentials for user myuser (HTTP 401)' });
+    const ran = await cryo(['snap', 'create', 'sbx-1', '--wait', '--json'], (req) => (req.method === 'POST' ? created : { body: failed }));
+    expect(ran.code).toBe(1);
+    expect(JSON.parse(ran.stdout)).toEqual(failed);
+    expect(ran.stderr).toContain(
+      'error: snapshot snap-cccc2222dddd failed: registry 127.0.0.1:5001 rejected credentials for user myuser (HTTP 401) (SNAPSHOT_FAILED)\n',
+    );
+  });
+
+  it('list --sandbox uses the sandbox route and prints a table', async () => {
+    const ran = await cryo(['snap', 'ls', '--sandbox', 'sbx-1', '--status', 'active'], () => ({
+      body: { items: [snapshotFixture()], next_cursor: null },
+    }));
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-1/snapshots`);
+    expect(fake.requests[0]?.query.get('status')).toBe('active');
+    const [header, row] = ran.stdout.split('\n');
+    expect(header).toMatch(/^SNAPSHOT\s+STATUS\s+SANDBOX\s+SIZE\s+CREATED\s+EXPIRES\s+REF$/);
+    expect(row).toMatch(/^snap-cccc2222dddd\s+active\s+sbx-aaaa1111bbbb\s+5\.0 MiB\s+5m ago\s+in 55m\s+127\.0\.0\.1:5001\/cryo/);
+  });
+
+  it('get shows TTL, expiry and size', async () => {
+    const ran = await cryo(['snapshot', 'get', 'snap-1'], () => ({ body: snapshotFixture({ ttl_secs: 0, expires_at: null }) }));
+    expect(ran.stdout).toMatch(/\nttl_secs: +0 \(never expires\)\n/);
+    expect(ran.stdout).toMatch(/\nexpires_at: +never\n/);
+    expect(ran.stdout).toMatch(/\nsize: +5\.0 MiB \(5242880 bytes\)\n/);
+  });
+
+  it('patch and set-ttl send the new TTL', async () => {
+    const updated = { body: snapshotFixture({ ttl_secs: 7200, expires_at: '2025-01-01T02:00:00.000Z' }) };
+    const ran = await cryo(['snap', 'patch', 'snap-1', '--ttl-secs', '7200'], () => updated);
+    expect(fake.requests[0]).toMatchObject({ method: 'PATCH', path: `${NS}/snapshots/snap-1`, body: { ttl_secs: 7200 } });
+    expect(ran.stdout).toBe('snapshot snap-1 ttl 2h, expires 2025-01-01T02:00:00.000Z (in 1h)\n');
+    await cryo(['snap', 'set-ttl', 'snap-1', '--ttl-secs', '0'], () => ({ body: snapshotFixture({ ttl_secs: 0, expires_at: null }) }));
+    expect(fake.requests[1]?.body).toEqual({ ttl_secs: 0 });
+    const missing = await cryo(['snap', 'patch', 'snap-1']);
+    expect(missing.stderr).toContain("error: required option '--ttl-secs <n>' not specified");
+  });
+
+  it('delete --wait polls until the snapshot is deleted or gone', async () => {
+    const polls = [{ body: snapshotFixture({ status: 'deleting' }) }, { status: 404, body: { error: { code: 'NOT_FOUND', message: 'gone' } } }];
+    const ran = await cryo(['snap', 'delete', 'snap-1', '--wait'], (req) =>
+      req.method === 'DELETE' ? { status: 202, body: { snapshot_id: 'snap-1', status: 'deleting' } } : (polls.shift() ?? { status: 500 }),
+    );
+    expect(ran).toEqual({ code: 0, stdout: 'deleted snapshot snap-1\n', stderr: '' });
+  });
+
+  it('restore sends mode, executor, env, labels and the command override', async () => {
+    const ran = await cryo(
+      ['snap', 'restore', 'snap-1', '--mode', 'lazy', '--executor', 'exec-b', '-e', 'A=1', '--', 'python3', '-m', 'http.server'],
+      () => ({ status: 202, body: { sandbox_id: 'sbx-r', status: 'pending', restored_from_snapshot: 'snap-1' } }),
+    );
+    expect(fake.requests[0]?.path).toBe(`${NS}/snapshots/snap-1/restore`);
+    expect(fake.requests[0]?.body).toEqual({
+      mode: 'lazy',
+      executor_id: 'exec-b',
+      env: { A: '1' },
+      command: ['python3', '-m', 'http.server'],
+    });
+    expect(ran.stdout).toBe('restoring snapshot snap-1 into sandbox sbx-r (pending)\n');
+    const bad = await cryo(['snap', 'restore', 'snap-1', '--mode', 'fast']);
+    expect(bad.stderr).toContain('Allowed choices are eager, lazy.');
+  });
+
+  it('restore of an expired snapshot prints the server error', async () => {
+    const ran = await cryo(['snap', 'restore', 'snap-1'], () => ({
+      status: 410,
+      body: { error: { code: 'GONE', message: 'snapshot snap-1 expired at 2025-01-01T01:00:00.000Z' } },
+    }));
+    expect(ran).toEqual({ code: 1, stdout: '', stderr: 'error: snapshot snap-1 expired at 2025-01-01T01:00:00.000Z (GONE)\n' });
+  });
+});
+
+describe('executors and health', () => {
+  it('lists executors as a table', async () => {
+    const ran = await cryo(['executors', 'list'], () => ({
+      body: {
+        items: [
+          {
+            executor_id: 'exec-a',
+            host: 'host-a',
+            labels: {},
+            state: 'ready',
+            last_heartbeat_at: '2025-01-01T00:04:58.000Z',
+            version: '0.1.0',
+            capacity: { cpus: 2, memory_mb: 4096, max_sandboxes: 10 },
+            capabilities: { lazy: true, lazy_unavailable_reason: null },
+            sandboxes: 3,
+            cached_snapshot_images: ['a', 'b'],
+          },
+        ],
+        next_cursor: null,
+      },
+    }));
+    expect(fake.requests[0]?.path).toBe('/v1/executors');
+    expect(ran.stdout).toBe(
+      'EXECUTOR   STATE   HOST     SANDBOXES   CAPACITY                 LAZY   IMAGES   HEARTBEAT   VERSION\n' +
+        'exec-a     ready   host-a   3           2 cpu, 4.0 GiB, max 10   yes    2        2s ago      0.1.0\n',
+    );
+  });
+
+  it('health prints the answer; --quiet only the exit code', async () => {
+    const ran = await cryo(['health'], () => ({ body: { status: 'ok', version: '0.1.0' } }));
+    expect(ran.stdout).toBe(`${fake.url}: ok\nstatus:  ok\nversion: 0.1.0\n`);
+    expect(await cryo(['health', '-q'])).toEqual({ code: 0, stdout: '', stderr: '' });
+  });
+});
+
+describe('global options, auth and errors', () => {
+  const ok: FakeHandler = () => ({ body: { items: [], next_cursor: null } });
+
+  it('takes the namespace from -n, else CRYO_NAMESPACE', async () => {
+    await cryo(['-n', 'team-a', 'sb', 'ls'], ok);
+    await cryo(['sb', 'ls', '--namespace', 'team-b'], ok);
+    await cryo(['sb', 'ls'], ok, { env: { CRYO_NAMESPACE: 'team-c' } });
+    expect(fake.requests.map((r) => r.path)).toEqual([
+      '/v1/namespaces/team-a/sandboxes',
+      '/v1/namespaces/team-b/sandboxes',
+      '/v1/namespaces/team-c/sandboxes',
+    ]);
+  });
+
+  it('takes the server from --server over CRYO_SERVER', async () => {
+    const ran = await cryo(['--server', fake.url, 'health'], () => ({ body: { status: 'ok' } }), { env: { CRYO_SERVER: 'http://127.0.0.1:1' } });
+    expect(ran.code).toBe(0);
+  });
+
+  it('sends CRYO_API_KEY, or the content of --api-key-file, as a bearer token', async () => {
+    await cryo(['sb', 'ls'], ok, { env: { CRYO_API_KEY: 'from-env' } });
+    await cryo(['sb', 'ls', '--api-key-file', '/keys/cryo'], ok, { env: { CRYO_API_KEY: 'from-env' }, files: { '/keys/cryo': 'from-file\n' } });
+    expect(fake.requests.map((r) => r.headers.authorization)).toEqual(['Bearer from-env', 'Bearer from-file']);
+  });
+
+  it('explains a 401 without ever printing the key', async () => {
+    const denied: FakeHandler = () => ({ status: 401, body: { error: { code: 'UNAUTHORIZED', message: 'invalid API key' } } });
+    const ran = await cryo(['sb', 'ls'], denied, { env: { CRYO_API_KEY: 'very-secret-key' } });
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toBe('error: invalid API key (UNAUTHORIZED); the server rejected the API key; check CRYO_API_KEY or the file given to --api-key-file\n');
+    expect(ran.stdout + ran.stderr).not.toContain('very-secret-key');
+    const none = await cryo(['sb', 'ls'], denied);
+    expect(none.stderr).toContain('set CRYO_API_KEY, or pass --api-key-file FILE');
+  });
+
+  it('names an unreadable API key file', async () => {
+    const ran = await cryo(['sb', 'ls', '--api-key-file', '/nope'], ok);
+    expect(ran).toEqual({ code: 1, stdout: '', stderr: 'error: cannot read the API key file /nope: ENOENT (API_KEY_FILE)\n' });
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('prints a not found as "error: <message> (<code>)" and exits 1', async () => {
+    const ran = await cryo(['sb', 'get', 'sbx-x'], () => ({ status: 404, body: { error: { code: 'NOT_FOUND', message: 'sandbox sbx-x not found' } } }));
+    expect(ran).toEqual({ code: 1, stdout: '', stderr: 'error: sandbox sbx-x not found (NOT_FOUND)\n' });
+  });
+
+  it('says how to start the server when nothing listens', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('no port');
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const url = `http://127.0.0.1:${address.port}`;
+    const ran = await cryo(['health'], undefined, { env: { CRYO_SERVER: url } });
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toBe(
+      `error: cannot reach cryo server at ${url} (ECONNREFUSED); is it running? start it with \`npm start\`, or point --server / CRYO_SERVER at the right address\n`,
+    );
+  });
+
+  it('rejects a bad namespace and unknown options and commands', async () => {
+    expect((await cryo(['-n', 'Team A', 'sb', 'ls'])).stderr).toContain('namespace "Team A" must match');
+    expect((await cryo(['sb', 'ls', '--bogus'])).stderr).toContain("error: unknown option '--bogus'");
+    const typo = await cryo(['snapshots', 'lsit']);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain("error: unknown command 'lsit'");
+    expect(fake.requests).toHaveLength(0);
+  });
+});
+
+describe('help', () => {
+  function allCommands(): Command[] {
+    const program = buildProgram(new Cli(testIO().io));
+    const out: Command[] = [];
+    const visit = (cmd: Command): void => {
+      out.push(cmd);
+      cmd.commands.forEach(visit);
+    };
+    visit(program);
+    return out;
+  }
+
+  function commandPath(cmd: Command): string[] {
+    const names: string[] = [];
+    for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+    return names;
+  }
+
+  it('every command has --help with examples', async () => {
+    const commands = allCommands().filter((cmd) => cmd.name() !== 'help');
+    expect(commands.length).toBeGreaterThan(15);
+    for (const cmd of commands) {
+      const ran = await cryo([...commandPath(cmd), '--help']);
+      expect(ran.code, commandPath(cmd).join(' ')).toBe(0);
+      expect(ran.stdout, commandPath(cmd).join(' ')).toContain('Examples:\n  $ cryo');
+    }
+  });
+
+  it('every example in the help runs against a server that answers', async () => {
+    // A fake that answers every route plausibly; a snapshot read right after a DELETE reads as deleted.
+    let deleted = false;
+    fake.handle((req) => {
+      if (req.path === '/healthz') return { body: { status: 'ok' } };
+      if (req.path === '/v1/executors' || req.method === 'GET' && /\/(sandboxes|snapshots)$/.test(req.path)) return { body: { items: [], next_cursor: null } };
+      if (req.path.endsWith('/exec')) return { body: { exit_code: 0, stdout: '', stderr: '' } };
+      if (req.method === 'POST' && req.path.endsWith('/snapshots')) return { status: 202, body: { snapshot_id: 'snap-0123abcd4567', status: 'creating' } };
+      if (req.method === 'POST') return { status: 202, body: { sandbox_id: 'sbx-0123abcd4567', status: 'pending' } };
+      if (req.method === 'DELETE') {
+        deleted = req.path.includes('/snapshots/');
+        return { status: 202, body: {} };
+      }
+      if (req.path.includes('/snapshots/')) {
+        const status = deleted ? 'deleted' : 'active';
+        deleted = false;
+        return { body: snapshotFixture({ status }) };
+      }
+      return { body: sandboxFixture() };
+    });
+    const examples = new Set<string>();
+    for (const cmd of allCommands()) {
+      const help = cmd.helpInformation() + (await cryo([...commandPath(cmd), '--help'])).stdout;
+      for (const match of help.matchAll(/\$ .*?\bcryo ([^)&#\n]*)/g)) examples.add((match[1] ?? '').trim());
+    }
+    expect(examples.size).toBeGreaterThan(20);
+    for (const example of examples) {
+      const ran = await cryo(shellWords(example));
+      expect({ example, code: ran.code, stderr: ran.stderr }).toEqual({ example, code: 0, stderr: ran.stderr });
+      expect(ran.stderr, example).not.toMatch(/^error:/m);
+    }
+  });
+});
+
+/** Splits a command line the way sh would for the plain words and '...' quotes the examples use. */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? '');
+}
