@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CryoClient } from './client';
 import {
@@ -8,7 +7,7 @@ import {
   CryoResponseError,
   CryoWaitTimeoutError,
 } from './clientErrors';
-import { sandboxFixture, snapshotFixture, startFakeServer, type FakeServer } from './testing/fakeServer';
+import { closedPort, sandboxFixture, snapshotFixture, startFakeServer, type FakeServer } from './testing/fakeServer';
 
 let fake: FakeServer;
 beforeAll(async () => {
@@ -18,16 +17,6 @@ afterAll(() => fake.close());
 beforeEach(() => {
   fake.requests.length = 0;
 });
-
-/** A port nobody listens on: bind one, note it, close it. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return address.port;
-}
 
 describe('CryoClient requests', () => {
   it('sends the API key as a bearer token and JSON bodies to namespaced routes', async () => {

@@ -1,9 +1,9 @@
-import { createServer } from 'node:net';
 import type { Command } from 'commander';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Cli, type CliIO } from './cli';
 import { buildProgram, run } from './program';
 import {
+  closedPort,
   sandboxFixture,
   snapshotFixture,
   startFakeServer,
@@ -459,12 +459,7 @@ describe('global options, auth and errors', () => {
   });
 
   it('says how to start the server when nothing listens', async () => {
-    const server = createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('no port');
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    const url = `http://127.0.0.1:${address.port}`;
+    const url = `http://127.0.0.1:${await closedPort()}`;
     const ran = await cryo(['health'], undefined, { env: { CRYO_SERVER: url } });
     expect(ran.code).toBe(1);
     expect(ran.stderr).toBe(

@@ -1,5 +1,6 @@
 /** A tiny HTTP server for unit tests of the client and the CLI: records requests, answers from a handler. */
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
 
 export interface RecordedRequest {
   method: string;
@@ -73,6 +74,16 @@ export async function startFakeServer(handler: FakeHandler = () => ({ status: 40
         server.close(() => resolve());
       }),
   };
+}
+
+/** A local port nobody listens on (bound, noted, closed), for connection-refused cases. */
+export async function closedPort(): Promise<number> {
+  const server = createTcpServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return address.port;
 }
 
 /** A full sandbox as the server would send it. */
