@@ -42,7 +42,7 @@ function base256(h: Buffer, off: number, len: number, v: number): void {
   h[off] = 0x80;
 }
 
-function header(e: RawEntry, name: string, type: string, size: number, linkname: string, prefix = ''): Buffer {
+function header(e: Omit<RawEntry, 'name'>, name: string, type: string, size: number, linkname: string, prefix = ''): Buffer {
   const h = Buffer.alloc(512);
   h.write(name, 0, 100, 'utf8');
   octal(h, 100, 8, e.mode ?? 0o644);

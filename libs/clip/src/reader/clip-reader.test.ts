@@ -1,0 +1,249 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, lstatSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClipIndex } from '../format/index-file.js';
+import type { LayerSource } from '../source.js';
+import { mixedData, prng } from '../testing/data.js';
+import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures.js';
+import { writeTar } from '../testing/tar-writer.js';
+
+const root = mkdtempSync(join(tmpdir(), 'clip-reader-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** a source tree with files of many sizes, some spanning several spans */
+function makeTree(dir: string): string[] {
+  const rnd = prng(42);
+  const files: string[] = [];
+  for (let d = 0; d < 6; d++) {
+    mkdirSync(join(dir, `d${d}`), { recursive: true });
+    for (let f = 0; f < 12; f++) {
+      const size = f === 0 ? 0 : Math.floor(rnd() ** 3 * 900_000);
+      const path = join(dir, `d${d}`, `f${f}.bin`);
+      writeFileSync(path, mixedData(size, d * 100 + f + 1));
+      files.push(path);
+    }
+  }
+  writeFileSync(join(dir, 'big.bin'), mixedData(5_000_000, 999));
+  files.push(join(dir, 'big.bin'));
+  return files;
+}
+
+function tarOf(dir: string, format: 'pax' | 'gnu'): Buffer {
+  return execFileSync('tar', ['-C', dir, `--format=${format}`, '-cf', '-', '.'], { maxBuffer: 1 << 30 });
+}
+
+/** counts calls and can corrupt what it serves */
+class CountingSource implements LayerSource {
+  requests = 0;
+  corrupt = false;
+  delayMs = 0;
+  constructor(private readonly inner: LayerSource) {}
+  async readRange(digest: string, start: number, end: number): Promise<Buffer> {
+    this.requests++;
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    const b = await this.inner.readRange(digest, start, end);
+    if (this.corrupt) {
+      // flip a byte inside the compressed data; for gzip that either breaks
+      // inflation or (more often) yields wrong bytes
+      const i = Math.floor(b.length / 2);
+      b[i] = (b[i] ?? 0) ^ 0x55;
+    }
+    return b;
+  }
+  async openStream(digest: string): Promise<AsyncIterable<Buffer>> {
+    this.requests++;
+    return this.inner.openStream(digest);
+  }
+}
+
+describe('ClipReader over real tar layers', () => {
+  const srcA = join(root, 'a');
+  const srcB = join(root, 'b');
+  let files: string[] = [];
+  beforeAll(() => {
+    files = makeTree(srcA);
+    mkdirSync(join(srcB, 'd1'), { recursive: true });
+    writeFileSync(join(srcB, 'd1', 'f3.bin'), 'upper layer wins');
+    writeFileSync(join(srcB, 'new.txt'), mixedData(300_000, 5));
+  });
+
+  const cases: Array<[TestCompression, 'pax' | 'gnu']> = [
+    ['gzip-1', 'pax'],
+    ['gzip-9', 'gnu'],
+    ['node-gzip', 'pax'],
+    ['none', 'gnu'],
+    ['zstd', 'pax'],
+  ];
+  for (const [how, format] of cases) {
+    it(`reads every file exactly (${how}, tar --format=${format})`, async () => {
+      const img = await buildImage([tarOf(srcA, format), tarOf(srcB, format)], how, { span: 256 * 1024 });
+      const r = img.reader();
+      for (const f of files) {
+        const rel = `/${relative(srcA, f)}`;
+        const want = rel === '/d1/f3.bin' ? Buffer.from('upper layer wins') : readFileSync(f);
+        const got = await r.readFile(rel);
+        expect(got.equals(want), rel).toBe(true);
+        const st = await r.stat(rel);
+        expect(st.size).toBe(want.length);
+        expect(st.mode).toBe(lstatSync(f).mode);
+      }
+      expect((await r.readFile('/new.txt')).equals(readFileSync(join(srcB, 'new.txt')))).toBe(true);
+      // random reads at random offsets
+      const big = readFileSync(join(srcA, 'big.bin'));
+      const rnd = prng(3);
+      for (let i = 0; i < 40; i++) {
+        const off = Math.floor(rnd() * big.length);
+        const len = Math.floor(rnd() * 300_000);
+        const got = await r.read('/big.bin', off, len);
+        expect(got.equals(big.subarray(off, off + len))).toBe(true);
+      }
+      expect((await r.read('/big.bin', big.length + 10, 100)).length).toBe(0);
+    });
+  }
+
+  it('a cold small read makes one request of at most about one span', async () => {
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip-9');
+    const src = new CountingSource(img.source);
+    const r = img.reader({ source: src });
+    const layer = img.index.layers[0];
+    if (!layer) throw new Error('no layer');
+    await r.read('/big.bin', 2_500_000, 4096);
+    expect(src.requests).toBe(1);
+    const maxSpanCompressed = Math.max(
+      ...layer.spans.map((s, i) => (layer.spans[i + 1]?.coff ?? layer.size) - s.coff + 1),
+    );
+    expect(r.stats.bytes).toBeLessThanOrEqual(maxSpanCompressed);
+    expect(r.stats.bytes).toBeLessThan(layer.size / 3);
+    // a read crossing several uncached spans is still one request
+    const src2 = new CountingSource(img.source);
+    await img.reader({ source: src2 }).read('/big.bin', 0, 3_000_000);
+    expect(src2.requests).toBe(1);
+  });
+
+  it('concurrent readers of one span share one fetch', async () => {
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
+    const src = new CountingSource(img.source);
+    src.delayMs = 30;
+    const r = img.reader({ source: src });
+    const reads = await Promise.all(Array.from({ length: 10 }, (_, i) => r.read('/big.bin', 100_000 + i * 1000, 500)));
+    expect(reads.every((b) => b.length === 500)).toBe(true);
+    expect(src.requests).toBe(1);
+  });
+
+  it('detects corrupt span bytes from the registry and does not cache them', async () => {
+    const cacheDir = join(root, 'cache-corrupt');
+    for (const how of ['gzip', 'none'] as const) {
+      const img = await buildImage([tarOf(srcA, 'pax')], how);
+      const src = new CountingSource(img.source);
+      src.corrupt = true;
+      const r = img.reader({ source: src, cacheDir });
+      await expect(r.read('/big.bin', 1_000_000, 10_000)).rejects.toMatchObject({
+        code: expect.stringMatching(/SPAN_CORRUPT|GZIP_CORRUPT/),
+      });
+      src.corrupt = false;
+      const good = await r.read('/big.bin', 1_000_000, 10_000);
+      expect(good.equals(readFileSync(join(srcA, 'big.bin')).subarray(1_000_000, 1_010_000))).toBe(true);
+    }
+  });
+
+  it('fills a shared disk cache span by span; a second reader (another process) needs no requests', async () => {
+    const cacheDir = join(root, 'cache-shared');
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
+    const src1 = new CountingSource(img.source);
+    const r1 = img.reader({ source: src1, cacheDir });
+    const want = readFileSync(join(srcA, 'big.bin'));
+    expect((await r1.read('/big.bin', 0, 2_000_000)).equals(want.subarray(0, 2_000_000))).toBe(true);
+    const layer = img.index.layers[0];
+    if (!layer) throw new Error('no layer');
+    const dir = join(cacheDir, layer.diffId.replace(':', '_'));
+    expect(readdirSync(dir).length).toBeGreaterThan(0);
+    expect(readdirSync(dir).some((f) => f.includes('.tmp'))).toBe(false);
+
+    const src2 = new CountingSource(img.source);
+    const r2 = img.reader({ source: src2, cacheDir });
+    expect((await r2.read('/big.bin', 10, 1_500_000)).equals(want.subarray(10, 1_500_010))).toBe(true);
+    expect(src2.requests).toBe(0);
+    expect(r2.stats.diskHits).toBeGreaterThan(0);
+
+    // a damaged cache file is detected and fetched again
+    for (const f of readdirSync(dir)) writeFileSync(join(dir, f), 'garbage');
+    const src3 = new CountingSource(img.source);
+    const r3 = img.reader({ source: src3, cacheDir });
+    expect((await r3.read('/big.bin', 10, 100)).equals(want.subarray(10, 110))).toBe(true);
+    expect(src3.requests).toBe(1);
+
+    // two readers racing on an empty cache both succeed and leave whole files
+    rmSync(dir, { recursive: true, force: true });
+    const [a, b] = await Promise.all([
+      img.reader({ cacheDir }).readFile('/big.bin'),
+      img.reader({ cacheDir }).readFile('/big.bin'),
+    ]);
+    expect(a.equals(want) && b.equals(want)).toBe(true);
+    const r4 = img.reader({ source: new CountingSource(img.source), cacheDir });
+    expect((await r4.readFile('/big.bin')).equals(want)).toBe(true);
+    expect(r4.stats.requests).toBe(0);
+  });
+
+  it('answers with errno-like codes', async () => {
+    const img = await buildImage([tarOf(srcA, 'pax')], 'none');
+    const r = img.reader();
+    await expect(r.stat('/nope')).rejects.toMatchObject({ code: 'ENOENT', errno: 2 });
+    await expect(r.stat('/big.bin/x')).rejects.toMatchObject({ code: 'ENOTDIR' });
+    await expect(r.readdir('/big.bin')).rejects.toMatchObject({ code: 'ENOTDIR' });
+    await expect(r.read('/d0', 0, 1)).rejects.toMatchObject({ code: 'EISDIR' });
+    await expect(r.readlink('/big.bin')).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(r.read('/big.bin', -1, 1)).rejects.toMatchObject({ code: 'EINVAL' });
+    // negative lookups are cached and still answer the same
+    await expect(r.stat('/nope')).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await r.readdir('/')).toEqual(['big.bin', 'd0', 'd1', 'd2', 'd3', 'd4', 'd5']);
+  });
+});
+
+describe('index file', () => {
+  let img: BuiltImage;
+  beforeAll(async () => {
+    img = await buildImage([writeTar([{ name: 'a', data: 'hello' }, { name: 'l', type: '2', linkname: 'a' }])], 'gzip');
+  });
+
+  it('round-trips image metadata', () => {
+    const idx = ClipIndex.fromBuffer(img.indexBytes);
+    expect(idx.image.config.cmd).toEqual(['/bin/sh']);
+    expect(idx.image.config.entrypoint).toBeNull();
+    expect(idx.image.config.labels).toEqual({ a: 'b' });
+    expect(idx.layers[0]?.compression).toBe('gzip');
+    expect(idx.build.span).toBe(1024 * 1024);
+  });
+
+  it('rejects truncated, corrupt and foreign files clearly', () => {
+    const b = img.indexBytes;
+    expect(() => ClipIndex.fromBuffer(b.subarray(0, b.length - 1))).toThrow(/truncated/);
+    const flipped = Buffer.from(b);
+    flipped[b.length - 3] = (flipped[b.length - 3] ?? 0) ^ 1;
+    expect(() => ClipIndex.fromBuffer(flipped)).toThrow(/checksum/);
+    expect(() => ClipIndex.fromBuffer(Buffer.from('{"json": true}'))).toThrow(/not a clip index/);
+    const v = Buffer.from(b);
+    v.writeUInt32LE(99, 8);
+    expect(() => ClipIndex.fromBuffer(v)).toThrow(expect.objectContaining({ code: 'INDEX_VERSION' }));
+  });
+
+  it('opens a 50k-file index in well under a second; readdir is O(children)', async () => {
+    const entries = [];
+    for (let d = 0; d < 50; d++) {
+      for (let f = 0; f < 1000; f++) entries.push({ name: `usr/lib/pkg${d}/file-${f}.py`, data: `# ${d}/${f}\n` });
+    }
+    const big = await buildImage([writeTar(entries)], 'gzip');
+    const t0 = performance.now();
+    const idx = ClipIndex.fromBuffer(big.indexBytes);
+    const loadMs = performance.now() - t0;
+    expect(idx.inodeCount).toBeGreaterThan(50_000);
+    expect(loadMs).toBeLessThan(300);
+    const r = big.reader();
+    const t1 = performance.now();
+    expect((await r.readdir('/usr/lib/pkg7')).length).toBe(1000);
+    expect(await r.readdir('/usr/lib')).toHaveLength(50);
+    expect((await r.readFile('/usr/lib/pkg49/file-999.py')).toString()).toBe('# 49/999\n');
+    expect(performance.now() - t1).toBeLessThan(100);
+  });
+});
