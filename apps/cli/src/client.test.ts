@@ -68,8 +68,7 @@ describe('CryoClient requests', () => {
       if (req.path.endsWith('/exec')) return { body: { exit_code: 0, stdout: '', stderr: '' } };
       if (req.path.endsWith('/restore') || req.path.endsWith('/sandboxes')) return { status: 202, body: { sandbox_id: 'sbx-x', status: 'pending' } };
       if (req.path.endsWith('/snapshots') && req.method === 'POST') return { status: 202, body: { snapshot_id: 'snap-x', status: 'creating' } };
-      if (req.method === 'DELETE') return { status: 202, body: {} };
-      if (req.path.includes('/snapshots/')) return { body: snapshotFixture() };
+      if (req.path.includes('/snapshots/')) return { status: req.method === 'DELETE' ? 202 : 200, body: snapshotFixture() };
       if (req.path === '/v1/executors') return { body: { items: [], next_cursor: null } };
       return { body: sandboxFixture() };
     });
@@ -104,12 +103,7 @@ describe('CryoClient requests', () => {
     expect(JSON.parse(JSON.stringify(sandbox))).toEqual(sandboxFixture({ future_field: 42 }));
   });
 
-  it('accepts an empty body for a delete', async () => {
-    fake.handle(() => ({ status: 204 }));
-    expect(await new CryoClient({ server: fake.url }).deleteSandbox('sbx-1')).toBeNull();
-  });
-
-  it('accepts executors as a page or as a bare array', async () => {
+  it('lists executors as a page', async () => {
     const executor = {
       executor_id: 'exec-a',
       host: 'host-a',
@@ -122,11 +116,9 @@ describe('CryoClient requests', () => {
       sandboxes: 1,
       cached_snapshot_images: [],
     };
-    const client = new CryoClient({ server: fake.url });
     fake.handle(() => ({ body: { items: [executor], next_cursor: null } }));
-    expect((await client.listExecutors()).map((e) => e.executor_id)).toEqual(['exec-a']);
-    fake.handle(() => ({ body: [executor] }));
-    expect((await client.listExecutors()).map((e) => e.executor_id)).toEqual(['exec-a']);
+    const page = await new CryoClient({ server: fake.url }).listExecutors();
+    expect(page.items.map((e) => e.executor_id)).toEqual(['exec-a']);
   });
 
   it('follows cursors through every page', async () => {
@@ -180,6 +172,11 @@ describe('CryoClient errors', () => {
     const err = await new CryoClient({ server: fake.url }).getSandbox('sbx-1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CryoResponseError);
     expect(String(err)).toMatch(/unexpected answer .* GET \/v1\/namespaces\/default\/sandboxes\/sbx-1 \(HTTP 200\): status: /);
+  });
+
+  it('fails with CryoResponseError on an empty 2xx where a resource is expected', async () => {
+    fake.handle(() => ({ status: 204 }));
+    await expect(new CryoClient({ server: fake.url }).deleteSandbox('sbx-1')).rejects.toThrow(CryoResponseError);
   });
 
   it('fails with CryoResponseError on a 2xx that is not JSON', async () => {

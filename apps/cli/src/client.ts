@@ -46,21 +46,13 @@ const SnapshotPage = pageOf(SnapshotResponse).loose();
 const CreateSandboxResponse = CreateSandboxResponseSchema.loose();
 const CreateSnapshotResponse = CreateSnapshotResponseSchema.loose();
 const ExecResponse = ExecResultSchema.loose();
-/** GET /v1/executors: a page like every other list; a bare array is accepted too. */
-const ExecutorList = z.union([pageOf(ExecutorResponse).loose(), z.array(ExecutorResponse)]);
-/** DELETE answers: 202 with the new status, or an empty body (204). */
-const DeleteResponse = z
-  .object({ sandbox_id: z.string().optional(), snapshot_id: z.string().optional(), status: z.string().optional() })
-  .loose()
-  .nullable();
-/** /healthz is not part of the /v1 schemas; any JSON object is a healthy answer. */
-const HealthResponse = z.record(z.string(), z.unknown());
+const ExecutorPage = pageOf(ExecutorResponse).loose();
+/** /healthz is not part of the /v1 schemas: `{status: "ok", version}`. */
+const HealthResponse = z.object({ status: z.string(), version: z.string().optional() }).loose();
 
 export type CreateSandboxResponse = z.infer<typeof CreateSandboxResponseSchema>;
 export type CreateSnapshotResponse = z.infer<typeof CreateSnapshotResponseSchema>;
-export type DeleteResponse = z.infer<typeof DeleteResponse>;
 export type Health = z.infer<typeof HealthResponse>;
-export type ExecutorList = z.infer<typeof ExecutorList>;
 
 export interface Page<T> {
   items: T[];
@@ -145,14 +137,9 @@ export class CryoClient {
     return this.call(HealthResponse, 'GET', '/healthz');
   }
 
-  async listExecutors(): Promise<ExecutorView[]> {
-    const list = await this.listExecutorsResponse();
-    return Array.isArray(list) ? list : list.items;
-  }
-
-  /** The executors answer as the server sent it (for printing it unchanged). */
-  listExecutorsResponse(): Promise<ExecutorList> {
-    return this.call(ExecutorList, 'GET', '/v1/executors');
+  /** Every executor the server knows (one page: next_cursor is null). Not namespaced. */
+  listExecutors(): Promise<Page<ExecutorView>> {
+    return this.call(ExecutorPage, 'GET', '/v1/executors');
   }
 
   // --- sandboxes ----------------------------------------------------------------------------
@@ -173,9 +160,9 @@ export class CryoClient {
     return this.call(SandboxResponse, 'GET', this.ns(`/sandboxes/${enc(id)}`));
   }
 
-  /** Idempotent: deleting a sandbox that is already terminated succeeds. */
-  deleteSandbox(id: string): Promise<DeleteResponse> {
-    return this.call(DeleteResponse, 'DELETE', this.ns(`/sandboxes/${enc(id)}`));
+  /** Terminates the sandbox (outcome user) and answers it; idempotent on a terminated sandbox. */
+  deleteSandbox(id: string): Promise<Sandbox> {
+    return this.call(SandboxResponse, 'DELETE', this.ns(`/sandboxes/${enc(id)}`));
   }
 
   /** Runs a command and answers when it has finished; the HTTP wait outlasts `timeout_secs`. */
@@ -216,14 +203,14 @@ export class CryoClient {
     return this.call(SnapshotResponse, 'GET', this.ns(`/snapshots/${enc(id)}`));
   }
 
-  /** Sets the TTL counted from the snapshot's creation; 0 = never expires. */
+  /** Sets the TTL; the server recomputes expires_at from created_at. 0 = never expires. */
   setSnapshotTtl(id: string, ttlSecs: number): Promise<Snapshot> {
     return this.call(SnapshotResponse, 'PATCH', this.ns(`/snapshots/${enc(id)}`), { body: { ttl_secs: ttlSecs } });
   }
 
-  /** 202: the image is deleted from the registry and the executors in the background. */
-  deleteSnapshot(id: string): Promise<DeleteResponse> {
-    return this.call(DeleteResponse, 'DELETE', this.ns(`/snapshots/${enc(id)}`));
+  /** 202 with the snapshot (deleting): the image is deleted from the registry and executors in the background. */
+  deleteSnapshot(id: string): Promise<Snapshot> {
+    return this.call(SnapshotResponse, 'DELETE', this.ns(`/snapshots/${enc(id)}`));
   }
 
   /** Starts a new sandbox from the snapshot; answers at once with the pending sandbox. */
@@ -344,7 +331,7 @@ const enc = encodeURIComponent;
 type JsonResult = { ok: true; value: unknown } | { ok: false };
 
 function parseJson(text: string): JsonResult {
-  // An empty body (204) stands for null, which the DELETE schema accepts.
+  // An empty body parses as null, so that a schema says whether it is acceptable.
   if (text.trim() === '') return { ok: true, value: null };
   try {
     return { ok: true, value: JSON.parse(text) };

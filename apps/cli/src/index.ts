@@ -7,8 +7,6 @@ export {
   type CreateSandboxResponse,
   type CreateSnapshotResponse,
   type CryoClientOptions,
-  type DeleteResponse,
-  type ExecutorList,
   type Health,
   type ListOptions,
   type Page,

@@ -226,7 +226,7 @@ describe('sandboxes list and get', () => {
   });
 
   it('delete calls DELETE and says so', async () => {
-    const ran = await cryo(['sb', 'rm', 'sbx-1'], () => ({ status: 204 }));
+    const ran = await cryo(['sb', 'rm', 'sbx-1'], () => ({ body: sandboxFixture({ status: 'terminated', outcome: { kind: 'user' } }) }));
     expect(fake.requests[0]?.method).toBe('DELETE');
     expect(ran.stdout).toBe('deleted sandbox sbx-1\n');
   });
@@ -343,10 +343,16 @@ describe('snapshots', () => {
     expect(missing.stderr).toContain("error: required option '--ttl-secs <n>' not specified");
   });
 
+  it('delete without --wait prints the status the server answered', async () => {
+    const ran = await cryo(['snap', 'rm', 'snap-1'], () => ({ status: 202, body: snapshotFixture({ status: 'deleting' }) }));
+    expect(fake.requests[0]).toMatchObject({ method: 'DELETE', path: `${NS}/snapshots/snap-1` });
+    expect(ran.stdout).toBe('snapshot snap-1 is deleting\n');
+  });
+
   it('delete --wait polls until the snapshot is deleted or gone', async () => {
     const polls = [{ body: snapshotFixture({ status: 'deleting' }) }, { status: 404, body: { error: { code: 'NOT_FOUND', message: 'gone' } } }];
     const ran = await cryo(['snap', 'delete', 'snap-1', '--wait'], (req) =>
-      req.method === 'DELETE' ? { status: 202, body: { snapshot_id: 'snap-1', status: 'deleting' } } : (polls.shift() ?? { status: 500 }),
+      req.method === 'DELETE' ? { status: 202, body: snapshotFixture({ status: 'deleting' }) } : (polls.shift() ?? { status: 500 }),
     );
     expect(ran).toEqual({ code: 0, stdout: 'deleted snapshot snap-1\n', stderr: '' });
   });
@@ -407,7 +413,7 @@ describe('executors and health', () => {
 
   it('health prints the answer; --quiet only the exit code', async () => {
     const ran = await cryo(['health'], () => ({ body: { status: 'ok', version: '0.1.0' } }));
-    expect(ran.stdout).toBe(`${fake.url}: ok\nstatus:  ok\nversion: 0.1.0\n`);
+    expect(ran.stdout).toBe(`cryo server at ${fake.url}: ok, version 0.1.0\n`);
     expect(await cryo(['health', '-q'])).toEqual({ code: 0, stdout: '', stderr: '' });
   });
 });
@@ -514,9 +520,10 @@ describe('help', () => {
       if (req.path.endsWith('/exec')) return { body: { exit_code: 0, stdout: '', stderr: '' } };
       if (req.method === 'POST' && req.path.endsWith('/snapshots')) return { status: 202, body: { snapshot_id: 'snap-0123abcd4567', status: 'creating' } };
       if (req.method === 'POST') return { status: 202, body: { sandbox_id: 'sbx-0123abcd4567', status: 'pending' } };
+      if (req.method === 'DELETE' && req.path.includes('/sandboxes/')) return { body: sandboxFixture({ status: 'terminated' }) };
       if (req.method === 'DELETE') {
-        deleted = req.path.includes('/snapshots/');
-        return { status: 202, body: {} };
+        deleted = true;
+        return { status: 202, body: snapshotFixture({ status: 'deleting' }) };
       }
       if (req.path.includes('/snapshots/')) {
         const status = deleted ? 'deleted' : 'active';

@@ -150,10 +150,3 @@ export function executorTable(items: readonly ExecutorView[], now: Date): string
     ]),
   );
 }
-
-/** /healthz has no fixed schema: print its fields, nested values as JSON. */
-export function healthFields(health: Record<string, unknown>): string {
-  return renderFields(
-    Object.entries(health).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)] as const),
-  );
-}

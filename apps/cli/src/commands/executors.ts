@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Cli } from '../cli';
-import { executorTable, healthFields } from '../views';
-import { examples } from './shared';
+import { executorTable } from '../views';
+import { examples, printPage } from './shared';
 
 export function registerExecutorCommands(program: Command, cli: Cli): void {
   const executors = program
@@ -17,11 +17,11 @@ export function registerExecutorCommands(program: Command, cli: Cli): void {
     .addHelpText('after', examples(['cryo executors list', 'cryo executors list --json']))
     .action(async (_flags: object, cmd: Command) => {
       const ctx = await cli.context(cmd);
-      const answer = await ctx.client.listExecutorsResponse();
-      const items = Array.isArray(answer) ? answer : answer.items;
-      ctx.out.result(answer, {
-        ids: items.map((ex) => ex.executor_id),
-        human: () => (items.length === 0 ? 'no executors' : executorTable(items, ctx.now)),
+      const page = await ctx.client.listExecutors();
+      printPage(ctx.out, page, {
+        noun: 'executors',
+        id: (ex) => ex.executor_id,
+        table: (items) => executorTable(items, ctx.now),
       });
     });
 }
@@ -34,6 +34,7 @@ export function registerHealthCommand(program: Command, cli: Cli): void {
     .action(async (_flags: object, cmd: Command) => {
       const ctx = await cli.context(cmd);
       const health = await ctx.client.health();
-      ctx.out.result(health, { human: () => `${ctx.client.server}: ok\n${healthFields(health)}` });
+      const version = health.version === undefined ? '' : `, version ${health.version}`;
+      ctx.out.result(health, { human: () => `cryo server at ${ctx.client.server}: ${health.status}${version}` });
     });
 }

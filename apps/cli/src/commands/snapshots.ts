@@ -56,7 +56,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
         'snapshot a running sandbox (it is paused only for the commit and keeps running); the server answers at once',
       )
       .argument('<sandbox-id>', 'the sandbox to snapshot')
-      .option('--ttl-secs <n>', 'expire the snapshot this long after it was created; 0 = never (default: the server\'s default_ttl_secs)', parseInteger(0, MAX_TTL_SECS))
+      .option('--ttl-secs <n>', 'expire the snapshot this long after it was created; 0 = never (default: the server\'s snapshots.default_ttl_secs)', parseInteger(0, MAX_TTL_SECS))
       .option('--tag <tag>', 'a name for the snapshot ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})')
       .option('-l, --label <KEY=VALUE>', 'label (repeatable)', collectKeyValue),
     'until the snapshot is active or failed, showing its phase and bytes pushed; exits 1 if it failed',
@@ -133,7 +133,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       const ctx = await cli.context(cmd);
       const answer = await ctx.client.deleteSnapshot(id);
       if (flags.wait !== true) {
-        ctx.out.result(answer, { human: () => `deleting snapshot ${id}` });
+        ctx.out.result(answer, { human: () => `snapshot ${id} is ${answer.status}` });
         return;
       }
       const gone = await waitUntilDeleted(ctx, id, flags);
@@ -170,7 +170,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       .addOption(
         new Option(
           '--mode <mode>',
-          'eager: run from the whole image, pulled if the executor lacks it; lazy: mount its clip index and fetch files on demand (omitted: the server decides)',
+          'eager: run from the whole image, pulled if the executor lacks it; lazy: mount its clip index and fetch files on demand (default eager)',
         )
           .choices(RestoreModeSchema.options),
       )
