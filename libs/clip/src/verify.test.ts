@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { mixedData } from './testing/data.js';
+import { buildImage, type TestCompression } from './testing/fixtures.js';
+import { writeTar } from './testing/tar-writer.js';
+import { MemoryLayerSource } from './source.js';
+import { verifyIndex } from './verify.js';
+
+const tars = [
+  writeTar([{ name: 'a.bin', data: mixedData(3_000_000, 1) }, { name: 'b.txt', data: 'hello' }]),
+  writeTar([{ name: 'c.bin', data: mixedData(700_000, 2) }]),
+];
+
+describe('verifyIndex', () => {
+  for (const how of ['gzip-9', 'none', 'zstd'] as TestCompression[]) {
+    it(`checks every span from its own checkpoint and the diff_id (${how})`, async () => {
+      const img = await buildImage(tars, how, { span: 256 * 1024 });
+      const report = await verifyIndex(img.index, img.source);
+      expect(report.layers.map((l) => l.entries)).toEqual([2, 1]);
+      expect(report.layers[0]?.spans).toBe(img.index.layers[0]?.spans.length);
+      expect(report.bytes).toBe(img.index.imageSize);
+    });
+  }
+
+  it('fails on a blob that does not match', async () => {
+    const img = await buildImage(tars, 'gzip', { span: 256 * 1024 });
+    const blobs = new Map(img.blobs);
+    const [digest, blob] = [...blobs][0] ?? ['', Buffer.alloc(0)];
+    const bad = Buffer.from(blob);
+    bad[Math.floor(bad.length / 2)] = (bad[Math.floor(bad.length / 2)] ?? 0) ^ 0xff;
+    blobs.set(digest, bad);
+    await expect(verifyIndex(img.index, new MemoryLayerSource(blobs))).rejects.toMatchObject({
+      code: expect.stringMatching(/SPAN_CORRUPT|GZIP_CORRUPT|DIGEST_MISMATCH/),
+    });
+  });
+});
