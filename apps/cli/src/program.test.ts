@@ -225,10 +225,10 @@ describe('sandboxes list and get', () => {
     expect(ran.stdout).not.toContain('pending_reason');
   });
 
-  it('delete calls DELETE and says so', async () => {
+  it('delete calls DELETE and prints the new status', async () => {
     const ran = await cryo(['sb', 'rm', 'sbx-1'], () => ({ body: sandboxFixture({ status: 'terminated', outcome: { kind: 'user' } }) }));
     expect(fake.requests[0]?.method).toBe('DELETE');
-    expect(ran.stdout).toBe('deleted sandbox sbx-1\n');
+    expect(ran.stdout).toBe('sandbox sbx-1 is terminated\n');
   });
 });
 

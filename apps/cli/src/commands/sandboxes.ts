@@ -50,7 +50,7 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
       .option('--memory-mb <n>', 'memory limit in MiB', parseInteger(1))
       .option('--timeout-secs <n>', 'lifetime limit; the sandbox is terminated (outcome timeout) after it', parseInteger(0))
       .option('--executor <id>', 'run on this executor instead of letting the server place it'),
-    'until the sandbox is running or terminated, printing why it is pending',
+    'until the sandbox is running, printing why it is pending; exits 1 if it terminated instead',
   )
     .addHelpText(
       'after',
@@ -119,13 +119,13 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
   sandboxes
     .command('delete')
     .alias('rm')
-    .description('terminate and delete a sandbox; deleting one that is already gone succeeds')
+    .description('terminate a sandbox (outcome user); deleting a terminated sandbox again succeeds')
     .argument('<id>', 'sandbox id')
     .addHelpText('after', examples(['cryo sandboxes delete sbx-0123abcd4567']))
     .action(async (id: string, _flags: object, cmd: Command) => {
       const ctx = await cli.context(cmd);
       const answer = await ctx.client.deleteSandbox(id);
-      ctx.out.result(answer, { human: () => `deleted sandbox ${id}` });
+      ctx.out.result(answer, { human: () => `sandbox ${id} is ${answer.status}` });
     });
 
   sandboxes

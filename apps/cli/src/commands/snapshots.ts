@@ -178,7 +178,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectKeyValue)
       .option('-l, --label <KEY=VALUE>', 'label of the new sandbox (repeatable)', collectKeyValue)
       .option('--timeout-secs <n>', 'lifetime limit of the new sandbox', parseInteger(0, MAX_TTL_SECS)),
-    'until the new sandbox is running or terminated',
+    'until the new sandbox is running, printing why it is pending; exits 1 if it terminated instead',
   )
     .addHelpText(
       'after',
