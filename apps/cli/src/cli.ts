@@ -49,12 +49,12 @@ export class Output {
   ) {}
 
   /**
-   * Prints a command's result: with --json the server's answer (nothing for an empty answer),
-   * with --quiet only `ids` (one per line), otherwise the human text.
+   * Prints a command's result: with --json the server's answer, with --quiet only `ids` (one
+   * per line), otherwise the human text. --json wins over --quiet.
    */
   result(value: unknown, view: { human: () => string; ids?: readonly string[] }): void {
     if (this.json) {
-      if (value !== null) this.io.stdout.write(JSON.stringify(value, null, 2) + '\n');
+      this.io.stdout.write(JSON.stringify(value, null, 2) + '\n');
     } else if (this.quiet) {
       for (const id of view.ids ?? []) this.io.stdout.write(id + '\n');
     } else {
