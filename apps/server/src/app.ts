@@ -1,0 +1,135 @@
+/**
+ * The fastify instance: zod validation and serialization, OpenAPI from the same schemas, JSON
+ * errors, bearer auth per prefix, request metrics, and the route plugins.
+ */
+import fastifySwagger from '@fastify/swagger';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from 'fastify';
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import { CryoError, newRequestId } from '@cryo/snapshot';
+import type { ServerConfig } from './config';
+import type { Database } from './db/database';
+import { BearerKeys, requireBearer } from './http/auth';
+import { registerErrorHandlers } from './http/errors';
+import { executorRoutes } from './routes/executors';
+import { internalRoutes } from './routes/internal';
+import { sandboxRoutes } from './routes/sandboxes';
+import { snapshotRoutes } from './routes/snapshots';
+import { systemRoutes } from './routes/system';
+import type { ExecutorService } from './services/executorService';
+import type { GaugeFamily, Metrics } from './services/metrics';
+import type { OperationOutcomes } from './services/operationOutcomes';
+import type { OperationQueue } from './services/operationQueue';
+import type { SandboxService } from './services/sandboxService';
+import type { SnapshotService } from './services/snapshotService';
+import type { ExecutorStore } from './store/executors';
+
+export const SERVER_VERSION = '0.1.0';
+const BODY_LIMIT = 8 * 1024 * 1024;
+
+export interface AppDeps {
+  config: ServerConfig;
+  logger: Logger;
+  db: Database;
+  sandboxService: SandboxService;
+  snapshotService: SnapshotService;
+  executorService: ExecutorService;
+  executors: ExecutorStore;
+  queue: OperationQueue;
+  outcomes: OperationOutcomes;
+  metrics: Metrics;
+  gauges: () => GaugeFamily[];
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const base = Fastify<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger>({
+    loggerInstance: deps.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => newRequestId(),
+    requestIdHeader: false,
+    bodyLimit: BODY_LIMIT,
+    // Long polls hold requests open; on close they are woken first, then idle sockets dropped.
+    forceCloseConnections: true,
+  });
+  registerErrorHandlers(base);
+  acceptEmptyJsonBodies(base);
+  const app = base.withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    deps.metrics.observeRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+    const internal = route.startsWith('/internal/');
+    const entry = { method: request.method, route, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (internal) request.log.debug(entry, 'request');
+    else request.log.info(entry, 'request');
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: {
+        title: 'cryo server',
+        description: 'Sandboxes, snapshots in an OCI registry, and the executor protocol.',
+        version: SERVER_VERSION,
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+
+  const apiKeys = new BearerKeys(deps.config.auth.api_keys);
+  const executorToken = new BearerKeys([deps.config.auth.executor_token]);
+
+  await app.register(systemRoutes, { db: deps.db, metrics: deps.metrics, gauges: deps.gauges, version: SERVER_VERSION });
+  await app.register(async (v1) => {
+    v1.addHook('onRequest', requireBearer(apiKeys, 'API key'));
+    await v1.register(executorRoutes, { executors: deps.executorService });
+    await v1.register(
+      async (ns) => {
+        await ns.register(sandboxRoutes, { sandboxes: deps.sandboxService, snapshots: deps.snapshotService });
+        await ns.register(snapshotRoutes, { snapshots: deps.snapshotService });
+      },
+      { prefix: '/namespaces/:ns' },
+    );
+  }, { prefix: '/v1' });
+  await app.register(async (internal) => {
+    internal.addHook('onRequest', requireBearer(executorToken, 'executor token'));
+    await internal.register(internalRoutes, {
+      executorService: deps.executorService,
+      executors: deps.executors,
+      queue: deps.queue,
+      outcomes: deps.outcomes,
+    });
+  }, { prefix: '/internal/v1' });
+
+  await app.ready();
+  return base;
+}
+
+/** `{}` and an empty body mean the same to a route whose fields are all optional. */
+function acceptEmptyJsonBodies(app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(new CryoError('INVALID_REQUEST', `body: not valid JSON (${err instanceof Error ? err.message : String(err)})`), undefined);
+    }
+  });
+}

@@ -1,0 +1,96 @@
+/** /v1/namespaces/{ns}/snapshots and /v1/namespaces/{ns}/sandboxes/{id}/snapshots */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import {
+  CreateSandboxResponseSchema,
+  CreateSnapshotBodySchema,
+  CreateSnapshotResponseSchema,
+  IdParamsSchema,
+  ListQuerySchema,
+  NsParamsSchema,
+  pageOf,
+  PatchSnapshotBodySchema,
+  RestoreBodySchema,
+  SnapshotSchema,
+} from '@cryo/snapshot';
+import type { SnapshotService } from '../services/snapshotService';
+import { errorReplies } from './schemas';
+
+export interface SnapshotRoutesOptions {
+  snapshots: SnapshotService;
+}
+
+export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = async (app, { snapshots }) => {
+  app.post('/sandboxes/:id/snapshots', {
+    schema: {
+      summary: 'Snapshot a running sandbox; it keeps running',
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      body: CreateSnapshotBodySchema.default({}),
+      response: { 202: CreateSnapshotResponseSchema, ...errorReplies(400, 401, 404, 409, 422, 429) },
+    },
+  }, async (request, reply) => {
+    const row = snapshots.create(request.params.ns, request.params.id, request.body);
+    return reply.code(202).send({ snapshot_id: row.id, status: row.status });
+  });
+
+  app.get('/sandboxes/:id/snapshots', {
+    schema: {
+      summary: "List a sandbox's snapshots, newest first",
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      querystring: ListQuerySchema,
+      response: { 200: pageOf(SnapshotSchema), ...errorReplies(400, 401, 404) },
+    },
+  }, async (request) => snapshots.list(request.params.ns, request.query, request.params.id));
+
+  app.get('/snapshots', {
+    schema: {
+      summary: 'List snapshots, newest first (filter with status=expired, label=k=v)',
+      tags: ['snapshots'],
+      params: NsParamsSchema,
+      querystring: ListQuerySchema,
+      response: { 200: pageOf(SnapshotSchema), ...errorReplies(400, 401) },
+    },
+  }, async (request) => snapshots.list(request.params.ns, request.query));
+
+  app.get('/snapshots/:id', {
+    schema: {
+      summary: 'Get a snapshot',
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      response: { 200: SnapshotSchema, ...errorReplies(400, 401, 404) },
+    },
+  }, async (request) => snapshots.get(request.params.ns, request.params.id));
+
+  app.patch('/snapshots/:id', {
+    schema: {
+      summary: 'Change the TTL; expires_at is recomputed from created_at',
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      body: PatchSnapshotBodySchema,
+      response: { 200: SnapshotSchema, ...errorReplies(400, 401, 404, 409, 410, 422) },
+    },
+  }, async (request) => snapshots.setTtl(request.params.ns, request.params.id, request.body.ttl_secs));
+
+  app.delete('/snapshots/:id', {
+    schema: {
+      summary: 'Delete a snapshot from the registry and every executor (202; becomes deleted)',
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      response: { 202: SnapshotSchema, ...errorReplies(400, 401, 404) },
+    },
+  }, async (request, reply) => reply.code(202).send(snapshots.delete(request.params.ns, request.params.id)));
+
+  app.post('/snapshots/:id/restore', {
+    schema: {
+      summary: 'Start a new sandbox from an active snapshot',
+      tags: ['snapshots'],
+      params: IdParamsSchema,
+      body: RestoreBodySchema.default({}),
+      response: { 202: CreateSandboxResponseSchema, ...errorReplies(400, 401, 404, 409, 410, 422, 503) },
+    },
+  }, async (request, reply) => {
+    const row = snapshots.restore(request.params.ns, request.params.id, request.body);
+    return reply.code(202).send({ sandbox_id: row.id, status: row.status, restored_from_snapshot: request.params.id });
+  });
+};

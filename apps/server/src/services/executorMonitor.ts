@@ -1,0 +1,136 @@
+/**
+ * Declares executors lost when their heartbeats stop, and takes back leases that ran out. Nothing
+ * is left hanging: a lost executor's sandboxes end as `executor_lost`, its operations fail (a
+ * queued create is placed elsewhere when it may be), and an operation whose lease keeps expiring
+ * on a live executor is offered again a few times and then failed with a message that says so.
+ */
+import type { Logger } from 'pino';
+import { CreateSandboxOpSchema, CryoError } from '@cryo/snapshot';
+import { toIso, type Clock } from '../clock';
+import type { ServerConfig } from '../config';
+import type { Database } from '../db/database';
+import type { Executor, ExecutorStore } from '../store/executors';
+import type { OperationRow, OperationStore } from '../store/operations';
+import { isLocalSnapshotRef } from '../store/snapshots';
+import type { SandboxStore } from '../store/sandboxes';
+import type { Metrics } from './metrics';
+import type { OperationOutcomes } from './operationOutcomes';
+import type { OperationQueue } from './operationQueue';
+import type { Placement } from './placement';
+
+const LEASE_SWEEP_BATCH = 200;
+
+export interface ExecutorMonitorDeps {
+  db: Database;
+  executors: ExecutorStore;
+  sandboxes: SandboxStore;
+  operations: OperationStore;
+  queue: OperationQueue;
+  outcomes: OperationOutcomes;
+  placement: Placement;
+  metrics: Metrics;
+  clock: Clock;
+  config: ServerConfig;
+  logger: Logger;
+}
+
+export interface MonitorPass {
+  lost: string[];
+  requeued: number;
+  failed: number;
+}
+
+export class ExecutorMonitor {
+  constructor(private readonly deps: ExecutorMonitorDeps) {}
+
+  runOnce(): MonitorPass {
+    const { executors, clock, config } = this.deps;
+    const silentBefore = clock.now() - config.executors.heartbeat_timeout_secs * 1000;
+    const lost: string[] = [];
+    for (const executor of executors.silentSince(silentBefore)) {
+      if (this.declareLost(executor)) lost.push(executor.id);
+    }
+    return { lost, ...this.sweepLeases() };
+  }
+
+  private declareLost(executor: Executor): boolean {
+    const { db, executors, sandboxes, operations, outcomes, metrics, clock } = this.deps;
+    const since = toIso(executor.lastHeartbeatAt);
+    const reason = `executor ${executor.id} stopped sending heartbeats (last at ${since})`;
+    return db.transaction(() => {
+      const now = clock.now();
+      if (!executors.markLost(executor.id, now)) return false;
+      metrics.inc('cryo_executors_lost_total');
+      this.deps.logger.warn({ executor_id: executor.id, last_heartbeat_at: since }, 'executor lost');
+      for (const op of operations.openOnExecutor(executor.id)) {
+        if (op.kind === 'create_sandbox' && op.state === 'queued' && this.replace(op, executor.id, reason)) continue;
+        const message = op.kind === 'snapshot' ? `executor ${executor.id} lost during snapshot (last heartbeat at ${since})` : reason;
+        outcomes.giveUp(op, 'executor_lost', message);
+      }
+      for (const sandbox of sandboxes.liveOnExecutor(executor.id)) {
+        sandboxes.terminate(sandbox.id, { kind: 'executor_lost', reason }, now);
+      }
+      return true;
+    })();
+  }
+
+  /** Moves a create the lost executor never picked up to another executor, if it may go elsewhere. */
+  private replace(op: OperationRow, lostId: string, reason: string): boolean {
+    const { sandboxes, operations, placement, queue, clock } = this.deps;
+    const sandbox = op.sandbox_id === null ? undefined : sandboxes.get(op.sandbox_id);
+    if (sandbox === undefined || sandbox.pinned === 1) return false;
+    const payload = CreateSandboxOpSchema.shape.payload.parse(JSON.parse(op.payload));
+    try {
+      const target = placement.choose({
+        resources: payload.resources,
+        exclude: [lostId],
+        ...(payload.restore === null
+          ? {}
+          : {
+              restore: {
+                snapshotId: payload.restore.snapshot_id,
+                imageRef: payload.restore.image_ref,
+                mode: payload.restore.mode,
+                onlyOn: isLocalSnapshotRef(payload.restore.image_ref) ? lostId : null,
+              },
+            }),
+      });
+      const now = clock.now();
+      operations.reassign(op.id, target.id, now);
+      sandboxes.reassign(sandbox.id, target.id, `${reason}; moved to executor ${target.id}`, now);
+      queue.wake(target.id);
+      this.deps.logger.info({ sandbox_id: sandbox.id, op_id: op.id, executor_id: target.id }, 'sandbox re-placed');
+      return true;
+    } catch (err) {
+      if (!(err instanceof CryoError)) throw err;
+      return false;
+    }
+  }
+
+  private sweepLeases(): { requeued: number; failed: number } {
+    const { db, executors, operations, outcomes, queue, metrics, clock, config } = this.deps;
+    let requeued = 0;
+    let failed = 0;
+    db.transaction(() => {
+      const now = clock.now();
+      for (const op of operations.expiredLeases(now, LEASE_SWEEP_BATCH)) {
+        const executor = executors.get(op.executor_id);
+        if (executor?.state === 'ready' && op.attempt < config.operations.max_attempts) {
+          if (operations.requeue(op.id, now)) {
+            requeued += 1;
+            metrics.inc('cryo_operations_requeued_total');
+            queue.wake(op.executor_id);
+            this.deps.logger.warn({ op_id: op.id, kind: op.kind, attempt: op.attempt }, 'lease expired; offering the operation again');
+          }
+          continue;
+        }
+        const message = executor?.state === 'ready'
+          ? `${op.kind} operation ${op.id} was not completed by executor ${op.executor_id} after ${op.attempt} attempts ` +
+            '(its lease expired each time)'
+          : `executor ${op.executor_id} is gone; ${op.kind} operation ${op.id} was not completed`;
+        if (outcomes.giveUp(op, executor?.state === 'ready' ? 'lease_expired' : 'executor_lost', message)) failed += 1;
+      }
+    })();
+    return { requeued, failed };
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Heartbeats: each one carries an executor's full observed state. The server records it,
+ * reconciles its own view against it (a sandbox whose container is gone has ended; a local image
+ * of a snapshot that no longer exists should go) and answers with the sandboxes it wants kept.
+ */
+import type { Logger } from 'pino';
+import type { ExecutorView, HeartbeatBody, HeartbeatResponse, ObservedSandbox } from '@cryo/snapshot';
+import type { Clock } from '../clock';
+import type { ServerConfig } from '../config';
+import type { Database } from '../db/database';
+import { toExecutorView, type ExecutorStore } from '../store/executors';
+import type { OperationStore } from '../store/operations';
+import type { SandboxRow, SandboxStore } from '../store/sandboxes';
+import type { SnapshotStore } from '../store/snapshots';
+import type { OperationQueue } from './operationQueue';
+
+/** After a failed removal, the same image is not asked for again before this long. */
+const IMAGE_REMOVAL_RETRY_MS = 10 * 60 * 1000;
+
+export interface ExecutorServiceDeps {
+  db: Database;
+  executors: ExecutorStore;
+  sandboxes: SandboxStore;
+  snapshots: SnapshotStore;
+  operations: OperationStore;
+  queue: OperationQueue;
+  clock: Clock;
+  config: ServerConfig;
+  logger: Logger;
+}
+
+export class ExecutorService {
+  constructor(private readonly deps: ExecutorServiceDeps) {}
+
+  heartbeat(id: string, body: HeartbeatBody): HeartbeatResponse {
+    const { db, executors, sandboxes, clock, config } = this.deps;
+    const desired = db.transaction(() => {
+      const now = clock.now();
+      const before = executors.recordHeartbeat(id, body, now);
+      if (before === undefined) this.deps.logger.info({ executor_id: id, host: body.host }, 'executor registered');
+      if (before === 'lost') this.deps.logger.info({ executor_id: id }, 'executor is back after being declared lost');
+      this.reconcileSandboxes(id, body.sandboxes, now);
+      this.reconcileImages(id, body.images, now);
+      return sandboxes.liveOnExecutor(id).map((s) => s.id);
+    })();
+    return {
+      executor_id: id,
+      heartbeat_interval_ms: Math.round(config.executors.heartbeat_interval_secs * 1000),
+      desired_sandboxes: desired,
+    };
+  }
+
+  list(): ExecutorView[] {
+    const reserved = this.deps.sandboxes.reservationsByExecutor();
+    return this.deps.executors.list().map((e) => toExecutorView(e, reserved.get(e.id)?.sandboxes ?? 0));
+  }
+
+  /** Running sandboxes whose container the executor no longer has (or that exited) have ended. */
+  private reconcileSandboxes(executorId: string, observed: ObservedSandbox[], now: number): void {
+    const byId = new Map(observed.map((o) => [o.sandbox_id, o]));
+    const graceMs = this.deps.config.executors.reconcile_grace_secs * 1000;
+    for (const sandbox of this.deps.sandboxes.liveOnExecutor(executorId)) {
+      if (sandbox.status === 'pending') continue; // its create_sandbox result will tell
+      const seen = byId.get(sandbox.id);
+      if (seen !== undefined && seen.state !== 'missing' && seen.state !== 'exited') continue;
+      // A heartbeat composed just before the container started may not show it yet.
+      if (sandbox.started_at !== null && now - sandbox.started_at < graceMs) continue;
+      const reason = endedReason(sandbox, executorId, seen);
+      if (this.deps.sandboxes.terminate(sandbox.id, { kind: 'failed', reason }, now)) {
+        this.deps.logger.warn({ sandbox_id: sandbox.id, executor_id: executorId, reason }, 'sandbox ended on its executor');
+      }
+    }
+  }
+
+  /** Local copies of snapshots that failed, expired or were deleted are asked to go. */
+  private reconcileImages(executorId: string, images: HeartbeatBody['images'], now: number): void {
+    const { snapshots, operations, queue } = this.deps;
+    const refsBySnapshot = new Map<string, string[]>();
+    for (const image of images) {
+      if (image.snapshot_id === null) continue;
+      refsBySnapshot.set(image.snapshot_id, [...(refsBySnapshot.get(image.snapshot_id) ?? []), image.ref]);
+    }
+    for (const [snapshotId, refs] of refsBySnapshot) {
+      const snapshot = snapshots.get(snapshotId);
+      if (snapshot === undefined) continue; // not ours, or pruned long ago: leave it alone
+      const dead = snapshot.status === 'failed' || snapshot.status === 'expired' || snapshot.status === 'deleted' ||
+        (snapshot.status === 'deleting' && snapshot.local_cleanup_at !== null);
+      if (!dead) continue;
+      const last = operations.lastForSnapshotOnExecutor(snapshotId, 'delete_image', executorId);
+      if (last !== undefined && (last.open || now - last.updatedAt < IMAGE_REMOVAL_RETRY_MS)) continue;
+      queue.enqueue('delete_image', executorId, { snapshot_id: snapshotId, image_refs: refs }, { snapshotId });
+      this.deps.logger.info({ snapshot_id: snapshotId, executor_id: executorId, refs }, 'asking executor to remove a stale snapshot image');
+    }
+  }
+}
+
+function endedReason(sandbox: SandboxRow, executorId: string, seen: ObservedSandbox | undefined): string {
+  if (seen === undefined || seen.state === 'missing') {
+    return `container of sandbox ${sandbox.id} is missing on executor ${executorId}`;
+  }
+  return `container exited${seen.exit_code === null ? '' : ` with code ${seen.exit_code}`}`;
+}

@@ -1,0 +1,179 @@
+/**
+ * What happens when an operation ends: an executor reports a result, or the server gives up on
+ * it (executor lost, lease expired too often). Either way the sandbox or snapshot it was for
+ * reaches a clear state. A report for an operation that has already ended is ignored.
+ */
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import {
+  CreateSandboxResultSchema,
+  CryoError,
+  ExecOpResultSchema,
+  SnapshotResultSchema,
+  type OpResultBody,
+  type Outcome,
+  type Progress,
+} from '@cryo/snapshot';
+import type { Clock } from '../clock';
+import type { Database } from '../db/database';
+import type { OperationEnd, OperationRow, OperationStore } from '../store/operations';
+import type { SandboxStore } from '../store/sandboxes';
+import { isLocalSnapshotRef, type SnapshotStore } from '../store/snapshots';
+import type { Metrics } from './metrics';
+import type { OperationQueue } from './operationQueue';
+import type { OperationSignals } from './operationSignals';
+
+export interface Ack {
+  ignored: boolean;
+  reason: string | null;
+}
+
+/** Why the server ends an operation itself. */
+export type GiveUpCause = 'executor_lost' | 'lease_expired';
+
+export interface OperationOutcomesDeps {
+  db: Database;
+  operations: OperationStore;
+  sandboxes: SandboxStore;
+  snapshots: SnapshotStore;
+  queue: OperationQueue;
+  signals: OperationSignals;
+  metrics: Metrics;
+  clock: Clock;
+  logger: Logger;
+  /** Called when a snapshot being deleted can make progress (its push or a local removal ended). */
+  onDeletionReady: () => void;
+}
+
+const ACCEPTED: Ack = { ignored: false, reason: null };
+
+export class OperationOutcomes {
+  constructor(private readonly deps: OperationOutcomesDeps) {}
+
+  progress(opId: string, progress: Progress): Ack {
+    const { operations, snapshots, clock } = this.deps;
+    const op = operations.get(opId);
+    const stale = staleReason(opId, op);
+    if (stale !== null || op === undefined) return { ignored: true, reason: stale };
+    if (op.kind !== 'snapshot' || op.snapshot_id === null) {
+      return { ignored: true, reason: `operation ${opId} is a ${op.kind}; only snapshots report progress` };
+    }
+    const now = clock.now();
+    snapshots.updateProgress(op.snapshot_id, progress, now);
+    // Progress proves the executor is still on it: keep the lease from running out mid-push.
+    operations.extendLease(op.id, now + this.deps.queue.leaseMs(op), now);
+    return ACCEPTED;
+  }
+
+  result(opId: string, body: OpResultBody): Ack {
+    const { db, operations } = this.deps;
+    const op = operations.get(opId);
+    const stale = staleReason(opId, op);
+    if (stale !== null || op === undefined) {
+      this.deps.logger.info({ op_id: opId }, `ignoring result: ${stale ?? 'unknown operation'}`);
+      return { ignored: true, reason: stale };
+    }
+    const end: OperationEnd = body.ok
+      ? { state: 'done', result: checkResult(op, body.result) }
+      : { state: 'failed', code: body.error.code, message: body.error.message };
+    const applied = db.transaction(() => {
+      if (!operations.finish(op.id, end, this.deps.clock.now())) return false;
+      this.apply(op, end, null);
+      return true;
+    })();
+    if (!applied) return { ignored: true, reason: `operation ${opId} ended concurrently` };
+    this.deps.signals.ended(op.id, end);
+    return ACCEPTED;
+  }
+
+  /** The server ends an operation itself; call inside a transaction. Returns false if it had ended. */
+  giveUp(op: OperationRow, cause: GiveUpCause, message: string): boolean {
+    const end: OperationEnd = { state: 'failed', code: cause === 'executor_lost' ? 'EXECUTOR_LOST' : 'LEASE_EXPIRED', message };
+    if (!this.deps.operations.finish(op.id, end, this.deps.clock.now())) return false;
+    this.apply(op, end, cause);
+    queueMicrotask(() => this.deps.signals.ended(op.id, end));
+    return true;
+  }
+
+  private apply(op: OperationRow, end: OperationEnd, cause: GiveUpCause | null): void {
+    const { sandboxes, snapshots, metrics, clock } = this.deps;
+    const now = clock.now();
+    const log = this.deps.logger.child({ op_id: op.id, sandbox_id: op.sandbox_id, snapshot_id: op.snapshot_id });
+    switch (op.kind) {
+      case 'create_sandbox': {
+        if (op.sandbox_id === null) return;
+        const sandbox = sandboxes.get(op.sandbox_id);
+        if (sandbox === undefined) return;
+        if (end.state === 'done') {
+          const { container_id } = CreateSandboxResultSchema.parse(end.result);
+          const expiresAt = sandbox.timeout_secs > 0 ? now + sandbox.timeout_secs * 1000 : null;
+          if (sandboxes.markRunning(sandbox.id, container_id, now, expiresAt)) {
+            log.info({ executor_id: op.executor_id }, 'sandbox running');
+          } else if (sandbox.status === 'terminated') {
+            // Ended (deleted, timed out) while it was being created: remove what was just made.
+            this.deps.queue.enqueue('delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
+          }
+        } else if (end.state === 'failed') {
+          const outcome: Outcome = cause === 'executor_lost'
+            ? { kind: 'executor_lost', reason: end.message }
+            : { kind: 'failed', reason: end.message };
+          if (sandboxes.terminate(sandbox.id, outcome, now)) log.warn({ reason: end.message }, 'sandbox failed to start');
+        }
+        return;
+      }
+      case 'snapshot': {
+        if (op.snapshot_id === null) return;
+        const snapshot = snapshots.get(op.snapshot_id);
+        if (snapshot === undefined) return;
+        if (end.state === 'done') {
+          const result = SnapshotResultSchema.parse(end.result);
+          snapshots.recordPushed(snapshot.id, result, now);
+          metrics.inc('cryo_snapshots_created_total');
+          log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
+        } else if (end.state === 'failed') {
+          // A push of unknown outcome (the executor vanished) may have left a manifest behind.
+          const unknownOutcome = cause !== null && !isLocalSnapshotRef(snapshot.planned_ref);
+          snapshots.markFailed(snapshot.id, end.message, unknownOutcome, now);
+          metrics.inc('cryo_snapshots_failed_total');
+          log.warn({ error: end.message }, 'snapshot failed');
+        }
+        if (op.sandbox_id !== null) sandboxes.setStatus(op.sandbox_id, 'snapshotting', 'running', now);
+        if (snapshot.status === 'deleting' || (end.state === 'failed' && cause !== null)) this.deps.onDeletionReady();
+        return;
+      }
+      case 'delete_image': {
+        if (op.snapshot_id !== null && snapshots.get(op.snapshot_id)?.status === 'deleting') {
+          snapshots.wakeDeletion(op.snapshot_id, now);
+          this.deps.onDeletionReady();
+        }
+        return;
+      }
+      case 'exec':
+      case 'delete_sandbox':
+        return;
+    }
+  }
+}
+
+function staleReason(opId: string, op: OperationRow | undefined): string | null {
+  if (op === undefined) return `operation ${opId} is unknown (it may have been pruned)`;
+  if (op.state === 'queued' || op.state === 'leased') return null;
+  return `operation ${opId} has already ended (${op.state})`;
+}
+
+const RESULT_SCHEMAS: Partial<Record<OperationRow['kind'], z.ZodType>> = {
+  create_sandbox: CreateSandboxResultSchema,
+  exec: ExecOpResultSchema,
+  snapshot: SnapshotResultSchema,
+};
+
+/** A result must have the shape its kind promises; the error names the field that does not. */
+function checkResult(op: OperationRow, result: unknown): unknown {
+  const schema = RESULT_SCHEMAS[op.kind];
+  if (schema === undefined) return result;
+  const parsed = schema.safeParse(result);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const path = ['result', ...(issue?.path ?? [])].map(String).join('.');
+  throw new CryoError('INVALID_REQUEST', `${path}: ${issue?.message ?? 'invalid'} (for a ${op.kind} operation)`);
+}

@@ -1,0 +1,79 @@
+/**
+ * Operations for executors: rows in SQLite with a lease. An executor long-polls for its queued
+ * operations; each one it takes is leased for a time that fits its kind (a snapshot push may take
+ * long, a delete should not). Queueing wakes the executor's poll at once.
+ */
+import { newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
+import type { Clock } from '../clock';
+import type { ServerConfig } from '../config';
+import { toWireOperation, type OperationRow, type OperationStore, type PayloadOf } from '../store/operations';
+import type { OperationSignals } from './operationSignals';
+
+const LEASE_BATCH = 16;
+
+export class OperationQueue {
+  constructor(
+    private readonly operations: OperationStore,
+    private readonly signals: OperationSignals,
+    private readonly clock: Clock,
+    private readonly config: ServerConfig['operations'],
+  ) {}
+
+  enqueue<K extends OperationKind>(
+    kind: K,
+    executorId: string,
+    payload: PayloadOf<K>,
+    refs: { sandboxId?: string | null; snapshotId?: string | null } = {},
+  ): string {
+    const id = newOperationId();
+    this.operations.insert(id, kind, executorId, payload, refs, this.clock.now());
+    this.wake(executorId);
+    return id;
+  }
+
+  /** Wakes the executor's long poll after the current transaction has committed. */
+  wake(executorId: string): void {
+    queueMicrotask(() => this.signals.notifyWork(executorId));
+  }
+
+  leaseMs(row: OperationRow): number {
+    switch (row.kind) {
+      case 'snapshot':
+        return this.config.snapshot_lease_secs * 1000;
+      case 'create_sandbox':
+        return this.config.create_sandbox_lease_secs * 1000;
+      case 'exec': {
+        const payload: unknown = JSON.parse(row.payload);
+        const timeout = typeof payload === 'object' && payload !== null && 'timeout_secs' in payload &&
+            typeof payload.timeout_secs === 'number' ? payload.timeout_secs : 0;
+        return (timeout + this.config.exec_lease_grace_secs) * 1000;
+      }
+      default:
+        return this.config.lease_secs * 1000;
+    }
+  }
+
+  /** Leases what is queued for the executor now, without waiting. */
+  leaseNow(executorId: string): Operation[] {
+    return this.operations
+      .leaseQueued(executorId, this.clock.now(), (row) => this.leaseMs(row), LEASE_BATCH)
+      .map(toWireOperation);
+  }
+
+  /**
+   * The long poll: answers as soon as operations are available, or with none after `waitMs`
+   * (or when the request is aborted or the server shuts down).
+   */
+  async poll(executorId: string, waitMs: number, signal?: AbortSignal): Promise<Operation[]> {
+    const deadline = Date.now() + waitMs;
+    // Checked before leasing: operations leased to a poller that has gone would sit out a lease.
+    const gone = (): boolean => signal?.aborted === true || this.signals.isClosed;
+    for (;;) {
+      if (gone()) return [];
+      const leased = this.leaseNow(executorId);
+      const remaining = deadline - Date.now();
+      if (leased.length > 0 || remaining <= 0) return leased;
+      await this.signals.waitForWork(executorId, remaining, signal);
+    }
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * Snapshot expiry and deletion. Every pass works from timestamps in the database (so a restart
+ * loses nothing) in bounded batches, each in a short transaction, yielding to the event loop in
+ * between so API requests keep flowing while thousands of snapshots expire at once.
+ *
+ * A snapshot on its way out is `deleting` until three things are true, in this order:
+ * 1. its manifest (and clip index) is gone from the registry — deleted by digest, retried with
+ *    backoff while the registry is unreachable; the snapshot is never reported gone before that;
+ * 2. every executor holding a local copy was asked to remove it, and has answered (or was lost);
+ * 3. then it becomes `expired` or `deleted`, with a reaper record of what was removed.
+ */
+import type { Logger } from 'pino';
+import { clipIndexTag, DeleteImageResultSchema } from '@cryo/snapshot';
+import type { Clock } from '../clock';
+import type { ServerConfig } from '../config';
+import type { Database } from '../db/database';
+import { holdsSnapshotImage, type ExecutorStore } from '../store/executors';
+import type { OperationStore } from '../store/operations';
+import type { ReaperRecordStore } from '../store/reaperRecords';
+import { isLocalSnapshotRef, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
+import type { Metrics } from './metrics';
+import type { OperationQueue } from './operationQueue';
+import type { SnapshotImageRegistry } from './snapshotRegistry';
+
+export interface SnapshotReaperDeps {
+  db: Database;
+  snapshots: SnapshotStore;
+  operations: OperationStore;
+  executors: ExecutorStore;
+  records: ReaperRecordStore;
+  queue: OperationQueue;
+  /** Null when the server has no `snapshot_registry`: registry images then cannot be deleted. */
+  registry: SnapshotImageRegistry | null;
+  metrics: Metrics;
+  clock: Clock;
+  config: ServerConfig['snapshots'];
+  logger: Logger;
+}
+
+export interface ReaperPass {
+  markedExpired: number;
+  finished: number;
+  errors: number;
+  waiting: number;
+  orphansChecked: number;
+}
+
+/** Registry objects a snapshot may have: its image, and its clip index next to it. */
+interface RegistryTarget {
+  ref: string;
+  digest: string | null;
+}
+
+export class SnapshotReaper {
+  constructor(private readonly deps: SnapshotReaperDeps) {}
+
+  async runOnce(): Promise<ReaperPass> {
+    const pass: ReaperPass = { markedExpired: 0, finished: 0, errors: 0, waiting: 0, orphansChecked: 0 };
+    const { db, snapshots, clock, config } = this.deps;
+    const batch = config.reaper_batch_size;
+
+    for (;;) {
+      const ids = db.transaction(() => snapshots.expireDue(clock.now(), batch))();
+      pass.markedExpired += ids.length;
+      if (ids.length > 0) this.deps.logger.info({ count: ids.length }, 'snapshots past their TTL; deleting');
+      if (ids.length < batch) break;
+      await yieldToEventLoop();
+    }
+
+    const seen = new Set<string>();
+    for (;;) {
+      const rows = snapshots.dueForDeletion(clock.now(), batch).filter((r) => !seen.has(r.id));
+      if (rows.length === 0) break;
+      for (const row of rows) seen.add(row.id);
+      await forEachConcurrently(rows, config.reaper_concurrency, async (row) => {
+        const step = await this.advance(row);
+        if (step === 'finished') pass.finished += 1;
+        else if (step === 'error') pass.errors += 1;
+        else pass.waiting += 1;
+      });
+      await yieldToEventLoop();
+    }
+
+    const orphans = snapshots.dueForOrphanCheck(clock.now(), batch);
+    await forEachConcurrently(orphans, config.reaper_concurrency, async (row) => {
+      if (await this.clearRegistry(row)) pass.orphansChecked += 1;
+      else pass.errors += 1;
+    });
+    return pass;
+  }
+
+  /** One step forward for a deleting snapshot. */
+  private async advance(row: SnapshotRow): Promise<'finished' | 'error' | 'waiting'> {
+    if (row.registry_cleared_at === null && !(await this.clearRegistry(row))) return 'error';
+    const { db, snapshots, operations, clock } = this.deps;
+    return db.transaction(() => {
+      const now = clock.now();
+      const current = snapshots.get(row.id);
+      if (current === undefined || current.status !== 'deleting') return 'waiting' as const;
+      if (current.local_cleanup_at === null) {
+        this.requestLocalRemoval(current);
+        snapshots.markLocalCleanupRequested(current.id, now);
+      }
+      if (operations.openForSnapshot(current.id, 'delete_image').length > 0) {
+        // The delete_image results wake the reaper; the interval is only a fallback.
+        snapshots.postpone(current.id, now + this.deps.config.reaper_interval_secs * 1000);
+        return 'waiting' as const;
+      }
+      const reason = current.delete_reason ?? 'deleted';
+      if (!snapshots.finish(current.id, reason, now)) return 'waiting' as const;
+      this.record(current, reason, now);
+      return 'finished' as const;
+    })();
+  }
+
+  /**
+   * Deletes the snapshot's manifests from the registry. On failure the snapshot stays where it
+   * is, with the error and a next attempt after exponential backoff.
+   */
+  private async clearRegistry(row: SnapshotRow): Promise<boolean> {
+    const { snapshots, metrics, clock, config } = this.deps;
+    const log = this.deps.logger.child({ snapshot_id: row.id });
+    const targets = registryTargets(row);
+    let imageDigest: string | null = row.digest;
+    try {
+      for (const target of targets) {
+        if (this.deps.registry === null) {
+          throw new Error(
+            `cannot delete ${target.ref}: the server has no snapshot_registry configured ` +
+              '(add the same snapshot_registry block the executors use to the server config)',
+          );
+        }
+        const digest = target.digest ?? (await this.deps.registry.resolveDigest(target.ref));
+        if (digest === null) continue;
+        const outcome = await this.deps.registry.deleteManifest(target.ref, digest);
+        if (target.ref === (row.image_ref ?? row.planned_ref)) imageDigest = digest;
+        log.info({ ref: target.ref, digest, outcome }, 'registry manifest removed');
+      }
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const delayMs = Math.min(
+        config.delete_retry_max_secs * 1000,
+        config.delete_retry_base_secs * 1000 * 2 ** Math.min(row.delete_attempts, 30),
+      );
+      snapshots.recordDeleteError(row.id, message, clock.now() + delayMs, clock.now());
+      metrics.inc('cryo_reaper_errors_total');
+      log.warn({ error: message, retry_in_ms: delayMs, attempts: row.delete_attempts + 1 }, 'registry delete failed; will retry');
+      return false;
+    }
+    snapshots.markRegistryCleared(row.id, imageDigest, clock.now());
+    return true;
+  }
+
+  /** Asks every ready executor that holds a copy (and the one that made it) to remove it. */
+  private requestLocalRemoval(row: SnapshotRow): void {
+    const refs = [...new Set([row.image_ref ?? row.planned_ref, row.planned_ref])];
+    for (const executor of this.deps.executors.ready()) {
+      const holds = holdsSnapshotImage(executor, row.id, row.image_ref) || executor.id === row.executor_id;
+      if (!holds) continue;
+      const held = executor.images.filter((i) => i.snapshot_id === row.id).map((i) => i.ref);
+      this.deps.queue.enqueue(
+        'delete_image',
+        executor.id,
+        { snapshot_id: row.id, image_refs: [...new Set([...refs, ...held])] },
+        { snapshotId: row.id },
+      );
+    }
+  }
+
+  private record(row: SnapshotRow, reason: 'expired' | 'deleted', now: number): void {
+    const { operations, records, metrics } = this.deps;
+    const removed = operations.finishedForSnapshot(row.id, 'delete_image').flatMap((op) => {
+      const parsed = op.result === null ? null : DeleteImageResultSchema.safeParse(JSON.parse(op.result));
+      return parsed?.success === true ? parsed.data.removed : [];
+    });
+    const inRegistry = registryTargets(row).length > 0;
+    const bytes = row.size_bytes ?? 0;
+    records.insert({
+      snapshotId: row.id,
+      namespace: row.namespace,
+      action: reason,
+      imageRef: row.image_ref,
+      digest: row.digest,
+      registryResult: inRegistry ? (row.digest === null ? 'not_found' : 'deleted') : 'none',
+      localRemoved: removed,
+      bytesReclaimed: bytes,
+      attempts: row.delete_attempts + 1,
+      at: now,
+    });
+    metrics.inc(reason === 'expired' ? 'cryo_snapshots_expired_total' : 'cryo_snapshots_deleted_total');
+    metrics.inc('cryo_snapshot_bytes_reclaimed_total', bytes);
+    this.deps.logger.info(
+      { snapshot_id: row.id, digest: row.digest, local_removed: removed, bytes_reclaimed: bytes },
+      `snapshot ${reason}`,
+    );
+  }
+}
+
+function registryTargets(row: SnapshotRow): RegistryTarget[] {
+  const imageRef = row.image_ref ?? row.planned_ref;
+  if (isLocalSnapshotRef(imageRef)) return [];
+  const targets: RegistryTarget[] = [{ ref: imageRef, digest: row.digest }];
+  if (row.clip_index_ref !== null) targets.push({ ref: row.clip_index_ref, digest: null });
+  else if (row.image_ref === null) targets.push({ ref: `${withoutTag(row.planned_ref)}:${clipIndexTag(row.tag)}`, digest: null });
+  return targets;
+}
+
+function withoutTag(ref: string): string {
+  const colon = ref.lastIndexOf(':');
+  return colon > ref.lastIndexOf('/') ? ref.slice(0, colon) : ref;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+async function forEachConcurrently<T>(items: T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      if (item !== undefined) await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
