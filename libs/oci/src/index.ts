@@ -1,1 +1,36 @@
-export {};
+export { RegistryClient } from './client';
+export type { BlobHead, BlobStream, ManifestHead, ManifestResult, RegistryClientOptions } from './client';
+export { BlobContentError } from './blob-upload';
+export type { UploadedBlob } from './blob-upload';
+export { RegistryError, isRegistryError } from '@cryo/registry-auth';
+export type { RegistryErrorCode } from '@cryo/registry-auth';
+export {
+  IMAGE_INDEX_MEDIA_TYPES,
+  IMAGE_MANIFEST_MEDIA_TYPES,
+  MANIFEST_ACCEPT,
+  MediaType,
+  baseMediaType,
+  isGzipLayer,
+  isImageIndexMediaType,
+  isImageManifestMediaType,
+} from './media-types';
+export type { MediaTypeName } from './media-types';
+export {
+  ContainerConfigSchema,
+  DescriptorSchema,
+  ImageConfigSchema,
+  ImageIndexSchema,
+  ImageManifestSchema,
+  ManifestFormatError,
+  PlatformSchema,
+  parseImageConfig,
+  parseImageIndex,
+  parseImageManifest,
+  parseManifestDocument,
+  selectPlatform,
+  serializeManifest,
+} from './manifest';
+export type { ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest, ManifestDocument, Platform } from './manifest';
+export { DOCKER_HUB, ImageReferenceError, formatImageReference, parseImageReference } from './reference';
+export type { ImageReference } from './reference';
+export { VerifyingStream, digestLike, isDigest, sha256Digest } from './digest';

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { formatImageReference, parseImageReference } from './reference';
+
+const DIGEST = `sha256:${'a'.repeat(64)}`;
+
+describe('parseImageReference', () => {
+  it('reads host:port, nested repository, tag and digest', () => {
+    expect(parseImageReference(`127.0.0.1:5001/cryo/snapshots:sb-1-snap-2@${DIGEST}`)).toEqual({
+      host: '127.0.0.1:5001',
+      repository: 'cryo/snapshots',
+      tag: 'sb-1-snap-2',
+      digest: DIGEST,
+    });
+    expect(parseImageReference('registry.example.com/a/b/c')).toEqual({ host: 'registry.example.com', repository: 'a/b/c' });
+    expect(parseImageReference(`localhost/app@${DIGEST}`)).toEqual({ host: 'localhost', repository: 'app', digest: DIGEST });
+    expect(parseImageReference('localhost:5000/app:1.0')).toEqual({ host: 'localhost:5000', repository: 'app', tag: '1.0' });
+  });
+
+  it('defaults to Docker Hub the way Docker does', () => {
+    expect(parseImageReference('busybox')).toEqual({ host: 'docker.io', repository: 'library/busybox' });
+    expect(parseImageReference('busybox:1.36')).toEqual({ host: 'docker.io', repository: 'library/busybox', tag: '1.36' });
+    expect(parseImageReference('myorg/app:v1')).toEqual({ host: 'docker.io', repository: 'myorg/app', tag: 'v1' });
+  });
+
+  it('rejects what Docker rejects, saying why', () => {
+    expect(() => parseImageReference('')).toThrow('invalid image reference "": empty');
+    expect(() => parseImageReference('reg:5000/App')).toThrow('bad repository component "App"');
+    expect(() => parseImageReference('reg:5000/app:bad/tag')).toThrow();
+    expect(() => parseImageReference('reg:5000/app@sha256:xyz')).toThrow('bad digest');
+    expect(() => parseImageReference('reg:5000/')).toThrow('no repository');
+  });
+
+  it('round-trips through formatImageReference', () => {
+    const text = `127.0.0.1:5001/cryo/snapshots:t@${DIGEST}`;
+    expect(formatImageReference(parseImageReference(text))).toBe(text);
+  });
+});

@@ -1,0 +1,91 @@
+/**
+ * Image references the way Docker reads them: `[host[:port]/]path[:tag][@digest]`.
+ * The first component is a host when it contains `.` or `:`, or is `localhost`; otherwise the
+ * reference is on Docker Hub (`docker.io`), where one-component names live under `library/`.
+ */
+export interface ImageReference {
+  host: string;
+  repository: string;
+  tag?: string;
+  digest?: string;
+}
+
+const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const TAG = /^[\w][\w.-]{0,127}$/;
+const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]+)?$/;
+
+export const DOCKER_HUB = 'docker.io';
+
+export class ImageReferenceError extends Error {
+  readonly code = 'INVALID_IMAGE_REFERENCE' as const;
+  constructor(reference: string, problem: string) {
+    super(`invalid image reference "${reference}": ${problem}`);
+    this.name = 'ImageReferenceError';
+  }
+}
+
+export function parseImageReference(reference: string): ImageReference {
+  let rest = reference.trim();
+  if (rest === '') throw new ImageReferenceError(reference, 'empty');
+  let digest: string | undefined;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    digest = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!DIGEST.test(digest)) throw new ImageReferenceError(reference, `bad digest "${digest}"`);
+  }
+  let tag: string | undefined;
+  const lastSlash = rest.lastIndexOf('/');
+  const lastColon = rest.lastIndexOf(':');
+  if (lastColon > lastSlash) {
+    tag = rest.slice(lastColon + 1);
+    rest = rest.slice(0, lastColon);
+    if (!TAG.test(tag)) throw new ImageReferenceError(reference, `bad tag "${tag}"`);
+  }
+  const slash = rest.indexOf('/');
+  const first = slash >= 0 ? rest.slice(0, slash) : '';
+  let host = DOCKER_HUB;
+  let repository = rest;
+  if (slash >= 0 && (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('['))) {
+    host = first;
+    repository = rest.slice(slash + 1);
+    if (!HOST.test(host)) throw new ImageReferenceError(reference, `bad registry host "${host}"`);
+  }
+  if (repository === '') throw new ImageReferenceError(reference, 'no repository');
+  for (const component of repository.split('/')) {
+    if (!COMPONENT.test(component)) {
+      throw new ImageReferenceError(reference, `bad repository component "${component}" (lowercase letters, digits and . _ - only)`);
+    }
+  }
+  if (host === DOCKER_HUB && !repository.includes('/')) repository = `library/${repository}`;
+  const parsed: ImageReference = { host, repository };
+  if (tag !== undefined) parsed.tag = tag;
+  if (digest !== undefined) parsed.digest = digest;
+  return parsed;
+}
+
+/** `host/repository[:tag][@digest]` */
+export function formatImageReference(reference: ImageReference): string {
+  return `${reference.host}/${reference.repository}${reference.tag !== undefined ? `:${reference.tag}` : ''}${
+    reference.digest !== undefined ? `@${reference.digest}` : ''
+  }`;
+}
+
+/** Throws unless `repository` is a valid repository path (`cryo/snapshots`). */
+export function assertRepository(repository: string): void {
+  if (repository === '' || !repository.split('/').every((component) => COMPONENT.test(component))) {
+    throw new ImageReferenceError(repository, 'not a valid repository name');
+  }
+}
+
+/** Throws unless `reference` is a tag or a digest, the two things a manifest URL may end with. */
+export function assertManifestReference(reference: string): void {
+  if (!TAG.test(reference) && !DIGEST.test(reference)) {
+    throw new ImageReferenceError(reference, 'not a tag or digest');
+  }
+}
+
+export function assertDigest(digest: string): void {
+  if (!DIGEST.test(digest)) throw new ImageReferenceError(digest, 'not a digest');
+}
