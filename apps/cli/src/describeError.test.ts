@@ -12,7 +12,10 @@ describe('describeError', () => {
     );
   });
 
-  it('adds the request id of a server error', () => {
+  it('adds the request id of a server error only', () => {
+    expect(describeError(api(409, 'CONFLICT', 'sandbox sbx-1 is pending', 'req-41'), { apiKeySent: false })).toBe(
+      'error: sandbox sbx-1 is pending (CONFLICT)\n',
+    );
     expect(describeError(api(500, 'INTERNAL', 'internal error', 'req-42'), { apiKeySent: false })).toBe(
       'error: internal error (INTERNAL, request req-42)\n',
     );

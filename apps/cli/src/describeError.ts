@@ -22,7 +22,8 @@ function headline(err: unknown): string {
   if (err instanceof CryoApiError) {
     // HTTP_<status> codes (not cryo's error shape) add nothing: the message names the status.
     const tags = err.code.startsWith('HTTP_') ? [] : [err.code];
-    if (err.requestId !== undefined) tags.push(`request ${err.requestId}`);
+    // The request id helps only to find a server-side failure in the server's log.
+    if (err.requestId !== undefined && err.status >= 500) tags.push(`request ${err.requestId}`);
     return tags.length === 0 ? err.message : `${err.message} (${tags.join(', ')})`;
   }
   if (err instanceof CryoClientError) return `${err.message} (${err.code})`;
