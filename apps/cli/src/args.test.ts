@@ -20,6 +20,7 @@ describe('number options', () => {
     expect(parseInteger(0)('0')).toBe(0);
     expect(parseInteger(1, 500)('500')).toBe(500);
     expect(() => parseInteger(1, 500)('501')).toThrow(/between 1 and 500/);
+    expect(() => parseInteger(1)('0')).toThrow(/must be at least 1$/);
     expect(() => parseInteger(0)('1.5')).toThrow(/whole number/);
     expect(() => parseInteger(0)('ten')).toThrow(/whole number/);
   });

@@ -12,7 +12,9 @@ export function parseInteger(min: number, max = Number.MAX_SAFE_INTEGER): (value
   return (value) => {
     if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError(`expected a whole number, got "${value}"`);
     const n = Number(value);
-    if (n < min || n > max) throw new InvalidArgumentError(`must be between ${min} and ${max}`);
+    if (n < min || n > max) {
+      throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `must be at least ${min}` : `must be between ${min} and ${max}`);
+    }
     return n;
   };
 }

@@ -20,4 +20,3 @@ export {
   CryoWaitTimeoutError,
 } from './clientErrors';
 export type { WaitOptions } from './wait';
-export { run } from './program';
