@@ -1,3 +1,4 @@
+/// <reference path="./pako-lowlevel.d.ts" />
 /**
  * Streaming gzip decompression that takes real checkpoints: at a deflate block
  * boundary once per `span` bytes of output it records the compressed offset,
