@@ -13,3 +13,8 @@ export const AckSchema = z.object({
   ignored: z.boolean(),
   reason: z.string().nullable(),
 });
+
+/** A body whose fields are all optional may be left out: fastify validates a missing body as null. */
+export function optionalBody<T extends z.ZodObject>(schema: T) {
+  return schema.nullish().transform((body) => body ?? {});
+}

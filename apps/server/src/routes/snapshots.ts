@@ -13,7 +13,7 @@ import {
   SnapshotSchema,
 } from '@cryo/snapshot';
 import type { SnapshotService } from '../services/snapshotService';
-import { errorReplies } from './schemas';
+import { errorReplies, optionalBody } from './schemas';
 
 export interface SnapshotRoutesOptions {
   snapshots: SnapshotService;
@@ -25,7 +25,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       summary: 'Snapshot a running sandbox; it keeps running',
       tags: ['snapshots'],
       params: IdParamsSchema,
-      body: CreateSnapshotBodySchema.default({}),
+      body: optionalBody(CreateSnapshotBodySchema),
       response: { 202: CreateSnapshotResponseSchema, ...errorReplies(400, 401, 404, 409, 422, 429) },
     },
   }, async (request, reply) => {
@@ -86,7 +86,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       summary: 'Start a new sandbox from an active snapshot',
       tags: ['snapshots'],
       params: IdParamsSchema,
-      body: RestoreBodySchema.default({}),
+      body: optionalBody(RestoreBodySchema),
       response: { 202: CreateSandboxResponseSchema, ...errorReplies(400, 401, 404, 409, 410, 422, 503) },
     },
   }, async (request, reply) => {

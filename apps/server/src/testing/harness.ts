@@ -1,0 +1,214 @@
+/**
+ * A whole server for unit tests: a temporary SQLite file, a manual clock, a fake registry, and
+ * fake executors that speak the real protocol over HTTP (fastify.inject). Logs are captured so
+ * tests can check that no secret is ever written.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import {
+  HeartbeatResponseSchema,
+  OperationsResponseSchema,
+  type HeartbeatBody,
+  type ObservedSandbox,
+  type Operation,
+} from '@cryo/snapshot';
+import { ManualClock } from '../clock';
+import { serverConfig, type ServerConfigInput } from '../config';
+import { createLogger } from '../logger';
+import { CryoServer } from '../server';
+import { FakeRegistry } from './fakeRegistry';
+
+export const API_KEY = 'test-api-key-0123456789';
+export const EXECUTOR_TOKEN = 'test-executor-token-abcdef';
+export const REGISTRY = { url: '127.0.0.1:5001', repository: 'cryo/snapshots' };
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  json: Record<string, unknown>;
+  headers: Record<string, unknown>;
+}
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT';
+type Overrides = Omit<Partial<ServerConfigInput>, 'auth'> & { auth?: Partial<ServerConfigInput['auth']> };
+
+export class Harness {
+  readonly logs: string[] = [];
+
+  private constructor(
+    readonly server: CryoServer,
+    readonly clock: ManualClock,
+    readonly registry: FakeRegistry,
+    readonly dir: string,
+    private readonly overrides: Overrides,
+    logs: string[],
+  ) {
+    this.logs = logs;
+  }
+
+  static async start(overrides: Overrides = {}, state?: { dir: string; clock: ManualClock; registry: FakeRegistry }): Promise<Harness> {
+    const dir = state?.dir ?? mkdtempSync(join(tmpdir(), 'cryo-server-test-'));
+    const clock = state?.clock ?? new ManualClock();
+    const registry = state?.registry ?? new FakeRegistry();
+    const logs: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        logs.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    const config = serverConfig({
+      ...overrides,
+      database: join(dir, 'server.db'),
+      log_level: 'debug',
+      auth: { api_keys: [API_KEY], executor_token: EXECUTOR_TOKEN, ...overrides.auth },
+      snapshot_registry: { ...REGISTRY, username: 'myuser', password: 'registry-secret-pw' },
+    });
+    const server = await CryoServer.create(config, { clock, registry, logger: createLogger('debug', sink) });
+    return new Harness(server, clock, registry, dir, overrides, logs);
+  }
+
+  /** Closes this server and opens a new one on the same database file (a restart). */
+  async restart(): Promise<Harness> {
+    await this.server.close();
+    return Harness.start(this.overrides, { dir: this.dir, clock: this.clock, registry: this.registry });
+  }
+
+  async close(): Promise<void> {
+    await this.server.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** `body` is sent as JSON; a string is sent as it is (to test malformed JSON). */
+  async request(method: Method, url: string, body?: unknown, token: string | null = API_KEY): Promise<Reply> {
+    const headers: Record<string, string> = {};
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await this.server.app.inject({
+      method,
+      url,
+      headers,
+      ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+    let parsed: unknown = null;
+    try {
+      parsed = response.json();
+    } catch {
+      parsed = response.body;
+    }
+    return {
+      status: response.statusCode,
+      body: parsed,
+      json: typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : {},
+      headers: response.headers,
+    };
+  }
+
+  api(method: Method, path: string, body?: unknown): Promise<Reply> {
+    return this.request(method, `/v1/namespaces/test${path}`, body);
+  }
+
+  executor(id: string, options: Partial<HeartbeatBody> = {}): FakeExecutor {
+    return new FakeExecutor(this, id, options);
+  }
+}
+
+/** An executor that speaks the protocol over HTTP and does whatever the test tells it to. */
+export class FakeExecutor {
+  readonly containers = new Map<string, ObservedSandbox>();
+  images: HeartbeatBody['images'] = [];
+
+  constructor(
+    private readonly harness: Harness,
+    readonly id: string,
+    private readonly options: Partial<HeartbeatBody>,
+  ) {}
+
+  body(): HeartbeatBody {
+    return {
+      host: `${this.id}.local`,
+      version: 'test',
+      labels: {},
+      capacity: { cpus: 4, memory_mb: 8192, max_sandboxes: 10 },
+      capabilities: { lazy: false, lazy_unavailable_reason: 'no FUSE in tests' },
+      registry: REGISTRY,
+      ...this.options,
+      sandboxes: [...this.containers.values()],
+      images: this.images,
+    };
+  }
+
+  async heartbeat(): Promise<{ status: number; desired: string[] }> {
+    const reply = await this.harness.request('POST', `/internal/v1/executors/${this.id}/heartbeat`, this.body(), EXECUTOR_TOKEN);
+    if (reply.status !== 200) return { status: reply.status, desired: [] };
+    return { status: 200, desired: HeartbeatResponseSchema.parse(reply.body).desired_sandboxes };
+  }
+
+  async poll(waitMs = 0): Promise<Operation[]> {
+    const reply = await this.harness.request(
+      'GET', `/internal/v1/executors/${this.id}/operations?wait_ms=${waitMs}`, undefined, EXECUTOR_TOKEN,
+    );
+    if (reply.status !== 200) throw new Error(`poll answered ${reply.status}: ${JSON.stringify(reply.body)}`);
+    return OperationsResponseSchema.parse(reply.body).operations;
+  }
+
+  async pollOne<K extends Operation['kind']>(kind: K, waitMs = 0): Promise<Extract<Operation, { kind: K }>> {
+    const ops = await this.poll(waitMs);
+    const op = ops.find((o): o is Extract<Operation, { kind: K }> => o.kind === kind);
+    if (op === undefined) throw new Error(`expected a ${kind} operation, got ${JSON.stringify(ops.map((o) => o.kind))}`);
+    return op;
+  }
+
+  ok(opId: string, result: unknown): Promise<Reply> {
+    return this.harness.request('POST', `/internal/v1/operations/${opId}/result`, { ok: true, result }, EXECUTOR_TOKEN);
+  }
+
+  fail(opId: string, code: string, message: string): Promise<Reply> {
+    return this.harness.request('POST', `/internal/v1/operations/${opId}/result`, { ok: false, error: { code, message } }, EXECUTOR_TOKEN);
+  }
+
+  progress(opId: string, body: { phase: string; bytes_done: number; bytes_total: number | null }): Promise<Reply> {
+    return this.harness.request('POST', `/internal/v1/operations/${opId}/progress`, body, EXECUTOR_TOKEN);
+  }
+
+  /** Takes the next create_sandbox operation and reports the container running. */
+  async startNext(): Promise<string> {
+    const op = await this.pollOne('create_sandbox');
+    const sandboxId = op.payload.sandbox_id;
+    this.containers.set(sandboxId, {
+      sandbox_id: sandboxId, container_id: `ctr-${sandboxId}`, state: 'running', exit_code: null, runtime: 'docker',
+    });
+    await this.ok(op.op_id, { container_id: `ctr-${sandboxId}`, runtime: 'docker' });
+    return sandboxId;
+  }
+
+  /** Takes the next snapshot operation and reports it pushed to the (fake) registry. */
+  async pushNext(options: { sizeBytes?: number; clip?: boolean } = {}): Promise<{ snapshotId: string; digest: string; ref: string }> {
+    const op = await this.pollOne('snapshot');
+    const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
+    const digest = `sha256:${op.payload.snapshot_id.replace(/[^0-9a-z]/g, '').padEnd(64, '0').slice(0, 64)}`;
+    this.harness.registry.push(ref, digest);
+    this.images.push({ ref: `cryo-snapshots:${op.payload.tag}`, snapshot_id: op.payload.snapshot_id, size_bytes: options.sizeBytes ?? 1000 });
+    await this.ok(op.op_id, {
+      image_ref: ref,
+      digest,
+      size_bytes: options.sizeBytes ?? 1000,
+      timings: { pause_ms: 15, commit_ms: 70, push_ms: 300, index_ms: null },
+      clip_index_ref: options.clip === true ? `${ref}.clip` : null,
+      clip_error: null,
+    });
+    return { snapshotId: op.payload.snapshot_id, digest, ref };
+  }
+}
+
+/** One registered executor with one running sandbox: the starting point of most tests. */
+export async function runningSandbox(h: Harness, executorId = 'exec-a'): Promise<{ executor: FakeExecutor; sandboxId: string }> {
+  const executor = h.executor(executorId);
+  await executor.heartbeat();
+  const created = await h.api('POST', '/sandboxes', { image: 'busybox:latest', command: ['sleep', '1000'] });
+  if (created.status !== 202) throw new Error(`create answered ${created.status}: ${JSON.stringify(created.body)}`);
+  const sandboxId = await executor.startNext();
+  return { executor, sandboxId };
+}
