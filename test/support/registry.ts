@@ -6,7 +6,18 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,9 +55,12 @@ export interface TestRegistry {
   logs(): string;
 }
 
+const DIR_PREFIX = 'cryo-registry-';
+const OWNER_FILE = 'owner.json';
 const live = new Set<ChildProcess>();
 const dirs = new Set<string>();
 let exitHookInstalled = false;
+let swept = false;
 
 // A crashed or forgotten test must not leave registries running or temp dirs behind.
 function installExitHook(): void {
@@ -60,9 +74,61 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * A test process killed by a signal runs no exit hook: its registries keep running and its
+ * dirs stay. Each dir names its owner; the next run removes those whose owner is gone.
+ */
+function sweepAbandoned(): void {
+  if (swept) return;
+  swept = true;
+  let names: string[];
+  try {
+    names = readdirSync(tmpdir()).filter((name) => name.startsWith(DIR_PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const dir = join(tmpdir(), name);
+    let owner: { ownerPid?: unknown; registryPid?: unknown };
+    try {
+      owner = JSON.parse(readFileSync(join(dir, OWNER_FILE), 'utf8')) as { ownerPid?: unknown; registryPid?: unknown };
+    } catch {
+      continue; // not (yet) ours to judge
+    }
+    if (typeof owner.ownerPid !== 'number' || isAlive(owner.ownerPid)) continue;
+    if (typeof owner.registryPid === 'number' && isOurRegistry(owner.registryPid, dir)) {
+      try {
+        process.kill(owner.registryPid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error instanceof Error && 'code' in error && error.code === 'EPERM';
+  }
+}
+
+// Guards against pid reuse: only a docker-registry serving this very dir's config is killed.
+function isOurRegistry(pid: number, dir: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(join(dir, 'config.yml'));
+  } catch {
+    return false;
+  }
+}
+
 export async function startRegistry(options: RegistryOptions = {}): Promise<TestRegistry> {
   installExitHook();
-  const dir = mkdtempSync(join(tmpdir(), 'cryo-registry-'));
+  sweepAbandoned();
+  const dir = mkdtempSync(join(tmpdir(), DIR_PREFIX));
   dirs.add(dir);
   const dataDir = join(dir, 'data');
   mkdirSync(dataDir);
@@ -95,6 +161,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     live.add(proc);
     proc.once('exit', () => live.delete(proc));
     child = proc;
+    writeFileSync(join(dir, OWNER_FILE), JSON.stringify({ ownerPid: process.pid, registryPid: proc.pid }));
     await waitReady(port, marker, proc, timeoutMs);
   };
 

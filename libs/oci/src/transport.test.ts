@@ -5,10 +5,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { RegistryAuthenticator } from '@cryo/registry-auth';
+import { Agent } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RegistryClient } from './client';
 import { sha256Digest } from './digest';
 import { MediaType } from './media-types';
+import { RegistryTransport } from './transport';
 
 const BLOB = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz');
 const BLOB_DIGEST = sha256Digest(BLOB);
@@ -210,5 +213,17 @@ describe('RegistryClient protocol details', () => {
     await expect(client.getManifest('app', 'a/b')).rejects.toMatchObject({ code: 'INVALID_IMAGE_REFERENCE' });
     await expect(client.deleteManifest('app', 'latest')).rejects.toMatchObject({ code: 'INVALID_IMAGE_REFERENCE' });
     expect(registryLog).toEqual([]);
+  });
+});
+
+describe('RegistryTransport', () => {
+  it('talks to Docker Hub at its API host, whatever name the reference used', async () => {
+    const dispatcher = new Agent();
+    const make = (host: string): RegistryTransport =>
+      new RegistryTransport({ host, insecure: false, dispatcher, authenticator: new RegistryAuthenticator({ host }), userAgent: 't' });
+    expect(make('docker.io').baseUrl.href).toBe('https://registry-1.docker.io/');
+    expect(make('index.docker.io').baseUrl.href).toBe('https://registry-1.docker.io/');
+    expect(make('127.0.0.1:5001').baseUrl.href).toBe('https://127.0.0.1:5001/');
+    await dispatcher.close();
   });
 });

@@ -1,7 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RegistryError, describeNetworkError, networkErrorCode, type RegistryAuthenticator } from '@cryo/registry-auth';
+import {
+  RegistryError,
+  describeNetworkError,
+  networkErrorCode,
+  normalizeRegistryHost,
+  type RegistryAuthenticator,
+} from '@cryo/registry-auth';
 import { request, type Dispatcher } from 'undici';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -33,6 +39,7 @@ export interface Subject {
   repository?: string;
 }
 
+const DOCKER_HUB_API_HOST = 'registry-1.docker.io';
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 // Connection resets of a reused keep-alive socket are retried once for idempotent requests.
@@ -53,7 +60,9 @@ export class RegistryTransport {
 
   constructor(options: { host: string; insecure: boolean; dispatcher: Dispatcher; authenticator: RegistryAuthenticator; userAgent: string }) {
     this.host = options.host;
-    this.baseUrl = new URL(`${options.insecure ? 'http' : 'https'}://${options.host}/`);
+    // Docker Hub's names (docker.io, index.docker.io) are not where its API lives.
+    const apiHost = normalizeRegistryHost(options.host) === 'docker.io' ? DOCKER_HUB_API_HOST : options.host;
+    this.baseUrl = new URL(`${options.insecure ? 'http' : 'https'}://${apiHost}/`);
     this.dispatcher = options.dispatcher;
     this.authenticator = options.authenticator;
     this.userAgent = options.userAgent;
