@@ -24,7 +24,7 @@ export class ServerClient {
     this.base = serverUrl.replace(/\/+$/, '');
   }
 
-  private async call<T>(method: 'GET' | 'POST', path: string, body: unknown, schema: ZodType<T>, timeoutMs: number): Promise<T> {
+  private async call<T>(method: 'GET' | 'POST', path: string, body: unknown, schema: ZodType<T>, timeoutMs: number, signal?: AbortSignal): Promise<T> {
     let res;
     try {
       res = await request(`${this.base}${path}`, {
@@ -33,6 +33,7 @@ export class ServerClient {
         body: body === undefined ? undefined : JSON.stringify(body),
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
+        ...(signal === undefined ? {} : { signal }),
       });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
@@ -49,8 +50,8 @@ export class ServerClient {
     return this.call('POST', `/internal/v1/executors/${encodeURIComponent(this.executorId)}/heartbeat`, body, HeartbeatResponseSchema, 10_000);
   }
 
-  async operations(waitMs: number): Promise<Operation[]> {
-    const res = await this.call('GET', `/internal/v1/executors/${encodeURIComponent(this.executorId)}/operations?wait_ms=${waitMs}`, undefined, OperationsResponseSchema, waitMs + 15_000);
+  async operations(waitMs: number, signal?: AbortSignal): Promise<Operation[]> {
+    const res = await this.call('GET', `/internal/v1/executors/${encodeURIComponent(this.executorId)}/operations?wait_ms=${waitMs}`, undefined, OperationsResponseSchema, waitMs + 15_000, signal);
     return res.operations;
   }
 

@@ -13,6 +13,7 @@ export type OperationHandler = (op: Operation, log: Logger) => Promise<unknown>;
 export class OperationLoop {
   private readonly inFlight = new Map<string, Promise<void>>();
   private stopped = false;
+  private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
 
   constructor(
@@ -29,6 +30,7 @@ export class OperationLoop {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.abort.abort();
     await this.running;
     await Promise.allSettled(this.inFlight.values());
   }
@@ -37,10 +39,11 @@ export class OperationLoop {
     let backoff = 500;
     while (!this.stopped) {
       try {
-        const ops = await this.server.operations(this.waitMs);
+        const ops = await this.server.operations(this.waitMs, this.abort.signal);
         backoff = 500;
         for (const op of ops) this.dispatch(op);
       } catch (err) {
+        if (this.stopped) return;
         this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'operation poll failed; retrying');
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 10_000);
