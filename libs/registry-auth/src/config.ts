@@ -15,7 +15,7 @@ const registryUrl = z.string().superRefine((value, ctx) => {
       code: 'custom',
       message:
         `must be host[:port] without a scheme (got "${value}"); ` +
-        'drop the "' + scheme[0] + '" prefix and set insecure: true for a plain-http registry',
+        `drop the "${scheme[0]}" prefix and set insecure: true for a plain-http registry`,
     });
   } else if (value.includes('/')) {
     ctx.addIssue({
