@@ -12,6 +12,16 @@ export interface SandboxSpec {
   env: Record<string, string>;
   labels: Record<string, string>;
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
+  /** Lazy restore: run from this clip index (already downloaded) instead of a pulled image. */
+  lazy?: LazySource;
+}
+
+export interface LazySource {
+  /** Local path of the snapshot image's clip index file. */
+  indexPath: string;
+  /** The snapshot image (registry ref) the index describes, and its manifest digest. */
+  imageRef: string;
+  digest: string | null;
 }
 
 export interface SnapshotSpec {
