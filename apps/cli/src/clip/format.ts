@@ -1,4 +1,5 @@
 /** How `cryo clip` prints stat results, listings and index summaries for people. */
+import { formatBytes } from '../format';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK, type ClipIndex, type ClipStat } from '@cryo/clip';
 
 const TYPE_CHAR: Record<number, string> = {
@@ -51,14 +52,7 @@ export function formatTime(t: { sec: number; nsec: number }): string {
 }
 
 export function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+  return formatBytes(n);
 }
 
 export function lsLine(name: string, st: ClipStat, target: string | undefined): string {
