@@ -121,10 +121,15 @@ export class FakeExecutor {
   images: HeartbeatBody['images'] = [];
 
   constructor(
-    private readonly harness: Harness,
+    private harness: Harness,
     readonly id: string,
     private readonly options: Partial<HeartbeatBody>,
   ) {}
+
+  /** Talks to another harness from now on (the server after a restart). */
+  attach(harness: Harness): void {
+    this.harness = harness;
+  }
 
   body(): HeartbeatBody {
     return {
