@@ -54,8 +54,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => newRequestId(),
     requestIdHeader: false,
     bodyLimit: BODY_LIMIT,
-    // Long polls hold requests open; on close they are woken first, then idle sockets dropped.
-    forceCloseConnections: true,
   });
   registerErrorHandlers(base);
   acceptEmptyJsonBodies(base);

@@ -142,3 +142,20 @@ describe('leases', () => {
     expect(Date.now() - empty).toBeGreaterThanOrEqual(190);
   });
 });
+
+describe('after a server restart', () => {
+  it('gives executors a full heartbeat timeout to check in before declaring them lost', async () => {
+    const { executor, sandboxId } = await runningSandbox(h, 'exec-a');
+    h.clock.advanceSecs(600); // the server was down for ten minutes
+    h = await h.restart();
+    executor.attach(h);
+    expect((await h.server.monitor.runOnce()).lost).toEqual([]);
+    h.clock.advanceSecs(10);
+    await executor.heartbeat();
+    h.clock.advanceSecs(10);
+    expect((await h.server.monitor.runOnce()).lost).toEqual([]);
+    expect((await h.api('GET', `/sandboxes/${sandboxId}`)).json.status).toBe('running');
+    h.clock.advanceSecs(16);
+    expect((await h.server.monitor.runOnce()).lost).toEqual(['exec-a']);
+  });
+});

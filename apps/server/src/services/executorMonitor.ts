@@ -41,11 +41,19 @@ export interface MonitorPass {
 }
 
 export class ExecutorMonitor {
-  constructor(private readonly deps: ExecutorMonitorDeps) {}
+  private readonly startedAt: number;
+
+  constructor(private readonly deps: ExecutorMonitorDeps) {
+    this.startedAt = deps.clock.now();
+  }
 
   runOnce(): MonitorPass {
     const { executors, clock, config } = this.deps;
-    const silentBefore = clock.now() - config.executors.heartbeat_timeout_secs * 1000;
+    const timeoutMs = config.executors.heartbeat_timeout_secs * 1000;
+    // Heartbeats (and results) could not arrive while the server was down: after a restart every
+    // executor gets a full timeout to check in before it, or its leases, are given up on.
+    if (clock.now() - this.startedAt < timeoutMs) return { lost: [], requeued: 0, failed: 0 };
+    const silentBefore = clock.now() - timeoutMs;
     const lost: string[] = [];
     for (const executor of executors.silentSince(silentBefore)) {
       if (this.declareLost(executor)) lost.push(executor.id);

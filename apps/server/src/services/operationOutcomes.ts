@@ -71,6 +71,7 @@ export class OperationOutcomes {
     const stale = staleReason(opId, op);
     if (stale !== null || op === undefined) {
       this.deps.logger.info({ op_id: opId }, `ignoring result: ${stale ?? 'unknown operation'}`);
+      if (op !== undefined && body.ok) this.cleanUpLatePush(op, body.result);
       return { ignored: true, reason: stale };
     }
     const end: OperationEnd = body.ok
@@ -84,6 +85,23 @@ export class OperationOutcomes {
     if (!applied) return { ignored: true, reason: `operation ${opId} ended concurrently` };
     this.deps.signals.ended(op.id, end);
     return ACCEPTED;
+  }
+
+  /**
+   * A push that finished after the server gave up on it (or after its snapshot ended) left a
+   * manifest nobody will restore: the reaper deletes it.
+   */
+  private cleanUpLatePush(op: OperationRow, result: unknown): void {
+    if (op.kind !== 'snapshot' || op.snapshot_id === null) return;
+    const parsed = SnapshotResultSchema.safeParse(result);
+    if (!parsed.success || isLocalSnapshotRef(parsed.data.image_ref)) return;
+    if (this.deps.snapshots.scheduleLateCleanup(op.snapshot_id, parsed.data.digest, this.deps.clock.now())) {
+      this.deps.logger.warn(
+        { op_id: op.id, snapshot_id: op.snapshot_id, digest: parsed.data.digest },
+        'a push finished after its snapshot ended; deleting the manifest it left',
+      );
+      this.deps.onDeletionReady();
+    }
   }
 
   /** The server ends an operation itself; call inside a transaction. Returns false if it had ended. */

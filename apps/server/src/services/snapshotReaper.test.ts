@@ -237,3 +237,29 @@ describe('DELETE', () => {
     expect(h.registry.has('sha256:orphan')).toBe(false);
   });
 });
+
+describe('late pushes', () => {
+  it('deletes the manifest of a push reported after the server gave up on it', async () => {
+    await h.close();
+    h = await Harness.start({ operations: { max_attempts: 1, snapshot_lease_secs: 60 } });
+    const { executor, sandboxId } = await runningSandbox(h);
+    const id = (await h.api('POST', `/sandboxes/${sandboxId}/snapshots`, {})).json.snapshot_id as string;
+    const op = await executor.pollOne('snapshot');
+    h.clock.advanceSecs(61);
+    await executor.heartbeat();
+    await h.server.monitor.runOnce();
+    await h.server.reaper.runOnce(); // nothing in the registry yet: the orphan check finds nothing
+    expect((await snapshot(id)).status).toBe('failed');
+
+    const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
+    h.registry.push(ref, 'sha256:late');
+    const late = await executor.ok(op.op_id, {
+      image_ref: ref, digest: 'sha256:late', size_bytes: 1,
+      timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null }, clip_index_ref: null, clip_error: null,
+    });
+    expect(late.json).toMatchObject({ ignored: true });
+    await h.server.reaper.runOnce();
+    expect(h.registry.has('sha256:late')).toBe(false);
+    expect((await snapshot(id)).status).toBe('failed');
+  });
+});

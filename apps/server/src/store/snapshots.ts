@@ -150,7 +150,7 @@ export class SnapshotStore {
   tagHolder(tag: string): SnapshotRow | undefined {
     return this.db.prepare(
       `SELECT * FROM snapshots WHERE tag = ?
-          AND (status IN ('creating', 'active', 'deleting') OR (status = 'failed' AND next_attempt_at IS NOT NULL))
+          AND (status IN ('creating', 'active', 'deleting') OR next_attempt_at IS NOT NULL)
         LIMIT 1`,
     ).get(tag) as SnapshotRow | undefined;
   }
@@ -246,12 +246,24 @@ export class SnapshotStore {
     ).all(now, limit) as SnapshotRow[];
   }
 
-  /** Failed snapshots whose push may have reached the registry and not been checked yet. */
+  /**
+   * Ended snapshots whose push may still have reached the registry: the executor vanished
+   * mid-push, or reported a push after the snapshot had already ended.
+   */
   dueForOrphanCheck(now: number, limit: number): SnapshotRow[] {
     return this.db.prepare(
-      `SELECT * FROM snapshots WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
+      `SELECT * FROM snapshots WHERE status IN ('failed', 'deleted', 'expired')
+          AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
         ORDER BY next_attempt_at LIMIT ?`,
     ).all(now, limit) as SnapshotRow[];
+  }
+
+  /** A push reported for a snapshot that has already ended: its manifest has to go too. */
+  scheduleLateCleanup(id: string, digest: string | null, now: number): boolean {
+    return this.db.prepare(
+      `UPDATE snapshots SET digest = COALESCE(?, digest), registry_cleared_at = NULL, next_attempt_at = ?, updated_at = ?
+        WHERE id = ? AND status IN ('failed', 'deleted', 'expired')`,
+    ).run(digest, now, now, id).changes === 1;
   }
 
   recordDeleteError(id: string, error: string, nextAttemptAt: number, now: number): void {
@@ -264,7 +276,7 @@ export class SnapshotStore {
   markRegistryCleared(id: string, digest: string | null, now: number): void {
     this.db.prepare(
       `UPDATE snapshots SET registry_cleared_at = ?, digest = COALESCE(digest, ?), last_delete_error = NULL,
-              next_attempt_at = CASE WHEN status = 'failed' THEN NULL ELSE next_attempt_at END,
+              next_attempt_at = CASE WHEN status IN ('failed', 'deleted', 'expired') THEN NULL ELSE next_attempt_at END,
               updated_at = ? WHERE id = ?`,
     ).run(now, digest, now, id);
   }
@@ -291,8 +303,7 @@ export class SnapshotStore {
     return this.db.prepare(
       `DELETE FROM snapshots WHERE id IN (
          SELECT id FROM snapshots
-          WHERE (status IN ('deleted', 'expired') OR (status = 'failed' AND next_attempt_at IS NULL))
-            AND updated_at < ? LIMIT ?)`,
+          WHERE status IN ('deleted', 'expired', 'failed') AND next_attempt_at IS NULL AND updated_at < ? LIMIT ?)`,
     ).run(before, limit).changes;
   }
 
