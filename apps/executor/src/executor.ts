@@ -18,6 +18,8 @@ import { OperationLoop } from './services/operation-loop';
 import { HeartbeatService } from './services/heartbeat';
 import { Reconciler } from './services/reconciler';
 import { RegistryCredentialSource } from './registry-credentials';
+import { ClipArtifacts } from './clip-artifacts';
+import { join } from 'node:path';
 
 export const EXECUTOR_VERSION = '0.1.0';
 
@@ -34,16 +36,19 @@ export class Executor {
   private readonly heartbeat: HeartbeatService;
   private readonly reconciler: Reconciler;
   private readonly busySandboxes = new Map<string, number>();
+  private readonly clip: ClipArtifacts;
 
   constructor(private readonly config: DataplaneConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.server = new ServerClient(config.server_url, config.executor_id, config.token);
     this.ops = new OpJournal(config.state_dir);
+    const credentials = new RegistryCredentialSource(config);
+    this.clip = new ClipArtifacts(config.snapshot_registry, credentials, join(config.state_dir, 'clip'));
     this.driver = new DockerDriver({
       docker: dockerFromHost(config.docker.host),
       executorId: config.executor_id,
       network: config.docker.network,
       registry: config.snapshot_registry,
-      credentials: new RegistryCredentialSource(config),
+      credentials,
       pauseJournal: new PauseJournal(config.state_dir),
       log,
       ...(opts.holdPausedMs === undefined ? {} : { holdPausedMs: opts.holdPausedMs }),
@@ -184,6 +189,11 @@ export class Executor {
         const removed = await this.driver.removeImages([...refs]);
         this.heartbeat.nudge();
         return { removed };
+      }
+      case 'build_index': {
+        const result = await this.clip.publish(op.payload.image_ref, op.payload.digest);
+        log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes }, 'clip index pushed');
+        return result;
       }
     }
   }

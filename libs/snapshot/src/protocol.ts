@@ -96,12 +96,20 @@ export const DeleteImageOpSchema = z.object({
   payload: z.object({ snapshot_id: z.string(), image_refs: z.array(z.string()) }),
 });
 
+/** Build the clip index of a pushed snapshot image and push it next to the image (lazy restore). */
+export const BuildIndexOpSchema = z.object({
+  ...base,
+  kind: z.literal('build_index'),
+  payload: z.object({ snapshot_id: z.string(), image_ref: z.string(), digest: z.string() }),
+});
+
 export const OperationSchema = z.discriminatedUnion('kind', [
   CreateSandboxOpSchema,
   DeleteSandboxOpSchema,
   ExecOpSchema,
   SnapshotOpSchema,
   DeleteImageOpSchema,
+  BuildIndexOpSchema,
 ]);
 export type Operation = z.infer<typeof OperationSchema>;
 export type OperationKind = Operation['kind'];
@@ -122,6 +130,13 @@ export const SnapshotResultSchema = z.object({
   clip_error: z.string().nullable(),
 });
 export type SnapshotResult = z.infer<typeof SnapshotResultSchema>;
+export const BuildIndexResultSchema = z.object({
+  clip_index_ref: z.string(),
+  index_ms: z.number(),
+  index_size_bytes: z.number().int(),
+  image_size_bytes: z.number().int(),
+});
+export type BuildIndexResult = z.infer<typeof BuildIndexResultSchema>;
 export const DeleteImageResultSchema = z.object({ removed: z.array(z.string()) });
 export const DeleteSandboxResultSchema = z.object({ removed: z.boolean() });
 

@@ -1,0 +1,105 @@
+/**
+ * Clip indexes travel next to their snapshot image in the same repository, as a small OCI
+ * artifact under the tag `<snapshot tag>.clip`: any host that can pull the image can find its
+ * index. The executor that pushed the image builds the index (it holds the push credentials and
+ * the registry is near; the server stays free of heavy I/O).
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildIndex } from '@cryo/clip';
+import { MediaType, RegistryClient, parseImageReference } from '@cryo/oci';
+import { CryoError, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
+import type { SnapshotRegistry } from '@cryo/registry-auth';
+import type { RegistryCredentialSource } from './registry-credentials';
+
+export const CLIP_INDEX_MEDIA_TYPE = 'application/vnd.cryo.clip.index.v2';
+export const CLIP_CONFIG_MEDIA_TYPE = 'application/vnd.cryo.clip.config.v1+json';
+export const CLIP_IMAGE_DIGEST_ANNOTATION = 'dev.cryo.clip.image-digest';
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+export class ClipArtifacts {
+  constructor(
+    private readonly registry: SnapshotRegistry | undefined,
+    private readonly credentials: RegistryCredentialSource,
+    private readonly cacheDir: string,
+  ) {
+    mkdirSync(cacheDir, { recursive: true });
+  }
+
+  private async client(host: string): Promise<RegistryClient> {
+    const insecure = this.registry !== undefined && this.registry.url === host ? this.registry.insecure : /^(127\.|localhost|\[::1\])/.test(host);
+    return new RegistryClient({ host, insecure, credentials: await this.credentials.credentials(host), userAgent: 'cryo-executor' });
+  }
+
+  private localPath(indexDigest: string): string {
+    return join(this.cacheDir, `${indexDigest.replace(':', '_')}.clip`);
+  }
+
+  /** Index the pushed image (pinned by digest) and push the index as `<tag>.clip`. */
+  async publish(imageRef: string, digest: string): Promise<BuildIndexResult> {
+    const ref = parseImageReference(imageRef);
+    if (ref.tag === undefined) throw new CryoError('UNPROCESSABLE', `snapshot image ${imageRef} has no tag to name its clip index after`);
+    const started = performance.now();
+    const client = await this.client(ref.host);
+    try {
+      const built = await buildIndex(`${ref.host}/${ref.repository}@${digest}`, { client });
+      const indexDigest = sha256(built.index);
+      await client.uploadBlob(ref.repository, built.index, indexDigest, built.index.length);
+      const config = Buffer.from(JSON.stringify({ image_digest: digest, files: built.files, spans: built.spans, uncompressed_size: built.uncompressedSize }));
+      const configDigest = sha256(config);
+      await client.uploadBlob(ref.repository, config, configDigest, config.length);
+      const manifest = Buffer.from(JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: CLIP_CONFIG_MEDIA_TYPE, digest: configDigest, size: config.length },
+        layers: [{ mediaType: CLIP_INDEX_MEDIA_TYPE, digest: indexDigest, size: built.index.length }],
+        annotations: { [CLIP_IMAGE_DIGEST_ANNOTATION]: digest },
+      }));
+      const tag = clipIndexTag(ref.tag);
+      await client.putManifest(ref.repository, tag, manifest, MediaType.OciManifest);
+      this.keep(indexDigest, built.index);
+      return {
+        clip_index_ref: `${ref.host}/${ref.repository}:${tag}`,
+        index_ms: Math.round(performance.now() - started),
+        index_size_bytes: built.index.length,
+        image_size_bytes: built.compressedSize,
+      };
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** Fetch a clip index to local disk (cached by its digest); checks it describes `imageDigest`. */
+  async fetch(clipIndexRef: string, imageDigest: string | null): Promise<string> {
+    const ref = parseImageReference(clipIndexRef);
+    const client = await this.client(ref.host);
+    try {
+      const manifest = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest');
+      const json = manifest.json as { layers?: Array<{ mediaType?: string; digest?: string }>; annotations?: Record<string, string> };
+      const layer = json.layers?.find((l) => l.mediaType === CLIP_INDEX_MEDIA_TYPE);
+      if (layer?.digest === undefined) throw new CryoError('UNPROCESSABLE', `${clipIndexRef} is not a cryo clip index artifact`);
+      const describes = json.annotations?.[CLIP_IMAGE_DIGEST_ANNOTATION];
+      if (imageDigest !== null && describes !== undefined && describes !== imageDigest) {
+        throw new CryoError('CONFLICT', `clip index ${clipIndexRef} describes ${describes}, not the snapshot image ${imageDigest}`);
+      }
+      const path = this.localPath(layer.digest);
+      if (existsSync(path)) return path;
+      const { stream } = await client.getBlob(ref.repository, layer.digest, { verify: true });
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+      this.keep(layer.digest, Buffer.concat(chunks));
+      return path;
+    } finally {
+      await client.close();
+    }
+  }
+
+  private keep(digest: string, bytes: Buffer): void {
+    const path = this.localPath(digest);
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, path);
+  }
+}
