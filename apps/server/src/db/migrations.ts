@@ -109,7 +109,8 @@ export const MIGRATIONS: readonly Migration[] = [
 
       CREATE TABLE operations (
         id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('create_sandbox', 'delete_sandbox', 'exec', 'snapshot', 'delete_image')),
+        -- kinds are checked against the protocol schema (OperationSchema) when they are sent
+        kind TEXT NOT NULL,
         executor_id TEXT NOT NULL,
         sandbox_id TEXT,
         snapshot_id TEXT,

@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 import type { GaugeFamily, Metrics } from '../services/metrics';
 
 export interface SystemRoutesOptions {
@@ -19,7 +20,7 @@ export const systemRoutes: FastifyPluginAsyncZod<SystemRoutesOptions> = async (a
       response: { 200: z.object({ status: z.literal('ok'), version: z.string() }) },
     },
   }, async () => {
-    opts.db.prepare('SELECT 1').get();
+    statement(opts.db, 'SELECT 1').get();
     return { status: 'ok' as const, version: opts.version };
   });
 

@@ -14,7 +14,7 @@ import { clipIndexTag, DeleteImageResultSchema } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import { holdsSnapshotImage, type ExecutorStore } from '../store/executors';
+import { holdsSnapshotImage, type Executor, type ExecutorStore } from '../store/executors';
 import type { OperationStore } from '../store/operations';
 import type { ReaperRecordStore } from '../store/reaperRecords';
 import { isLocalSnapshotRef, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
@@ -72,8 +72,9 @@ export class SnapshotReaper {
       const rows = snapshots.dueForDeletion(clock.now(), batch).filter((r) => !seen.has(r.id));
       if (rows.length === 0) break;
       for (const row of rows) seen.add(row.id);
+      const ready = this.deps.executors.ready(); // once per batch: decoding heartbeats is not free
       await forEachConcurrently(rows, config.reaper_concurrency, async (row) => {
-        const step = await this.advance(row);
+        const step = await this.advance(row, ready);
         if (step === 'finished') pass.finished += 1;
         else if (step === 'error') pass.errors += 1;
         else pass.waiting += 1;
@@ -90,7 +91,7 @@ export class SnapshotReaper {
   }
 
   /** One step forward for a deleting snapshot. */
-  private async advance(row: SnapshotRow): Promise<'finished' | 'error' | 'waiting'> {
+  private async advance(row: SnapshotRow, ready: Executor[]): Promise<'finished' | 'error' | 'waiting'> {
     if (row.registry_cleared_at === null && !(await this.clearRegistry(row))) return 'error';
     const { db, snapshots, operations, clock } = this.deps;
     return db.transaction(() => {
@@ -98,7 +99,7 @@ export class SnapshotReaper {
       const current = snapshots.get(row.id);
       if (current === undefined || current.status !== 'deleting') return 'waiting' as const;
       if (current.local_cleanup_at === null) {
-        this.requestLocalRemoval(current);
+        this.requestLocalRemoval(current, ready);
         snapshots.markLocalCleanupRequested(current.id, now);
       }
       if (operations.openForSnapshot(current.id, 'delete_image').length > 0) {
@@ -152,9 +153,9 @@ export class SnapshotReaper {
   }
 
   /** Asks every ready executor that holds a copy (and the one that made it) to remove it. */
-  private requestLocalRemoval(row: SnapshotRow): void {
+  private requestLocalRemoval(row: SnapshotRow, ready: Executor[]): void {
     const refs = [...new Set([row.image_ref ?? row.planned_ref, row.planned_ref])];
-    for (const executor of this.deps.executors.ready()) {
+    for (const executor of ready) {
       const holds = holdsSnapshotImage(executor, row.id, row.image_ref) || executor.id === row.executor_id;
       if (!holds) continue;
       const held = executor.images.filter((i) => i.snapshot_id === row.id).map((i) => i.ref);

@@ -8,6 +8,7 @@ import {
 } from '@cryo/snapshot';
 import { toIso } from '../clock';
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 
 export type ExecutorState = ExecutorView['state'];
@@ -90,10 +91,10 @@ export class ExecutorStore {
 
   /** Records a heartbeat; returns the state the executor was in before (undefined if new). */
   recordHeartbeat(id: string, body: HeartbeatBody, now: number): ExecutorState | undefined {
-    const before = this.db.prepare('SELECT state FROM executors WHERE id = ?').get(id) as
+    const before = statement(this.db, 'SELECT state FROM executors WHERE id = ?').get(id) as
       | { state: ExecutorState }
       | undefined;
-    this.db.prepare(
+    statement(this.db, 
       `INSERT INTO executors (id, host, version, labels, capacity, capabilities, registry, state, observed_sandboxes,
          images, registered_at, last_heartbeat_at, lost_at)
        VALUES (@id, @host, @version, @labels, @capacity, @capabilities, @registry, 'ready', @sandboxes, @images,
@@ -117,16 +118,16 @@ export class ExecutorStore {
   }
 
   get(id: string): Executor | undefined {
-    const row = this.db.prepare('SELECT * FROM executors WHERE id = ?').get(id) as ExecutorRow | undefined;
+    const row = statement(this.db, 'SELECT * FROM executors WHERE id = ?').get(id) as ExecutorRow | undefined;
     return row === undefined ? undefined : decode(row);
   }
 
   list(): Executor[] {
-    return (this.db.prepare('SELECT * FROM executors ORDER BY id').all() as ExecutorRow[]).map(decode);
+    return (statement(this.db, 'SELECT * FROM executors ORDER BY id').all() as ExecutorRow[]).map(decode);
   }
 
   ready(): Executor[] {
-    return (this.db.prepare(`SELECT * FROM executors WHERE state = 'ready' ORDER BY id`).all() as ExecutorRow[]).map(
+    return (statement(this.db, `SELECT * FROM executors WHERE state = 'ready' ORDER BY id`).all() as ExecutorRow[]).map(
       decode,
     );
   }
@@ -134,17 +135,17 @@ export class ExecutorStore {
   /** Ready executors whose last heartbeat is older than `before`. */
   silentSince(before: number): Executor[] {
     return (
-      this.db.prepare(`SELECT * FROM executors WHERE state = 'ready' AND last_heartbeat_at < ?`).all(before) as ExecutorRow[]
+      statement(this.db, `SELECT * FROM executors WHERE state = 'ready' AND last_heartbeat_at < ?`).all(before) as ExecutorRow[]
     ).map(decode);
   }
 
   markLost(id: string, now: number): boolean {
-    return this.db.prepare(`UPDATE executors SET state = 'lost', lost_at = ? WHERE id = ? AND state = 'ready'`)
+    return statement(this.db, `UPDATE executors SET state = 'lost', lost_at = ? WHERE id = ? AND state = 'ready'`)
       .run(now, id).changes === 1;
   }
 
   countByState(): Array<{ state: string; count: number }> {
-    return this.db.prepare('SELECT state, COUNT(*) AS count FROM executors GROUP BY state').all() as Array<{
+    return statement(this.db, 'SELECT state, COUNT(*) AS count FROM executors GROUP BY state').all() as Array<{
       state: string;
       count: number;
     }>;

@@ -1,6 +1,7 @@
 import { OperationSchema, type Operation, type OperationKind, type OperationOf } from '@cryo/snapshot';
 import { toIso } from '../clock';
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 
 export type OperationState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
 export type PayloadOf<K extends OperationKind> = OperationOf<K>['payload'];
@@ -49,14 +50,14 @@ export class OperationStore {
     refs: { sandboxId?: string | null; snapshotId?: string | null },
     now: number,
   ): void {
-    this.db.prepare(
+    statement(this.db, 
       `INSERT INTO operations (id, kind, executor_id, sandbox_id, snapshot_id, payload, state, attempt, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)`,
     ).run(id, kind, executorId, refs.sandboxId ?? null, refs.snapshotId ?? null, JSON.stringify(payload), now, now);
   }
 
   get(id: string): OperationRow | undefined {
-    return this.db.prepare('SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
+    return statement(this.db, 'SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
   }
 
   /** Leases up to `limit` queued operations of an executor, oldest first. */
@@ -64,7 +65,7 @@ export class OperationStore {
     const rows = this.db
       .prepare(`SELECT * FROM operations WHERE executor_id = ? AND state = 'queued' ORDER BY created_at, id LIMIT ?`)
       .all(executorId, limit) as OperationRow[];
-    const lease = this.db.prepare(
+    const lease = statement(this.db, 
       `UPDATE operations SET state = 'leased', attempt = attempt + 1, lease_expires_at = ?, updated_at = ?
         WHERE id = ? AND state = 'queued'`,
     );
@@ -79,19 +80,19 @@ export class OperationStore {
   }
 
   expiredLeases(now: number, limit: number): OperationRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM operations WHERE state = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`,
     ).all(now, limit) as OperationRow[];
   }
 
   requeue(id: string, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE operations SET state = 'queued', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND state = 'leased'`,
     ).run(now, id).changes === 1;
   }
 
   extendLease(id: string, until: number, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE operations SET lease_expires_at = MAX(COALESCE(lease_expires_at, 0), ?), updated_at = ?
         WHERE id = ? AND state = 'leased'`,
     ).run(until, now, id);
@@ -105,7 +106,7 @@ export class OperationStore {
     const result = end.state === 'done' ? JSON.stringify(end.result ?? null) : null;
     const code = end.state === 'failed' ? end.code : end.state === 'cancelled' ? 'CANCELLED' : null;
     const message = end.state === 'done' ? null : end.message;
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE operations SET state = ?, result = ?, error_code = ?, error_message = ?, lease_expires_at = NULL,
               payload = CASE WHEN kind = 'create_sandbox' THEN json_set(payload, '$.env', json('{}')) ELSE payload END,
               updated_at = ?
@@ -114,31 +115,31 @@ export class OperationStore {
   }
 
   reassign(id: string, executorId: string, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE operations SET executor_id = ?, updated_at = ? WHERE id = ? AND state = 'queued'`,
     ).run(executorId, now, id).changes === 1;
   }
 
   openOnExecutor(executorId: string): OperationRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM operations WHERE executor_id = ? AND state IN ('queued', 'leased') ORDER BY created_at, id`,
     ).all(executorId) as OperationRow[];
   }
 
   openForSandbox(sandboxId: string, kind: OperationKind): OperationRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM operations WHERE sandbox_id = ? AND kind = ? AND state IN ('queued', 'leased')`,
     ).all(sandboxId, kind) as OperationRow[];
   }
 
   openForSnapshot(snapshotId: string, kind: OperationKind): OperationRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM operations WHERE snapshot_id = ? AND kind = ? AND state IN ('queued', 'leased')`,
     ).all(snapshotId, kind) as OperationRow[];
   }
 
   finishedForSnapshot(snapshotId: string, kind: OperationKind): OperationRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM operations WHERE snapshot_id = ? AND kind = ? AND state IN ('done', 'failed', 'cancelled')`,
     ).all(snapshotId, kind) as OperationRow[];
   }
@@ -149,7 +150,7 @@ export class OperationStore {
     kind: OperationKind,
     executorId: string,
   ): { open: boolean; updatedAt: number } | undefined {
-    const row = this.db.prepare(
+    const row = statement(this.db, 
       `SELECT state, updated_at FROM operations WHERE snapshot_id = ? AND kind = ? AND executor_id = ?
         ORDER BY updated_at DESC LIMIT 1`,
     ).get(snapshotId, kind, executorId) as { state: OperationState; updated_at: number } | undefined;
@@ -158,7 +159,7 @@ export class OperationStore {
   }
 
   pruneEnded(before: number, limit: number): number {
-    return this.db.prepare(
+    return statement(this.db, 
       `DELETE FROM operations WHERE id IN (
          SELECT id FROM operations WHERE state IN ('done', 'failed', 'cancelled') AND updated_at < ? LIMIT ?)`,
     ).run(before, limit).changes;

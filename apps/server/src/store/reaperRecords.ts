@@ -1,4 +1,5 @@
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 
 /** What the reaper removed for one snapshot: the audit trail of expiry and deletion. */
 export interface ReaperRecord {
@@ -19,7 +20,7 @@ export class ReaperRecordStore {
   constructor(private readonly db: Database) {}
 
   insert(r: ReaperRecord): void {
-    this.db.prepare(
+    statement(this.db, 
       `INSERT INTO reaper_records (snapshot_id, namespace, action, image_ref, digest, registry_result, local_removed,
          bytes_reclaimed, attempts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
@@ -35,7 +36,7 @@ export class ReaperRecordStore {
   }
 
   pruneBefore(before: number, limit: number): number {
-    return this.db.prepare(
+    return statement(this.db, 
       'DELETE FROM reaper_records WHERE seq IN (SELECT seq FROM reaper_records WHERE at < ? LIMIT ?)',
     ).run(before, limit).changes;
   }

@@ -11,6 +11,7 @@ import {
 } from '@cryo/snapshot';
 import { toIsoOrNull, toIso } from '../clock';
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringListSchema, StringMapSchema } from './columns';
 import { addListFilters, toPage, WhereClause, type Page } from './pagination';
 
@@ -88,7 +89,7 @@ export class SandboxStore {
   constructor(private readonly db: Database) {}
 
   insert(s: NewSandbox): void {
-    this.db.prepare(
+    statement(this.db, 
       `INSERT INTO sandboxes (id, namespace, image, base_image, command, labels, resources, timeout_secs, status,
          pending_reason, executor_id, pinned, restored_from_snapshot, restore_mode, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
@@ -100,11 +101,11 @@ export class SandboxStore {
   }
 
   get(id: string): SandboxRow | undefined {
-    return this.db.prepare('SELECT * FROM sandboxes WHERE id = ?').get(id) as SandboxRow | undefined;
+    return statement(this.db, 'SELECT * FROM sandboxes WHERE id = ?').get(id) as SandboxRow | undefined;
   }
 
   getInNamespace(namespace: string, id: string): SandboxRow | undefined {
-    return this.db.prepare('SELECT * FROM sandboxes WHERE id = ? AND namespace = ?').get(id, namespace) as
+    return statement(this.db, 'SELECT * FROM sandboxes WHERE id = ? AND namespace = ?').get(id, namespace) as
       | SandboxRow
       | undefined;
   }
@@ -139,7 +140,7 @@ export class SandboxStore {
   }
 
   markRunning(id: string, containerId: string, now: number, expiresAt: number | null): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE sandboxes SET status = 'running', pending_reason = NULL, container_id = ?, started_at = ?,
               expires_at = ?, updated_at = ?
         WHERE id = ? AND status = 'pending'`,
@@ -148,13 +149,13 @@ export class SandboxStore {
 
   /** Moves a sandbox between running and snapshotting; false when it is no longer in `from`. */
   setStatus(id: string, from: SandboxStatus, to: SandboxStatus, now: number): boolean {
-    return this.db.prepare('UPDATE sandboxes SET status = ?, updated_at = ? WHERE id = ? AND status = ?')
+    return statement(this.db, 'UPDATE sandboxes SET status = ?, updated_at = ? WHERE id = ? AND status = ?')
       .run(to, now, id, from).changes === 1;
   }
 
   /** Ends a sandbox unless it has already ended; returns whether this call ended it. */
   terminate(id: string, outcome: Outcome, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE sandboxes SET status = 'terminated', outcome_kind = ?, outcome_reason = ?, pending_reason = NULL,
               terminated_at = ?, updated_at = ?
         WHERE id = ? AND status != 'terminated'`,
@@ -162,13 +163,13 @@ export class SandboxStore {
   }
 
   reassign(id: string, executorId: string, pendingReason: string, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE sandboxes SET executor_id = ?, pending_reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'`,
     ).run(executorId, pendingReason, now, id);
   }
 
   setPendingReason(id: string, reason: string, now: number): void {
-    this.db.prepare(`UPDATE sandboxes SET pending_reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'`)
+    statement(this.db, `UPDATE sandboxes SET pending_reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'`)
       .run(reason, now, id);
   }
 
@@ -182,7 +183,7 @@ export class SandboxStore {
 
   /** Is anything still reading this snapshot's image: a pending restore, or a lazily restored sandbox? */
   hasRestoresInUse(snapshotId: string): boolean {
-    const row = this.db.prepare(
+    const row = statement(this.db, 
       `SELECT 1 FROM sandboxes WHERE restored_from_snapshot = ?
           AND (status = 'pending' OR (restore_mode = 'lazy' AND status != 'terminated')) LIMIT 1`,
     ).get(snapshotId);
@@ -191,14 +192,14 @@ export class SandboxStore {
 
   /** Deletes terminated sandboxes that ended before `before`; returns how many. */
   pruneTerminated(before: number, limit: number): number {
-    return this.db.prepare(
+    return statement(this.db, 
       `DELETE FROM sandboxes WHERE id IN (
          SELECT id FROM sandboxes WHERE status = 'terminated' AND terminated_at < ? LIMIT ?)`,
     ).run(before, limit).changes;
   }
 
   countByStatus(): Array<{ status: string; count: number }> {
-    return this.db.prepare('SELECT status, COUNT(*) AS count FROM sandboxes GROUP BY status').all() as Array<{
+    return statement(this.db, 'SELECT status, COUNT(*) AS count FROM sandboxes GROUP BY status').all() as Array<{
       status: string;
       count: number;
     }>;

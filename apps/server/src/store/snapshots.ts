@@ -11,6 +11,7 @@ import {
 } from '@cryo/snapshot';
 import { toIso, toIsoOrNull } from '../clock';
 import type { Database } from '../db/database';
+import { statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 import { addListFilters, toPage, WhereClause, type Page } from './pagination';
 
@@ -109,7 +110,7 @@ export class SnapshotStore {
   constructor(private readonly db: Database) {}
 
   insert(s: NewSnapshot): void {
-    this.db.prepare(
+    statement(this.db, 
       `INSERT INTO snapshots (id, namespace, sandbox_id, executor_id, status, tag, user_tag, labels, planned_ref,
          base_image, ttl_secs, created_at, expires_at, updated_at)
        VALUES (?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -120,11 +121,11 @@ export class SnapshotStore {
   }
 
   get(id: string): SnapshotRow | undefined {
-    return this.db.prepare('SELECT * FROM snapshots WHERE id = ?').get(id) as SnapshotRow | undefined;
+    return statement(this.db, 'SELECT * FROM snapshots WHERE id = ?').get(id) as SnapshotRow | undefined;
   }
 
   getInNamespace(namespace: string, id: string): SnapshotRow | undefined {
-    return this.db.prepare('SELECT * FROM snapshots WHERE id = ? AND namespace = ?').get(id, namespace) as
+    return statement(this.db, 'SELECT * FROM snapshots WHERE id = ? AND namespace = ?').get(id, namespace) as
       | SnapshotRow
       | undefined;
   }
@@ -140,7 +141,7 @@ export class SnapshotStore {
   }
 
   countLive(namespace: string): number {
-    const row = this.db.prepare(
+    const row = statement(this.db, 
       `SELECT COUNT(*) AS n FROM snapshots WHERE namespace = ? AND status IN ('creating', 'active', 'deleting')`,
     ).get(namespace) as { n: number };
     return row.n;
@@ -148,7 +149,7 @@ export class SnapshotStore {
 
   /** A tag still naming an image somewhere (or that may, until a failed push is cleaned up). */
   tagHolder(tag: string): SnapshotRow | undefined {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM snapshots WHERE tag = ?
           AND (status IN ('creating', 'active', 'deleting') OR next_attempt_at IS NOT NULL)
         LIMIT 1`,
@@ -157,7 +158,7 @@ export class SnapshotStore {
 
   /** Records a pushed image. A snapshot deleted meanwhile stays `deleting`, now with a digest to delete. */
   recordPushed(id: string, result: SnapshotResult, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE snapshots SET
           status = CASE WHEN status = 'creating' THEN 'active' ELSE status END,
           image_ref = ?, digest = ?, size_bytes = ?, timings = ?, clip_index_ref = ?, clip_error = ?,
@@ -176,7 +177,7 @@ export class SnapshotStore {
    * push of unknown outcome may have left behind (the executor vanished mid-push).
    */
   markFailed(id: string, error: string, registryCleanup: boolean, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE snapshots SET
           status = CASE WHEN status = 'creating' THEN 'failed' ELSE status END,
           error = CASE WHEN status = 'creating' THEN ? ELSE error END,
@@ -189,25 +190,25 @@ export class SnapshotStore {
 
   /** A snapshot deleted while creating whose push is known not to have happened. */
   wakeDeletion(id: string, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE snapshots SET next_attempt_at = ?, progress = NULL, updated_at = ? WHERE id = ? AND status = 'deleting'`,
     ).run(now, now, id);
   }
 
   updateProgress(id: string, progress: Progress, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE snapshots SET progress = ?, updated_at = ? WHERE id = ? AND status IN ('creating', 'deleting')`,
     ).run(JSON.stringify(progress), now, id).changes === 1;
   }
 
   setTtl(id: string, ttlSecs: number, expiresAt: number | null, now: number): void {
-    this.db.prepare('UPDATE snapshots SET ttl_secs = ?, expires_at = ?, updated_at = ? WHERE id = ?')
+    statement(this.db, 'UPDATE snapshots SET ttl_secs = ?, expires_at = ?, updated_at = ? WHERE id = ?')
       .run(ttlSecs, expiresAt, now, id);
   }
 
   /** Starts deleting a snapshot; returns false when it is already on its way out. */
   requestDelete(id: string, reason: DeleteReason, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE snapshots SET status = 'deleting', delete_reason = ?, delete_requested_at = ?, next_attempt_at = ?,
               progress = CASE WHEN status = 'creating' THEN progress ELSE NULL END, updated_at = ?
         WHERE id = ? AND status IN ('creating', 'active', 'failed')`,
@@ -219,7 +220,7 @@ export class SnapshotStore {
    * Snapshots a pending or lazy restore still reads are left for a later pass.
    */
   expireDue(now: number, limit: number): string[] {
-    const rows = this.db.prepare(
+    const rows = statement(this.db, 
       `SELECT id FROM snapshots s
         WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?
           AND NOT EXISTS (SELECT 1 FROM sandboxes b WHERE b.restored_from_snapshot = s.id
@@ -227,7 +228,7 @@ export class SnapshotStore {
         ORDER BY expires_at LIMIT ?`,
     ).all(now, limit) as Array<{ id: string }>;
     const ids = rows.map((r) => r.id);
-    const mark = this.db.prepare(
+    const mark = statement(this.db, 
       `UPDATE snapshots SET status = 'deleting', delete_reason = 'expired', delete_requested_at = ?,
               next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'active'`,
     );
@@ -237,7 +238,7 @@ export class SnapshotStore {
 
   /** Deleting snapshots due for another attempt, skipping those whose push is still in flight. */
   dueForDeletion(now: number, limit: number): SnapshotRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM snapshots s
         WHERE status = 'deleting' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
           AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.snapshot_id = s.id AND o.kind = 'snapshot'
@@ -251,7 +252,7 @@ export class SnapshotStore {
    * mid-push, or reported a push after the snapshot had already ended.
    */
   dueForOrphanCheck(now: number, limit: number): SnapshotRow[] {
-    return this.db.prepare(
+    return statement(this.db, 
       `SELECT * FROM snapshots WHERE status IN ('failed', 'deleted', 'expired')
           AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
         ORDER BY next_attempt_at LIMIT ?`,
@@ -260,21 +261,21 @@ export class SnapshotStore {
 
   /** A push reported for a snapshot that has already ended: its manifest has to go too. */
   scheduleLateCleanup(id: string, digest: string | null, now: number): boolean {
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE snapshots SET digest = COALESCE(?, digest), registry_cleared_at = NULL, next_attempt_at = ?, updated_at = ?
         WHERE id = ? AND status IN ('failed', 'deleted', 'expired')`,
     ).run(digest, now, now, id).changes === 1;
   }
 
   recordDeleteError(id: string, error: string, nextAttemptAt: number, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE snapshots SET delete_attempts = delete_attempts + 1, last_delete_error = ?, next_attempt_at = ?,
               updated_at = ? WHERE id = ?`,
     ).run(error, nextAttemptAt, now, id);
   }
 
   markRegistryCleared(id: string, digest: string | null, now: number): void {
-    this.db.prepare(
+    statement(this.db, 
       `UPDATE snapshots SET registry_cleared_at = ?, digest = COALESCE(digest, ?), last_delete_error = NULL,
               next_attempt_at = CASE WHEN status IN ('failed', 'deleted', 'expired') THEN NULL ELSE next_attempt_at END,
               updated_at = ? WHERE id = ?`,
@@ -282,17 +283,17 @@ export class SnapshotStore {
   }
 
   markLocalCleanupRequested(id: string, now: number): void {
-    this.db.prepare('UPDATE snapshots SET local_cleanup_at = ?, updated_at = ? WHERE id = ?').run(now, now, id);
+    statement(this.db, 'UPDATE snapshots SET local_cleanup_at = ?, updated_at = ? WHERE id = ?').run(now, now, id);
   }
 
   /** Postpones the next look at a deleting snapshot (waiting for executors to remove copies). */
   postpone(id: string, nextAttemptAt: number): void {
-    this.db.prepare('UPDATE snapshots SET next_attempt_at = ? WHERE id = ?').run(nextAttemptAt, id);
+    statement(this.db, 'UPDATE snapshots SET next_attempt_at = ? WHERE id = ?').run(nextAttemptAt, id);
   }
 
   finish(id: string, reason: DeleteReason, now: number): boolean {
     const column = reason === 'expired' ? 'expired_at' : 'deleted_at';
-    return this.db.prepare(
+    return statement(this.db, 
       `UPDATE snapshots SET status = ?, ${column} = ?, next_attempt_at = NULL, last_delete_error = NULL,
               progress = NULL, updated_at = ? WHERE id = ? AND status = 'deleting'`,
     ).run(reason, now, now, id).changes === 1;
@@ -300,7 +301,7 @@ export class SnapshotStore {
 
   /** Snapshots whose image is gone (or never existed) and that ended before `before`. */
   pruneEnded(before: number, limit: number): number {
-    return this.db.prepare(
+    return statement(this.db, 
       `DELETE FROM snapshots WHERE id IN (
          SELECT id FROM snapshots
           WHERE status IN ('deleted', 'expired', 'failed') AND next_attempt_at IS NULL AND updated_at < ? LIMIT ?)`,
@@ -308,7 +309,7 @@ export class SnapshotStore {
   }
 
   countByStatus(): Array<{ status: string; count: number }> {
-    return this.db.prepare('SELECT status, COUNT(*) AS count FROM snapshots GROUP BY status').all() as Array<{
+    return statement(this.db, 'SELECT status, COUNT(*) AS count FROM snapshots GROUP BY status').all() as Array<{
       status: string;
       count: number;
     }>;
