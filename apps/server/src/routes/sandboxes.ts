@@ -24,7 +24,7 @@ export interface SandboxRoutesOptions {
 export const sandboxRoutes: FastifyPluginAsyncZod<SandboxRoutesOptions> = async (app, { sandboxes, snapshots }) => {
   app.post('/sandboxes', {
     schema: {
-      summary: 'Create a sandbox (from an image, or from a snapshot with snapshot_id)',
+      summary: 'Create a sandbox from an image, or restore a snapshot (snapshot_id; then image is not used)',
       tags: ['sandboxes'],
       params: NsParamsSchema,
       body: CreateSandboxBodySchema,
@@ -41,7 +41,7 @@ export const sandboxRoutes: FastifyPluginAsyncZod<SandboxRoutesOptions> = async 
           env: body.env,
           labels: body.labels,
           timeout_secs: body.timeout_secs,
-        });
+        }, body.resources);
     const view = toSandboxView(row);
     return reply.code(202).send({
       sandbox_id: view.sandbox_id,

@@ -3,7 +3,7 @@
  * operations; each one it takes is leased for a time that fits its kind (a snapshot push may take
  * long, a delete should not). Queueing wakes the executor's poll at once.
  */
-import { newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
+import { ExecOpSchema, newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import { toWireOperation, type OperationRow, type OperationStore, type PayloadOf } from '../store/operations';
@@ -43,10 +43,9 @@ export class OperationQueue {
       case 'create_sandbox':
         return this.config.create_sandbox_lease_secs * 1000;
       case 'exec': {
-        const payload: unknown = JSON.parse(row.payload);
-        const timeout = typeof payload === 'object' && payload !== null && 'timeout_secs' in payload &&
-            typeof payload.timeout_secs === 'number' ? payload.timeout_secs : 0;
-        return (timeout + this.config.exec_lease_grace_secs) * 1000;
+        const payload = ExecOpSchema.shape.payload.safeParse(JSON.parse(row.payload));
+        const timeoutSecs = payload.success ? payload.data.timeout_secs : 0;
+        return (timeoutSecs + this.config.exec_lease_grace_secs) * 1000;
       }
       default:
         return this.config.lease_secs * 1000;

@@ -29,7 +29,7 @@ import {
 } from '../store/snapshots';
 import { assertWithinLimit } from './durationLimits';
 import type { OperationQueue } from './operationQueue';
-import type { SandboxService } from './sandboxService';
+import type { LaunchSpec, SandboxService } from './sandboxService';
 
 export interface SnapshotServiceDeps {
   db: Database;
@@ -163,7 +163,8 @@ export class SnapshotService {
     return view;
   }
 
-  restore(namespace: string, id: string, body: RestoreBody): SandboxRow {
+  /** `resources` come from `POST /sandboxes {snapshot_id, resources}`; a restore request has none. */
+  restore(namespace: string, id: string, body: RestoreBody, resources: LaunchSpec['resources'] = {}): SandboxRow {
     const row = this.row(namespace, id);
     this.assertNotGone(row);
     if (row.status === 'creating') {
@@ -191,7 +192,7 @@ export class SnapshotService {
       command: body.command ?? null,
       env: body.env ?? {},
       labels: body.labels ?? {},
-      resources: {},
+      resources,
       timeoutSecs: body.timeout_secs,
       executorId: body.executor_id,
       restore: {
