@@ -5,13 +5,14 @@
  * lazily through the reader must match `docker export` of the same image.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClipIndex, ClipReader, RegistryLayerSource, S_IFMT, S_IFREG, TarParser, buildIndex, registryClient, type TarEntry } from '@cryo/clip';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
-import { CACHE_DIR, importBusybox } from './support/images';
+import { debianRootfsTar } from '../libs/clip/src/testing/debian';
+import { importBusybox } from './support/images';
 import { startRegistry, type TestRegistry } from './support/registry';
 
 const USER = 'dockeruser';
@@ -20,19 +21,6 @@ const work = mkdtempSync(join(tmpdir(), 'clip-docker-'));
 const dockerConfig = join(work, 'docker-config');
 let registry: TestRegistry;
 let engine: TestDockerd;
-
-/** Debian bookworm (minbase + python3) as a tarball, built once per machine with debootstrap. */
-export function debianRootfsTar(): string {
-  const tar = join(CACHE_DIR, 'debian-bookworm-python3.tar');
-  if (existsSync(tar)) return tar;
-  const dir = join(CACHE_DIR, 'bookworm-python3.build');
-  rmSync(dir, { recursive: true, force: true });
-  execFileSync('debootstrap', ['--variant=minbase', '--include=python3', 'bookworm', dir], { stdio: 'ignore', timeout: 900_000 });
-  execFileSync('tar', ['-C', dir, '--numeric-owner', '--xattrs', '--xattrs-include=*', '-cf', `${tar}.tmp`, '.']);
-  execFileSync('mv', [`${tar}.tmp`, tar]);
-  rmSync(dir, { recursive: true, force: true });
-  return tar;
-}
 
 function docker(args: string[], input?: string): string {
   return execFileSync(DOCKER_BIN, ['-H', engine.host, '--config', dockerConfig, ...args], {

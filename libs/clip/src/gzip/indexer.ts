@@ -54,7 +54,9 @@ type Phase =
 interface PendingWindow {
   cp: Checkpoint;
   raw: Buffer;
+  /** compressed bytes from the checkpoint on (starting with the byte holding its bits) */
   chunks: Buffer[];
+  startAbs: number;
 }
 
 export class GzipIndexer {
@@ -131,7 +133,7 @@ export class GzipIndexer {
           : `gzip stream truncated or followed by garbage at byte ${this.base}`,
       );
     }
-    this.flushPending(true);
+    this.flushPending(true, this.base);
     return { members: this.members, uncompressedSize: this.uoff, compressedSize: this.base };
   }
 
@@ -170,7 +172,7 @@ export class GzipIndexer {
       if (ret === Z_STREAM_END) {
         pakoInflate.inflateEnd(strm);
         this.strm = undefined;
-        this.flushPending(true);
+        this.flushPending(true, this.base + strm.next_in);
         this.phase = { kind: 'trailer', buf: Buffer.alloc(0) };
         return strm.next_in;
       }
@@ -189,7 +191,7 @@ export class GzipIndexer {
         cp.windowUsed = cp.window.length;
         this.checkpoint(cp, true, bits > 0 ? Buffer.from([lastByte]) : undefined, chunk.subarray(strm.next_in));
       }
-      this.flushPending(false);
+      this.flushPending(false, this.base + strm.next_in);
       if (strm.avail_in === 0 && strm.avail_out > 0) return chunk.length;
       if (ret === Z_BUF_ERROR && strm.avail_out > 0) return chunk.length;
     }
@@ -200,7 +202,7 @@ export class GzipIndexer {
     if (needsWindow && this.prune && cp.window.length > 0) {
       const chunks = lastByte ? [lastByte] : [];
       if (rest && rest.length > 0) chunks.push(rest);
-      this.pending.push({ cp, raw: cp.window, chunks });
+      this.pending.push({ cp, raw: cp.window, chunks, startAbs: cp.coff - (lastByte ? 1 : 0) });
     }
     this.opts.onCheckpoint(cp);
   }
@@ -227,13 +229,18 @@ export class GzipIndexer {
     return Buffer.from(all.subarray(all.length - n));
   }
 
-  /** Prune windows whose following 32 KiB of output have been seen. */
-  private flushPending(all: boolean): void {
+  /**
+   * Prune windows whose following 32 KiB of output have been seen. Only the
+   * compressed bytes up to `consumedAbs` (where that output ended) are
+   * inflated again, so pruning costs a few 32 KiB inflations per span.
+   */
+  private flushPending(all: boolean, consumedAbs: number): void {
     if (this.pending.length === 0) return;
     const keep: PendingWindow[] = [];
     for (const p of this.pending) {
       if (all || this.uoff - p.cp.uoff >= WINDOW + 1024) {
-        const { window, used } = pruneWindow(p.raw, Buffer.concat(p.chunks), p.cp.bits);
+        const input = firstBytes(p.chunks, consumedAbs - p.startAbs + 1);
+        const { window, used } = pruneWindow(p.raw, input, p.cp.bits);
         p.cp.window = window;
         p.cp.windowUsed = used;
       } else {
@@ -251,6 +258,18 @@ export class GzipIndexer {
       throw new ClipError('GZIP_CORRUPT', `gzip member ending at byte ${at + 8}: CRC or length mismatch (corrupt layer)`);
     }
   }
+}
+
+function firstBytes(chunks: Buffer[], n: number): Buffer {
+  const out: Buffer[] = [];
+  let have = 0;
+  for (const c of chunks) {
+    if (have >= n) break;
+    const take = c.subarray(0, n - have);
+    out.push(take);
+    have += take.length;
+  }
+  return out.length === 1 && out[0] ? out[0] : Buffer.concat(out);
 }
 
 /** Length of the gzip member header at the start of buf, or undefined if incomplete. */

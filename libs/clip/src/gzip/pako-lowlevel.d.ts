@@ -23,7 +23,9 @@ declare module 'pako/lib/zlib/inflate.js' {
   export function inflate(strm: ZStream, flush: number): number;
   export function inflateEnd(strm: ZStream): number;
   export function inflateReset(strm: ZStream): number;
+  export function inflateSetDictionary(strm: ZStream, dictionary: Uint8Array): number;
   const _default: {
+    inflateSetDictionary: typeof inflateSetDictionary;
     inflateInit2: typeof inflateInit2;
     inflate: typeof inflate;
     inflateEnd: typeof inflateEnd;

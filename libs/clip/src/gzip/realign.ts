@@ -8,7 +8,10 @@
  * compressed bytes can be appended unshifted. Empty blocks emit nothing, so the
  * dictionary (the 32 KiB window) stays exactly as it was.
  */
+/// <reference path="./pako-lowlevel.d.ts" />
 import zlib from 'node:zlib';
+import pakoInflate from 'pako/lib/zlib/inflate.js';
+import ZStream from 'pako/lib/zlib/zstream.js';
 import { ClipError } from '../errors.js';
 
 class BitWriter {
@@ -138,6 +141,52 @@ export function inflateFromCheckpoint(compressed: Buffer, bits: number, window: 
 }
 
 /**
+ * At most `limit` bytes of output after a checkpoint. pako stops when its
+ * output buffer is full; native zlib's one-shot API would inflate the whole
+ * input, and one deflate block can expand to megabytes.
+ */
+function inflatePrefix(compressed: Buffer, bits: number, window: Buffer, limit: number): Buffer {
+  let input = compressed;
+  if (bits > 0) {
+    const first = compressed[0];
+    if (first === undefined) return Buffer.alloc(0);
+    input = Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
+  }
+  const strm = new ZStream();
+  pakoInflate.inflateInit2(strm, -15);
+  if (window.length > 0) pakoInflate.inflateSetDictionary(strm, window);
+  const out = Buffer.alloc(limit);
+  strm.input = input;
+  strm.next_in = 0;
+  strm.avail_in = input.length;
+  strm.output = out;
+  strm.next_out = 0;
+  strm.avail_out = limit;
+  const ret = pakoInflate.inflate(strm, 2 /* Z_SYNC_FLUSH */);
+  pakoInflate.inflateEnd(strm);
+  if (ret < 0 && ret !== -5 /* Z_BUF_ERROR: input ended */) {
+    throw new ClipError('GZIP_CORRUPT', `inflate from checkpoint failed: ${strm.msg || `error ${ret}`}`);
+  }
+  return out.subarray(0, strm.next_out);
+}
+
+const markers = new Map<number, { a: Buffer; b: Buffer; c: Buffer }>();
+
+function markerDictionaries(n: number): { a: Buffer; b: Buffer; c: Buffer } {
+  let m = markers.get(n);
+  if (!m) {
+    m = { a: Buffer.alloc(n), b: Buffer.alloc(n), c: Buffer.alloc(n) };
+    for (let j = 0; j < n; j++) {
+      m.a[j] = j & 0xff;
+      m.c[j] = ~j & 0xff;
+      m.b[j] = j >> 8;
+    }
+    if (n === 32768) markers.set(n, m); // only full windows recur
+  }
+  return m;
+}
+
+/**
  * Which bytes of `window` are read by the data that follows the checkpoint?
  * Inflates the first 32 KiB after the checkpoint three times with marker
  * dictionaries: byte j of dictionary A holds j & 0xff, of C its complement, of
@@ -148,17 +197,10 @@ export function inflateFromCheckpoint(compressed: Buffer, bits: number, window: 
 export function pruneWindow(window: Buffer, compressed: Buffer, bits: number): { window: Buffer; used: number } {
   const n = window.length;
   if (n === 0) return { window, used: 0 };
-  const a = Buffer.alloc(n);
-  const b = Buffer.alloc(n);
-  const c = Buffer.alloc(n);
-  for (let j = 0; j < n; j++) {
-    a[j] = j & 0xff;
-    c[j] = ~j & 0xff;
-    b[j] = j >> 8;
-  }
-  const outA = inflateFromCheckpoint(compressed, bits, a);
-  const outB = inflateFromCheckpoint(compressed, bits, b);
-  const outC = inflateFromCheckpoint(compressed, bits, c);
+  const { a, b, c } = markerDictionaries(n);
+  const outA = inflatePrefix(compressed, bits, a, 32768);
+  const outB = inflatePrefix(compressed, bits, b, 32768);
+  const outC = inflatePrefix(compressed, bits, c, 32768);
   const limit = Math.min(outA.length, outB.length, outC.length, 32768);
   const used = new Uint8Array(n);
   let usedCount = 0;
