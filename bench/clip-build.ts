@@ -122,7 +122,7 @@ try {
   for (let d = 0; d < 100; d++) for (let f = 0; f < 500; f++) entries.push({ name: `usr/lib/python3/pkg${d}/mod_${f}.py`, data: `# ${d} ${f}\n` });
   const t50 = writeTar(entries);
   const big = await indexLayers(testImage(), [
-    { digest: sha256(t50), mediaType: MEDIA.none, size: t50.length, diffId: sha256(t50), open: async () => [t50] },
+    { digest: sha256(t50), mediaType: MEDIA.none, size: t50.length, diffId: sha256(t50), open: async () => (async function* () { yield t50; })() },
   ]);
   const loads: number[] = [];
   const lookups: number[] = [];
