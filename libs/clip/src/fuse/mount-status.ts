@@ -1,0 +1,48 @@
+/**
+ * The status file a mount process keeps (written atomically): whoever started it, or a later
+ * executor after a restart, reads from it whether the mount is up, which process serves it, and
+ * how many bytes it has fetched.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { FetchStats } from '../reader/span-store.js';
+import type { ClipFsStats } from './clip-fs.js';
+
+export type MountState = 'starting' | 'mounted' | 'failed' | 'unmounted';
+
+export interface MountStatus {
+  pid: number;
+  state: MountState;
+  mountpoint: string;
+  index: string;
+  updated_at: string;
+  error?: string;
+  fs?: ClipFsStats;
+  fetch?: FetchStats;
+}
+
+export function writeMountStatus(file: string, status: Omit<MountStatus, 'updated_at'>): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify({ ...status, updated_at: new Date().toISOString() })}\n`);
+  renameSync(tmp, file);
+}
+
+function isMountStatus(value: unknown): value is MountStatus {
+  if (typeof value !== 'object' || value === null) return false;
+  return 'pid' in value && typeof value.pid === 'number' && 'state' in value && typeof value.state === 'string'
+    && 'mountpoint' in value && typeof value.mountpoint === 'string';
+}
+
+export function readMountStatus(file: string): MountStatus | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    return isMountStatus(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

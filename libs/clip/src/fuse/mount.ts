@@ -1,0 +1,161 @@
+/**
+ * mountClip: serve a clip index read-only at a mountpoint with FUSE, file contents fetched lazily
+ * from the registry (through the host-wide span cache) on first read.
+ *
+ * Mount options, and why:
+ * - `ro`; `allow_other` + `default_permissions`: the sandbox's users (not only the mounting root)
+ *   reach the files, and the kernel checks mode bits and owners exactly as the index says;
+ * - `use_ino`: st_ino from the index, so hard links share one inode number;
+ * - `suid,dev`: setuid bits and device nodes mean what they say (libfuse mounts nosuid,nodev by default);
+ * - long entry/attr/negative timeouts and `kernel_cache`: the index and the contents are immutable;
+ * - `subtype=clip`: the mount shows as `fuse.clip` in /proc/mounts, so stale ones can be found.
+ */
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { ClipReader } from '../reader/clip-reader.js';
+import type { LayerSource } from '../source.js';
+import { ClipFilesystem, Errno, METADATA_TTL_SECS, type ClipFsLog, type ClipFsStats } from './clip-fs.js';
+import { cleanupStaleMount, isStaleMount, mountsAt, unmountFuse } from './mounts.js';
+import { loadFuse, type FuseInstance, type FuseSignal } from './native.js';
+import { RefreshingRegistrySource, resolveAccess, type RegistryAccessConfig } from './registry-access.js';
+import type { FetchStats } from '../reader/span-store.js';
+
+export interface MountClipOptions {
+  /** host-wide span cache directory shared by all mounts (recommended) */
+  cacheDir?: string;
+  /** bytes of spans kept in memory (default 64 MiB) */
+  memoryBytes?: number;
+  /** how to reach the registry named in the index; credentials are resolved now */
+  registry?: RegistryAccessConfig;
+  /** serve layers from here instead of the registry (tests, a content cache) */
+  source?: LayerSource;
+  /** libfuse debug output on stderr */
+  debug?: boolean;
+  log?: ClipFsLog;
+}
+
+export interface ClipMount {
+  readonly mountpoint: string;
+  readonly reader: ClipReader;
+  /** handler counters and registry fetch counters */
+  stats(): { fs: ClipFsStats; fetch: FetchStats };
+  /** unmount (lazily if busy) and close the registry connections; idempotent */
+  unmount(): Promise<void>;
+}
+
+export function fuseMountOptions(debug = false): string {
+  const ttl = METADATA_TTL_SECS;
+  const options = [
+    'fsname=cryo-clip', 'subtype=clip', 'ro', 'allow_other', 'default_permissions', 'use_ino', 'suid', 'dev', 'kernel_cache',
+    `entry_timeout=${ttl}`, `attr_timeout=${ttl}`, `negative_timeout=${ttl}`,
+  ];
+  if (debug) options.push('debug');
+  return `-o${options.join(',')}`;
+}
+
+/**
+ * fuse-native 2.2.6 answers getxattr with the value's length even when the kernel's buffer is
+ * smaller (libfuse then reads past its buffer), and listxattr likewise: answer ERANGE instead,
+ * as xattr(7) says.
+ */
+function getxattrHandler(this: FuseInstance, signal: FuseSignal, path: string, name: string, valueBuf: Buffer, position: number): void {
+  const op = this.ops.getxattr;
+  if (op === undefined) {
+    signal(-Errno.ENODATA, valueBuf.buffer);
+    return;
+  }
+  op(path, name, position, (code, value) => {
+    if (code < 0 || value === undefined) return signal(code < 0 ? code : -Errno.ENODATA, valueBuf.buffer);
+    if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer);
+    if (value.length > valueBuf.length) return signal(-Errno.ERANGE, valueBuf.buffer);
+    value.copy(valueBuf);
+    return signal(value.length, valueBuf.buffer);
+  });
+}
+
+function listxattrHandler(this: FuseInstance, signal: FuseSignal, path: string, listBuf: Buffer): void {
+  const op = this.ops.listxattr;
+  if (op === undefined) {
+    signal(0, listBuf.buffer);
+    return;
+  }
+  op(path, (code, names) => {
+    if (code < 0 || names === undefined) return signal(code < 0 ? code : 0, listBuf.buffer);
+    const packed = Buffer.concat(names.map((n) => Buffer.from(`${n}\0`, 'utf8')));
+    if (listBuf.length === 0) return signal(packed.length, listBuf.buffer);
+    if (packed.length > listBuf.length) return signal(-Errno.ERANGE, listBuf.buffer);
+    packed.copy(listBuf);
+    return signal(packed.length, listBuf.buffer);
+  });
+}
+
+function fuseCall(fn: (cb: (err: Error | null) => void) => void): Promise<void> {
+  return new Promise((resolvePromise, reject) => fn((err) => (err ? reject(err) : resolvePromise())));
+}
+
+async function layerSource(reader: ClipReader, opts: MountClipOptions): Promise<{ source: LayerSource; close: () => Promise<void> }> {
+  if (opts.source !== undefined) return { source: opts.source, close: async () => undefined };
+  const image = reader.index.image;
+  const config = opts.registry ?? {};
+  const source = await RefreshingRegistrySource.create(image.registry, image.repository, {
+    resolve: () => resolveAccess(config, image.registry),
+    log: (message, fields) => opts.log?.('warn', message, fields),
+  });
+  return { source, close: () => source.close() };
+}
+
+/**
+ * Mount `indexPath` at `mountpoint` (created if missing). A stale mount left there by a killed
+ * process is cleaned up first; a live one is an error.
+ */
+export async function mountClip(indexPath: string, mountpoint: string, opts: MountClipOptions = {}): Promise<ClipMount> {
+  const Fuse = loadFuse();
+  const mnt = resolve(mountpoint);
+  if (mountsAt(mnt).length > 0) {
+    if (await isStaleMount(mnt)) await cleanupStaleMount(mnt);
+    else throw new Error(`${mnt} is already mounted`);
+  }
+  await mkdir(mnt, { recursive: true });
+
+  const probe = await ClipReader.open(indexPath);
+  const { source, close } = await layerSource(probe, opts);
+  const reader = new ClipReader(probe.index, {
+    source,
+    ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
+    ...(opts.memoryBytes === undefined ? {} : { memoryBytes: opts.memoryBytes }),
+  });
+  const fs = new ClipFilesystem(reader, opts.log === undefined ? {} : { log: opts.log });
+  // Reads may wait on the registry (retries included); metadata never does.
+  const fuse = new Fuse(mnt, fs.operations(), { timeout: { default: 30_000, read: 120_000 } });
+  const debug = opts.debug === true;
+  Object.assign(fuse, {
+    _fuseOptions: () => fuseMountOptions(debug),
+    _op_getxattr: getxattrHandler,
+    _op_listxattr: listxattrHandler,
+  });
+  try {
+    await fuseCall((cb) => fuse.mount(cb));
+  } catch (err) {
+    await close();
+    throw new Error(`cannot mount clip index ${indexPath} at ${mnt}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+
+  let unmounted: Promise<void> | undefined;
+  return {
+    mountpoint: mnt,
+    reader,
+    stats: () => ({ fs: { ...fs.stats }, fetch: reader.stats }),
+    unmount: () => {
+      unmounted ??= (async () => {
+        try {
+          await fuseCall((cb) => fuse.unmount(cb));
+        } catch {
+          // fuse-native's unmount runs `fusermount -uz` first; fall back to ours.
+          await unmountFuse(mnt);
+        }
+        await close();
+      })();
+      return unmounted;
+    },
+  };
+}
