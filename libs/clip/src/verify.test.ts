@@ -11,7 +11,7 @@ const tars = [
 ];
 
 describe('verifyIndex', () => {
-  for (const how of ['gzip-9', 'none', 'zstd'] as TestCompression[]) {
+  for (const how of ['gzip-9', 'multi-gzip', 'none', 'zstd'] as TestCompression[]) {
     it(`checks every span from its own checkpoint and the diff_id (${how})`, async () => {
       const img = await buildImage(tars, how, { span: 256 * 1024 });
       const report = await verifyIndex(img.index, img.source);

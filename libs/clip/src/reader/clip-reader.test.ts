@@ -73,6 +73,7 @@ describe('ClipReader over real tar layers', () => {
     ['gzip-1', 'pax'],
     ['gzip-9', 'gnu'],
     ['node-gzip', 'pax'],
+    ['multi-gzip', 'gnu'],
     ['none', 'gnu'],
     ['zstd', 'pax'],
   ];
@@ -120,6 +121,18 @@ describe('ClipReader over real tar layers', () => {
     const src2 = new CountingSource(img.source);
     await img.reader({ source: src2 }).read('/big.bin', 0, 3_000_000);
     expect(src2.requests).toBe(1);
+  });
+
+  it('reads across gzip member boundaries with one request', async () => {
+    const want = mixedData(6_000_000, 31);
+    // the member cuts (at 1/3 and 1/2 of the tar) fall inside this one file
+    const img = await buildImage([writeTar([{ name: 'big.bin', data: want }])], 'multi-gzip', { span: 256 * 1024 });
+    const starts = img.index.layers[0]?.spans.filter((s) => s.uoff > 0 && s.bits === 0 && s.windowLength === 0) ?? [];
+    expect(starts.length).toBe(2);
+    const src = new CountingSource(img.source);
+    const r = img.reader({ source: src });
+    expect((await r.readFile('/big.bin')).equals(want)).toBe(true);
+    expect(src.requests).toBe(1);
   });
 
   it('concurrent readers of one span share one fetch', async () => {

@@ -163,7 +163,7 @@ export class SpanStore {
         const next = layer.spans[b + 1];
         const end = Math.min(next ? next.coff : layer.size - 1, layer.size - 1);
         const compressed = await this.fetchRange(source, layer, start, end);
-        out = inflateFromCheckpoint(compressed, firstSpan.bits, this.index.window(firstSpan));
+        out = this.inflateRun(layer, a, b, compressed, start);
       } else {
         out = await this.fetchRange(source, layer, firstSpan.uoff, lastSpan.uoff + lastSpan.ulen - 1);
       }
@@ -187,6 +187,33 @@ export class SpanStore {
       verified.push(copy);
     }
     return verified;
+  }
+
+  /**
+   * Inflate spans a..b from one fetched buffer. Usually one inflate from span
+   * a's checkpoint covers them all; a multi-member gzip stops at a member's
+   * end, and inflation resumes from the next span's own checkpoint.
+   */
+  private inflateRun(layer: LayerInfo, a: number, b: number, compressed: Buffer, base: number): Buffer {
+    const parts: Buffer[] = [];
+    let s = a;
+    while (s <= b) {
+      const span = layer.spans[s];
+      if (!span) break;
+      const from = (span.bits > 0 ? span.coff - 1 : span.coff) - base;
+      const out = inflateFromCheckpoint(compressed.subarray(from), span.bits, this.index.window(span));
+      let used = 0;
+      const first = s;
+      while (s <= b) {
+        const cur = layer.spans[s];
+        if (!cur || used + cur.ulen > out.length) break;
+        used += cur.ulen;
+        s++;
+      }
+      parts.push(out.subarray(0, used));
+      if (s === first) break; // not even one span: let verification report it
+    }
+    return parts.length === 1 && parts[0] ? parts[0] : Buffer.concat(parts);
   }
 
   private async fetchRange(source: LayerSource, layer: LayerInfo, start: number, end: number): Promise<Buffer> {

@@ -8,7 +8,7 @@ import type { ImageInfo } from '../format/types.js';
 import { ClipReader, type ClipReaderOptions } from '../reader/clip-reader.js';
 import { MemoryLayerSource, type LayerSource } from '../source.js';
 
-export type TestCompression = 'gzip' | 'gzip-1' | 'gzip-9' | 'node-gzip' | 'none' | 'zstd';
+export type TestCompression = 'gzip' | 'gzip-1' | 'gzip-9' | 'node-gzip' | 'multi-gzip' | 'none' | 'zstd';
 
 export const MEDIA = {
   gzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
@@ -29,6 +29,12 @@ export function compress(tar: Buffer, how: TestCompression): { blob: Buffer; med
       return { blob: execFileSync('zstd', ['-q', '-c', '-3'], { input: tar, maxBuffer: 1 << 30 }), mediaType: MEDIA.zstd };
     case 'node-gzip':
       return { blob: zlib.gzipSync(tar), mediaType: MEDIA.dockerGzip };
+    case 'multi-gzip': {
+      // several gzip members back to back (as pigz --independent or concatenated gzip files)
+      const cuts = [0, Math.floor(tar.length / 3), Math.floor(tar.length / 2) + 7, tar.length];
+      const members = cuts.slice(1).map((end, i) => zlib.gzipSync(tar.subarray(cuts[i] ?? 0, end)));
+      return { blob: Buffer.concat(members), mediaType: MEDIA.gzip };
+    }
     default: {
       const level = how === 'gzip-1' ? '-1' : how === 'gzip-9' ? '-9' : '-6';
       return { blob: execFileSync('gzip', [level, '-n', '-c'], { input: tar, maxBuffer: 1 << 30 }), mediaType: MEDIA.gzip };
