@@ -199,6 +199,28 @@ describe('ClipReader over real tar layers', () => {
     expect(r4.stats.requests).toBe(0);
   });
 
+  it('a second process waits for the span another one is fetching instead of fetching it again', async () => {
+    const cacheDir = join(root, 'cache-lock');
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
+    const slow = new CountingSource(img.source);
+    slow.delayMs = 300;
+    const other = new CountingSource(img.source);
+    // two readers with separate span stores = two processes sharing the host cache
+    const a = img.reader({ source: slow, cacheDir });
+    const b = img.reader({ source: other, cacheDir });
+    const pa = a.read('/big.bin', 2_000_000, 4096);
+    await new Promise((r) => setTimeout(r, 50)); // a holds the claim now
+    const [ra, rb] = await Promise.all([pa, b.read('/big.bin', 2_000_100, 4096)]);
+    const want = readFileSync(join(srcA, 'big.bin'));
+    expect(ra.equals(want.subarray(2_000_000, 2_004_096))).toBe(true);
+    expect(rb.equals(want.subarray(2_000_100, 2_004_196))).toBe(true);
+    expect(slow.requests).toBe(1);
+    expect(other.requests).toBe(0);
+    expect(b.stats.diskHits).toBe(1);
+    const layer = img.index.layers[0];
+    expect(readdirSync(join(cacheDir, (layer?.diffId ?? '').replace(':', '_'))).some((f) => f.endsWith('.lock'))).toBe(false);
+  });
+
   it('answers with errno-like codes', async () => {
     const img = await buildImage([tarOf(srcA, 'pax')], 'none');
     const r = img.reader();

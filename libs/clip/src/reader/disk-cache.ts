@@ -6,9 +6,13 @@
  * (temp file + rename), so concurrent processes never see a partial file; if
  * two fetch the same span at once, both write identical bytes and one rename
  * wins. Every file is checked against the span digest when it is read.
+ *
+ * To keep N processes on a host from fetching the same span N times, a
+ * fetcher first claims `<span>.lock` (O_EXCL); others wait for the span file
+ * to appear. A lock older than a minute is from a dead process and is broken.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface CachedSpan {
@@ -41,6 +45,28 @@ export class SpanDiskCache {
       return undefined;
     }
     return data;
+  }
+
+  /**
+   * Claim the right to fetch a span: a release function, or undefined when
+   * another process holds a fresh claim (wait for the file instead).
+   */
+  async claim(diffId: string, span: CachedSpan, staleMs = 60_000): Promise<(() => Promise<void>) | undefined> {
+    const lock = `${this.path(diffId, span)}.lock`;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await mkdir(this.layerDir(diffId), { recursive: true });
+        const fh = await open(lock, 'wx');
+        await fh.close();
+        return () => unlink(lock).catch(() => undefined);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return async () => undefined; // unusable cache: just fetch
+        const st = await stat(lock).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs < staleMs) return undefined;
+        await unlink(lock).catch(() => undefined); // stale (or just released): try again
+      }
+    }
+    return undefined;
   }
 
   async put(diffId: string, span: CachedSpan, data: Buffer): Promise<void> {

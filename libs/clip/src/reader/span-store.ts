@@ -33,6 +33,8 @@ export interface SpanStoreOptions {
   cacheDir?: string;
   /** bytes of verified spans kept in memory (default 64 MiB) */
   memoryBytes?: number;
+  /** how long to wait for another process fetching the same span (default 10 s) */
+  lockWaitMs?: number;
 }
 
 export class SpanStore {
@@ -78,6 +80,7 @@ export class SpanStore {
   private async spans(layerIndex: number, first: number, last: number): Promise<Buffer[]> {
     const layer = this.layer(layerIndex);
     const results: Array<Promise<Buffer> | Buffer | undefined> = [];
+    const claims: Array<() => Promise<void>> = [];
     for (let s = first; s <= last; s++) {
       const k = this.key(layer, s);
       const mem = this.memory.get(k);
@@ -107,6 +110,21 @@ export class SpanStore {
       );
       // Someone may have started fetching while we looked at the disk.
       for (let i = 0; i < results.length; i++) results[i] ??= this.inflight.get(this.key(layer, first + i));
+      // Spans another process is fetching: wait for its cache file.
+      for (let i = 0; i < results.length; i++) {
+        const span = layer.spans[first + i];
+        if (results[i] !== undefined || !span) continue;
+        const release = await this.disk.claim(layer.diffId, span);
+        const again = this.inflight.get(this.key(layer, first + i));
+        if (again) {
+          await release?.();
+          results[i] = again;
+        } else if (release) {
+          claims.push(release);
+        } else {
+          results[i] = this.waitForOtherProcess(layerIndex, first + i);
+        }
+      }
     }
     // Missing spans: one fetch per contiguous run.
     let runStart = -1;
@@ -119,7 +137,38 @@ export class SpanStore {
         runStart = -1;
       }
     }
-    return Promise.all(results.map((r) => r ?? Promise.reject(new ClipError('EIO', 'internal: span not scheduled'))));
+    try {
+      return await Promise.all(results.map((r) => r ?? Promise.reject(new ClipError('EIO', 'internal: span not scheduled'))));
+    } finally {
+      await Promise.all(claims.map((release) => release()));
+    }
+  }
+
+  private waitForOtherProcess(layerIndex: number, s: number): Promise<Buffer> {
+    const layer = this.layer(layerIndex);
+    const span = layer.spans[s];
+    const disk = this.disk;
+    const key = this.key(layer, s);
+    const p = (async () => {
+      const deadline = Date.now() + (this.opts.lockWaitMs ?? 10_000);
+      while (span && disk && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+        const data = await disk.get(layer.diffId, span);
+        if (data) {
+          this.stats.diskHits++;
+          this.remember(key, data);
+          return data;
+        }
+      }
+      const [fetched] = this.fetchRun(layerIndex, s, s); // the other process died or is slow
+      if (!fetched) throw new ClipError('EIO', 'internal: span not scheduled');
+      return fetched;
+    })();
+    this.inflight.set(key, p);
+    p.catch(() => undefined).finally(() => {
+      if (this.inflight.get(key) === p) this.inflight.delete(key);
+    });
+    return p;
   }
 
   /** Start one fetch for spans a..b; every span gets its own shared promise. */
