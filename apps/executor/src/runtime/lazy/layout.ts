@@ -1,0 +1,92 @@
+/**
+ * Where a lazy sandbox lives on disk, under `state_dir/lazy/<sandbox_id>/`, and the record that
+ * lets a restarted executor find, remount or end it. Nothing secret is kept here: the registry
+ * credentials stay with the executor's config and the mount process's memory.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CryoError } from '@cryo/snapshot';
+
+export interface LazySandboxLayout {
+  dir: string;
+  /** FUSE mountpoint of the clip index: the overlay's lower dir */
+  lower: string;
+  upper: string;
+  work: string;
+  /** merged overlay: the bundle's root */
+  rootfs: string;
+  /** the bundle is `dir` itself: config.json sits here */
+  config: string;
+  record: string;
+  hostname: string;
+  hosts: string;
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  initPid: string;
+  mountStatus: string;
+  mountLog: string;
+}
+
+export interface LazySandboxRecord {
+  sandbox_id: string;
+  namespace: string;
+  container_id: string;
+  image: string;
+  index_path: string;
+  image_ref: string;
+  digest: string | null;
+  /** the image the index describes: where its layers are and which manifest */
+  base: { host: string; repository: string; manifest_digest: string };
+  command: string[] | null;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  resources: { cpus?: number | undefined; memory_mb?: number | undefined };
+  created_at: string;
+}
+
+const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkSandboxId(sandboxId: string): void {
+  if (!SANDBOX_ID.test(sandboxId)) throw new CryoError('UNPROCESSABLE', `sandbox id ${JSON.stringify(sandboxId)} cannot name a directory`);
+}
+
+export const runcContainerId = (sandboxId: string): string => `cryo-${sandboxId}`;
+
+export function lazySandboxLayout(lazyRoot: string, sandboxId: string): LazySandboxLayout {
+  checkSandboxId(sandboxId);
+  const dir = join(lazyRoot, sandboxId);
+  return {
+    dir,
+    lower: join(dir, 'lower'),
+    upper: join(dir, 'upper'),
+    work: join(dir, 'work'),
+    rootfs: join(dir, 'rootfs'),
+    config: join(dir, 'config.json'),
+    record: join(dir, 'sandbox.json'),
+    hostname: join(dir, 'hostname'),
+    hosts: join(dir, 'hosts'),
+    stdin: join(dir, 'stdin.fifo'),
+    stdout: join(dir, 'stdout.log'),
+    stderr: join(dir, 'stderr.log'),
+    initPid: join(dir, 'init.pid'),
+    mountStatus: join(dir, 'mount.json'),
+    mountLog: join(dir, 'mount.log'),
+  };
+}
+
+export function writeRecord(layout: LazySandboxLayout, record: LazySandboxRecord): void {
+  const tmp = `${layout.record}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, layout.record);
+}
+
+export function readRecord(layout: LazySandboxLayout): LazySandboxRecord | undefined {
+  try {
+    const value: unknown = JSON.parse(readFileSync(layout.record, 'utf8'));
+    if (typeof value !== 'object' || value === null || !('sandbox_id' in value) || !('index_path' in value)) return undefined;
+    return value as LazySandboxRecord;
+  } catch {
+    return undefined;
+  }
+}

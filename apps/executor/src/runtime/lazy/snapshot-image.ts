@@ -1,0 +1,140 @@
+/**
+ * A lazy sandbox's snapshot as an ordinary image, made without Docker: the base image's layers
+ * (already in the registry: linked by a cross-repository mount, or copied when the base lives on
+ * another registry) plus one new layer with the sandbox's changes, a config that is the base's
+ * plus the new diff_id, a history entry and the snapshot labels, and a manifest of the base's
+ * kind (Docker schema 2 when its layers are gzip, as `docker push` writes; OCI otherwise).
+ */
+import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { MediaType, type Descriptor, type RegistryClient } from '@cryo/oci';
+import { CryoError } from '@cryo/snapshot';
+import type { LayerFile } from './upper-layer';
+
+export interface BaseImageRef {
+  /** registry host and repository the base image (and its layers) live in */
+  host: string;
+  repository: string;
+  manifestDigest: string;
+}
+
+export interface SnapshotImageInput {
+  /** client for the target registry, and for the base's when it is another host */
+  target: { client: RegistryClient; repository: string; tag: string };
+  base: BaseImageRef & { client: RegistryClient };
+  layer: LayerFile;
+  /** labels added to the config (dev.cryo.snapshot-id, ...) */
+  labels: Record<string, string>;
+  /** the history entry's created_by */
+  createdBy: string;
+  /** Env and Cmd the sandbox ran with (a commit records the container's config) */
+  env: string[];
+  cmd: string[] | null;
+  now?: Date;
+}
+
+export interface SnapshotImage {
+  digest: string;
+  mediaType: string;
+  /** compressed bytes of all layers plus the config */
+  sizeBytes: number;
+  configDigest: string;
+  layersMounted: number;
+  layersCopied: number;
+}
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+const GZIP_LAYER_TYPES = new Set<string>([MediaType.DockerLayerGzip, MediaType.OciLayerGzip]);
+
+async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The base config with the new layer, history entry, labels, env and cmd; unknown fields kept. */
+export function snapshotConfig(base: Record<string, unknown>, input: Pick<SnapshotImageInput, 'labels' | 'createdBy' | 'env' | 'cmd' | 'now'> & { diffId: string }): Record<string, unknown> {
+  const created = (input.now ?? new Date()).toISOString();
+  const rootfs = isRecord(base.rootfs) ? base.rootfs : { type: 'layers' };
+  const diffIds = Array.isArray(rootfs.diff_ids) ? rootfs.diff_ids.filter((d): d is string => typeof d === 'string') : [];
+  const history = Array.isArray(base.history) ? base.history : [];
+  const config = isRecord(base.config) ? base.config : {};
+  const labels = isRecord(config.Labels) ? config.Labels : {};
+  return {
+    ...base,
+    created,
+    config: {
+      ...config,
+      Env: input.env,
+      ...(input.cmd === null ? {} : { Cmd: input.cmd }),
+      Labels: { ...labels, ...input.labels },
+    },
+    rootfs: { ...rootfs, type: 'layers', diff_ids: [...diffIds, input.diffId] },
+    history: [...history, { created, created_by: input.createdBy, comment: 'cryo snapshot (runc-lazy)' }],
+  };
+}
+
+/** Manifest kind for the new image: Docker schema 2 when every base layer is gzip, else OCI. */
+export function manifestKind(baseLayers: Descriptor[]): 'docker' | 'oci' {
+  return baseLayers.every((l) => GZIP_LAYER_TYPES.has(l.mediaType)) ? 'docker' : 'oci';
+}
+
+async function ensureBlob(input: SnapshotImageInput, layer: Descriptor): Promise<'present' | 'mounted' | 'copied'> {
+  const { target, base } = input;
+  if (await target.client.headBlob(target.repository, layer.digest)) return 'present';
+  const sameRegistry = base.host === target.client.host;
+  if (sameRegistry && base.repository !== target.repository) {
+    if (await target.client.mountBlob(target.repository, layer.digest, base.repository)) return 'mounted';
+  }
+  const { stream } = await base.client.getBlob(base.repository, layer.digest, { verify: true });
+  await target.client.uploadBlob(target.repository, stream, layer.digest, layer.size);
+  return 'copied';
+}
+
+export async function publishSnapshotImage(input: SnapshotImageInput): Promise<SnapshotImage> {
+  const { target, base, layer } = input;
+  const baseManifest = await base.client.getImageManifest(base.repository, base.manifestDigest);
+  const baseLayers = baseManifest.json.layers;
+  const configBlob = await readAll((await base.client.getBlob(base.repository, baseManifest.json.config.digest, { verify: true })).stream);
+  let baseConfig: unknown;
+  try {
+    baseConfig = JSON.parse(configBlob.toString('utf8'));
+  } catch {
+    throw new CryoError('UNPROCESSABLE', `base image config ${baseManifest.json.config.digest} in ${base.host}/${base.repository} is not JSON`);
+  }
+  if (!isRecord(baseConfig)) throw new CryoError('UNPROCESSABLE', `base image config ${baseManifest.json.config.digest} is not an object`);
+
+  let layersMounted = 0;
+  let layersCopied = 0;
+  for (const l of baseLayers) {
+    const how = await ensureBlob(input, l);
+    if (how === 'mounted') layersMounted++;
+    if (how === 'copied') layersCopied++;
+  }
+  if (!(await target.client.headBlob(target.repository, layer.digest))) {
+    await target.client.uploadBlob(target.repository, createReadStream(layer.path), layer.digest, layer.size);
+  }
+
+  const config = Buffer.from(JSON.stringify(snapshotConfig(baseConfig, { ...input, diffId: layer.diffId })));
+  const configDigest = sha256(config);
+  await target.client.uploadBlob(target.repository, config, configDigest, config.length);
+
+  const kind = manifestKind(baseLayers);
+  const layerType = kind === 'docker' ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip;
+  const reuse = (d: Descriptor): Descriptor => (kind === 'docker' && GZIP_LAYER_TYPES.has(d.mediaType) ? { ...d, mediaType: MediaType.DockerLayerGzip } : d);
+  const mediaType = kind === 'docker' ? MediaType.DockerManifest : MediaType.OciManifest;
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType,
+    config: { mediaType: kind === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig, size: config.length, digest: configDigest },
+    layers: [...baseLayers.map(reuse), { mediaType: layerType, size: layer.size, digest: layer.digest }],
+  }));
+  const digest = await target.client.putManifest(target.repository, target.tag, manifest, mediaType);
+  const sizeBytes = baseLayers.reduce((n, l) => n + l.size, 0) + layer.size + config.length;
+  return { digest, mediaType, sizeBytes, configDigest, layersMounted, layersCopied };
+}

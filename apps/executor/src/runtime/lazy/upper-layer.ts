@@ -1,0 +1,175 @@
+/**
+ * A lazy sandbox's changes as one OCI layer. In two steps, so the sandbox stays frozen only for
+ * the first:
+ * 1. `captureUpperDir` (while paused): GNU tar copies the overlay upper dir as it is — overlay
+ *    whiteouts (char devices 0:0), opaque-dir xattrs, hard links, devices, xattrs — to a file.
+ * 2. `writeLayer` (after resume): convert that tar to the OCI/Docker layer format and gzip it,
+ *    hashing the tar (diff_id) and the gzip (digest) on the way:
+ *    - a whiteout `dir/name` becomes an empty regular file `dir/.wh.name`;
+ *    - a dir with `trusted.overlay.opaque=y` keeps its entry and gains `dir/.wh..wh..opq`;
+ *    - overlayfs's own `trusted.overlay.*` xattrs are dropped, other xattrs (security.capability) kept;
+ *    - paths the runtime manages (/proc, /sys, /dev, /etc/hosts...) are left out, as Docker's
+ *      init layer is left out of a commit.
+ * The rules are those of moby's overlay whiteout converter (pkg/archive/archive_linux.go).
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { createGzip } from 'node:zlib';
+import { TarParser, type TarEntry } from '@cryo/clip';
+import { RUNTIME_MANAGED_PATHS } from './runtime-spec';
+import { END_OF_ARCHIVE, encodeHeader, padding, type LayerEntry } from './tar-writer';
+
+const execFileAsync = promisify(execFile);
+
+export const WHITEOUT_PREFIX = '.wh.';
+export const OPAQUE_WHITEOUT = '.wh..wh..opq';
+const OVERLAY_XATTR = /^trusted\.overlay\./;
+
+export interface LayerFile {
+  path: string;
+  /** sha256 of the gzip blob */
+  digest: string;
+  /** sha256 of the uncompressed tar */
+  diffId: string;
+  size: number;
+  uncompressedSize: number;
+  entries: number;
+  whiteouts: number;
+  opaqueDirs: number;
+}
+
+/** GNU tar of the upper dir, xattrs included (trusted.* needs root), names sorted. */
+export async function captureUpperDir(upperDir: string, rawTarPath: string): Promise<void> {
+  try {
+    await execFileAsync('tar', [
+      '--create', '--file', rawTarPath, '--directory', upperDir, '--format=posix', '--numeric-owner',
+      '--xattrs', '--xattrs-include=*', '--sort=name', '--no-acls', '--no-selinux', '.',
+    ], { maxBuffer: 16 * 1024 * 1024 });
+  } catch (err) {
+    const stderr = typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr).trim() : '';
+    throw new Error(`tar of the upper dir ${upperDir} failed: ${stderr || (err instanceof Error ? err.message : String(err))}`);
+  }
+}
+
+function normalise(path: string): string {
+  return path.replace(/^(\.\/|\/)+/, '').replace(/\/+$/, '').replace(/^\.$/, '');
+}
+
+function isRuntimeManaged(name: string): boolean {
+  return RUNTIME_MANAGED_PATHS.some((p) => name === p || name.startsWith(`${p}/`));
+}
+
+function withoutOverlayXattrs(xattrs: Map<string, Buffer>): Map<string, Buffer> {
+  return new Map([...xattrs].filter(([k]) => !OVERLAY_XATTR.test(k)));
+}
+
+function parentAndBase(name: string): [string, string] {
+  const slash = name.lastIndexOf('/');
+  return slash < 0 ? ['', name] : [name.slice(0, slash + 1), name.slice(slash + 1)];
+}
+
+/**
+ * The layer entries for one upper-dir entry (none, one, or a dir plus its opaque marker).
+ * `dataFrom` is where the entry's bytes are in the raw tar (files only).
+ */
+export function layerEntriesFor(entry: TarEntry): Array<LayerEntry & { dataFrom?: number }> {
+  const name = normalise(entry.path);
+  if (name === '' || isRuntimeManaged(name)) return [];
+  const base: LayerEntry = {
+    name,
+    type: entry.type,
+    mode: entry.mode,
+    uid: entry.uid,
+    gid: entry.gid,
+    size: entry.type === 'file' ? entry.size : 0,
+    mtime: entry.mtime.sec,
+    linkname: entry.type === 'hardlink' ? normalise(entry.linkname) : entry.linkname,
+    devmajor: entry.devmajor,
+    devminor: entry.devminor,
+    xattrs: withoutOverlayXattrs(entry.xattrs),
+  };
+  if (entry.type === 'chardev' && entry.devmajor === 0 && entry.devminor === 0) {
+    const [dir, file] = parentAndBase(name);
+    return [{ ...base, name: `${dir}${WHITEOUT_PREFIX}${file}`, type: 'file', mode: 0, size: 0, devmajor: 0, devminor: 0, xattrs: new Map() }];
+  }
+  if (entry.type === 'hardlink' && isRuntimeManaged(base.linkname)) return [];
+  if (entry.type === 'directory' && entry.xattrs.get('trusted.overlay.opaque')?.toString() === 'y') {
+    return [base, { ...base, name: `${name}/${OPAQUE_WHITEOUT}`, type: 'file', mode: entry.mode & 0o777, size: 0, xattrs: new Map() }];
+  }
+  return [entry.type === 'file' ? { ...base, dataFrom: entry.dataOffset } : base];
+}
+
+async function readEntries(rawTarPath: string): Promise<TarEntry[]> {
+  const entries: TarEntry[] = [];
+  const parser = new TarParser((e) => entries.push(e));
+  const file = await open(rawTarPath, 'r');
+  try {
+    for await (const chunk of file.createReadStream({ highWaterMark: 1 << 20 })) {
+      parser.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+    }
+  } finally {
+    await file.close();
+  }
+  return entries;
+}
+
+function hashTap(hash: ReturnType<typeof createHash>, count: { bytes: number }) {
+  return async function* tap(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      hash.update(chunk);
+      count.bytes += chunk.length;
+      yield chunk;
+    }
+  };
+}
+
+/** Convert the raw upper-dir tar into a gzip'd OCI layer at `outPath`. */
+export async function writeLayer(rawTarPath: string, outPath: string): Promise<LayerFile> {
+  const converted = (await readEntries(rawTarPath)).flatMap(layerEntriesFor);
+  const raw = await open(rawTarPath, 'r');
+  const stats = { entries: converted.length, whiteouts: 0, opaqueDirs: 0 };
+  for (const e of converted) {
+    const [, base] = parentAndBase(e.name);
+    if (base === OPAQUE_WHITEOUT) stats.opaqueDirs++;
+    else if (base.startsWith(WHITEOUT_PREFIX)) stats.whiteouts++;
+  }
+  async function* tarStream(): AsyncGenerator<Buffer> {
+    for (const entry of converted) {
+      yield encodeHeader(entry);
+      if (entry.type !== 'file' || entry.size === 0 || entry.dataFrom === undefined) continue;
+      let pos = entry.dataFrom;
+      let left = entry.size;
+      while (left > 0) {
+        const buf = Buffer.allocUnsafe(Math.min(left, 1 << 20));
+        const { bytesRead } = await raw.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) throw new Error(`upper-dir tar ${rawTarPath} ends inside ${entry.name}`);
+        yield buf.subarray(0, bytesRead);
+        pos += bytesRead;
+        left -= bytesRead;
+      }
+      yield padding(entry.size);
+    }
+    yield END_OF_ARCHIVE;
+  }
+  const tarHash = createHash('sha256');
+  const gzHash = createHash('sha256');
+  const tarCount = { bytes: 0 };
+  const gzCount = { bytes: 0 };
+  try {
+    await pipeline(tarStream(), hashTap(tarHash, tarCount), createGzip(), hashTap(gzHash, gzCount), createWriteStream(outPath));
+  } finally {
+    await raw.close();
+  }
+  return {
+    path: outPath,
+    digest: `sha256:${gzHash.digest('hex')}`,
+    diffId: `sha256:${tarHash.digest('hex')}`,
+    size: gzCount.bytes,
+    uncompressedSize: tarCount.bytes,
+    ...stats,
+  };
+}
