@@ -61,7 +61,11 @@ export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: 
   let bytesDone = 0;
   let files = 0;
   for (const [i, layer] of layers.entries()) {
-    const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, { pruneWindows: opts.pruneWindows ?? true });
+    const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, {
+      pruneWindows: opts.pruneWindows ?? true,
+      // inflation keeps this thread busy: hash big layers on another core
+      hashOnWorker: layer.size >= 8 * 1024 * 1024,
+    });
     let layerBytes = 0;
     const stream = await layer.open();
     try {
@@ -79,7 +83,7 @@ export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: 
     }
     let result;
     try {
-      result = indexer.end();
+      result = await indexer.end();
     } catch (err) {
       if (err instanceof ClipError) {
         throw new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err });

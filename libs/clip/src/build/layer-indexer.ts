@@ -3,10 +3,10 @@
  * and uncompressed bytes, the tar entries with their data offsets, and the
  * spans (checkpoint + sha256 of every `span` bytes of output).
  */
-import { createHash, type Hash } from 'node:crypto';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { ClipError } from '../errors.js';
 import { GzipIndexer, type Checkpoint } from '../gzip/indexer.js';
+import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher.js';
 import { TarParser, type TarEntry } from '../tar/parser.js';
 
 export type LayerCompression = 'gzip' | 'none' | 'zstd';
@@ -43,12 +43,13 @@ export function compressionOf(mediaType: string): LayerCompression {
   throw new ClipError('UNSUPPORTED_MEDIA_TYPE', `unsupported layer media type '${mediaType}'`, { mediaType });
 }
 
-/** Uncompressed bytes -> span hashes, cut where the caller says. */
+/** Uncompressed offsets of the spans, cut where the caller says; the hasher digests them. */
 class SpanRecorder {
   readonly spans: SpanRecord[] = [];
-  private hash: Hash | undefined;
   private cur: SpanRecord | undefined;
   uoff = 0;
+
+  constructor(private readonly hasher: LayerHasher) {}
 
   cut(coff: number, bits: number, window: Buffer): SpanRecord {
     if (this.cur && this.cur.uoff === this.uoff) {
@@ -61,39 +62,36 @@ class SpanRecorder {
     this.close();
     const span: SpanRecord = { uoff: this.uoff, ulen: 0, coff, bits, window, sha256: Buffer.alloc(0) };
     this.cur = span;
-    this.hash = createHash('sha256');
+    this.hasher.cut();
     this.spans.push(span);
     return span;
   }
 
   write(data: Buffer): void {
-    if (!this.hash) throw new ClipError('LAYER_CORRUPT', 'internal: data before the first span');
-    this.hash.update(data);
+    if (!this.cur) throw new ClipError('LAYER_CORRUPT', 'internal: data before the first span');
+    this.hasher.data(data);
     this.uoff += data.length;
   }
 
-  close(): void {
-    if (this.cur && this.hash) {
-      this.cur.ulen = this.uoff - this.cur.uoff;
-      this.cur.sha256 = this.hash.digest();
-    }
+  private close(): void {
+    if (this.cur) this.cur.ulen = this.uoff - this.cur.uoff;
     this.cur = undefined;
-    this.hash = undefined;
   }
 
-  /** drop a trailing empty span (a stream that ends right after a cut) */
-  finish(): SpanRecord[] {
+  /** spans with their digests; a trailing empty span (stream ending right after a cut) is dropped */
+  finish(digests: Buffer[]): SpanRecord[] {
     this.close();
+    if (digests.length !== this.spans.length) throw new ClipError('LAYER_CORRUPT', 'internal: span digest count mismatch');
+    this.spans.forEach((s, i) => (s.sha256 = digests[i] ?? Buffer.alloc(0)));
     while (this.spans.length > 1 && this.spans[this.spans.length - 1]?.ulen === 0) this.spans.pop();
     return this.spans;
   }
 }
 
 export class LayerIndexer {
-  private readonly blobHash = createHash('sha256');
-  private readonly diffHash = createHash('sha256');
+  private readonly hasher: LayerHasher;
   private readonly tar: TarParser;
-  private readonly spans = new SpanRecorder();
+  private readonly spans: SpanRecorder;
   private readonly entries: TarEntry[] = [];
   private readonly checkpoints = new Map<SpanRecord, Checkpoint>();
   private gzip: GzipIndexer | undefined;
@@ -103,8 +101,10 @@ export class LayerIndexer {
   constructor(
     readonly compression: LayerCompression,
     private readonly span: number,
-    opts: { pruneWindows?: boolean } = {},
+    opts: { pruneWindows?: boolean; hashOnWorker?: boolean } = {},
   ) {
+    this.hasher = opts.hashOnWorker ? new WorkerHasher() : new InlineHasher();
+    this.spans = new SpanRecorder(this.hasher);
     this.tar = new TarParser((e) => this.entries.push(e));
     const onData = (d: Buffer) => this.uncompressed(d);
     if (compression === 'gzip') {
@@ -127,17 +127,18 @@ export class LayerIndexer {
 
   push(chunk: Buffer): void {
     this.compressedSize += chunk.length;
-    this.blobHash.update(chunk);
+    this.hasher.blob(chunk);
     if (this.gzip) this.gzip.push(chunk);
     else if (this.zstd) this.pushZstd(chunk, false);
     else this.fixedSpans(chunk);
   }
 
-  end(): IndexedLayer {
+  async end(): Promise<IndexedLayer> {
     if (this.gzip) this.gzip.end();
     if (this.zstd) this.pushZstd(new Uint8Array(0), true);
     this.tar.end();
-    const spans = this.spans.finish();
+    const hashes = await this.hasher.finish();
+    const spans = this.spans.finish(hashes.spans);
     for (const rec of spans) {
       const cp = this.checkpoints.get(rec);
       if (cp) rec.window = cp.window; // windows are pruned after the cut
@@ -145,8 +146,8 @@ export class LayerIndexer {
     return {
       compression: this.compression,
       compressedSize: this.compressedSize,
-      digest: `sha256:${this.blobHash.digest('hex')}`,
-      diffId: `sha256:${this.diffHash.digest('hex')}`,
+      digest: hashes.blob,
+      diffId: hashes.diff,
       uncompressedSize: this.spans.uoff,
       spans,
       entries: this.entries,
@@ -177,7 +178,6 @@ export class LayerIndexer {
   }
 
   private uncompressed(data: Buffer): void {
-    this.diffHash.update(data);
     this.spans.write(data);
     this.tar.push(data);
   }

@@ -1,0 +1,126 @@
+/**
+ * The three digests of a layer build: the blob (compressed), the diff
+ * (uncompressed) and each span. Inflation with pako keeps one core busy, so for
+ * large layers the hashing (a third of the work) runs on a worker thread.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+export interface LayerHashes {
+  blob: string;
+  diff: string;
+  spans: Buffer[];
+}
+
+export interface LayerHasher {
+  blob(chunk: Buffer): void;
+  data(chunk: Buffer): void;
+  /** the following data belongs to a new span */
+  cut(): void;
+  finish(): Promise<LayerHashes>;
+}
+
+export class InlineHasher implements LayerHasher {
+  private readonly blobHash = createHash('sha256');
+  private readonly diffHash = createHash('sha256');
+  private span: Hash | undefined;
+  private readonly spans: Buffer[] = [];
+
+  blob(chunk: Buffer): void {
+    this.blobHash.update(chunk);
+  }
+
+  data(chunk: Buffer): void {
+    this.diffHash.update(chunk);
+    this.span?.update(chunk);
+  }
+
+  cut(): void {
+    if (this.span) this.spans.push(this.span.digest());
+    this.span = createHash('sha256');
+  }
+
+  async finish(): Promise<LayerHashes> {
+    if (this.span) this.spans.push(this.span.digest());
+    this.span = undefined;
+    return { blob: `sha256:${this.blobHash.digest('hex')}`, diff: `sha256:${this.diffHash.digest('hex')}`, spans: this.spans };
+  }
+}
+
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const blob = createHash('sha256');
+const diff = createHash('sha256');
+let span;
+const spans = [];
+parentPort.on('message', (m) => {
+  if (m.t === 'b') blob.update(m.d);
+  else if (m.t === 'd') { diff.update(m.d); if (span) span.update(m.d); }
+  else if (m.t === 'c') { if (span) spans.push(span.digest()); span = createHash('sha256'); }
+  else if (m.t === 'e') {
+    if (span) spans.push(span.digest());
+    parentPort.postMessage({ blob: blob.digest('hex'), diff: diff.digest('hex'), spans });
+  }
+});
+`;
+
+const BATCH = 1 << 20;
+
+/** Hashes on a worker thread; data is copied into 1 MiB batches that are transferred. */
+export class WorkerHasher implements LayerHasher {
+  private readonly worker: Worker;
+  private batch = new Uint8Array(BATCH);
+  private fill = 0;
+
+  constructor() {
+    this.worker = new Worker(WORKER, { eval: true });
+    // An abandoned build (stream error) must not keep the process alive; finish() refs it.
+    this.worker.unref();
+  }
+
+  blob(chunk: Buffer): void {
+    const copy = new Uint8Array(chunk);
+    this.worker.postMessage({ t: 'b', d: copy }, [copy.buffer]);
+  }
+
+  data(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const n = Math.min(BATCH - this.fill, chunk.length - pos);
+      this.batch.set(chunk.subarray(pos, pos + n), this.fill);
+      this.fill += n;
+      pos += n;
+      if (this.fill === BATCH) this.flush();
+    }
+  }
+
+  cut(): void {
+    this.flush();
+    this.worker.postMessage({ t: 'c' });
+  }
+
+  async finish(): Promise<LayerHashes> {
+    this.flush();
+    const result = new Promise<{ blob: string; diff: string; spans: Uint8Array[] }>((resolve, reject) => {
+      this.worker.once('message', resolve);
+      this.worker.once('error', reject);
+    });
+    this.worker.ref();
+    this.worker.postMessage({ t: 'e' });
+    try {
+      const r = await result;
+      return { blob: `sha256:${r.blob}`, diff: `sha256:${r.diff}`, spans: r.spans.map((s) => Buffer.from(s)) };
+    } finally {
+      await this.worker.terminate();
+    }
+  }
+
+  private flush(): void {
+    if (this.fill === 0) return;
+    const out = this.batch.subarray(0, this.fill);
+    this.worker.postMessage({ t: 'd', d: out }, [out.buffer]);
+    this.batch = new Uint8Array(BATCH);
+    this.fill = 0;
+  }
+}
