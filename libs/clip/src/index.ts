@@ -21,7 +21,7 @@ export { ClipReader } from './reader/clip-reader.js';
 export type { ClipReaderOptions, DirEntry } from './reader/clip-reader.js';
 export type { FetchStats } from './reader/span-store.js';
 export { SpanDiskCache } from './reader/disk-cache.js';
-export { MemoryLayerSource } from './source.js';
+export { FallbackLayerSource, MemoryLayerSource } from './source.js';
 export type { LayerSource } from './source.js';
 export { RegistryLayerSource, isLoopbackHost, registryClient } from './registry-source.js';
 export type { RegistryAccess } from './registry-source.js';

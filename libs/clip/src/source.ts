@@ -31,3 +31,38 @@ export class MemoryLayerSource implements LayerSource {
     })();
   }
 }
+
+/**
+ * Tries sources in order (e.g. a cluster content cache, then the registry):
+ * an outage or miss of a cache tier costs a retry, never a failed read.
+ * Bytes are verified against span digests downstream whichever tier served them.
+ */
+export class FallbackLayerSource implements LayerSource {
+  constructor(
+    private readonly tiers: readonly LayerSource[],
+    private readonly onFallback?: (tier: number, err: unknown) => void,
+  ) {
+    if (tiers.length === 0) throw new Error('FallbackLayerSource needs at least one source');
+  }
+
+  readRange(digest: string, start: number, endInclusive: number): Promise<Buffer> {
+    return this.first((s) => s.readRange(digest, start, endInclusive));
+  }
+
+  openStream(digest: string): Promise<AsyncIterable<Buffer>> {
+    return this.first((s) => s.openStream(digest));
+  }
+
+  private async first<T>(op: (s: LayerSource) => Promise<T>): Promise<T> {
+    let last: unknown;
+    for (const [i, tier] of this.tiers.entries()) {
+      try {
+        return await op(tier);
+      } catch (err) {
+        last = err;
+        if (i < this.tiers.length - 1) this.onFallback?.(i, err);
+      }
+    }
+    throw last;
+  }
+}

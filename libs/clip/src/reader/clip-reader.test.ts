@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex } from '../format/index-file.js';
-import type { LayerSource } from '../source.js';
+import { FallbackLayerSource, type LayerSource } from '../source.js';
 import { mixedData, prng } from '../testing/data.js';
 import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures.js';
 import { writeTar } from '../testing/tar-writer.js';
@@ -219,6 +219,33 @@ describe('ClipReader over real tar layers', () => {
     expect(b.stats.diskHits).toBe(1);
     const layer = img.index.layers[0];
     expect(readdirSync(join(cacheDir, (layer?.diffId ?? '').replace(':', '_'))).some((f) => f.endsWith('.lock'))).toBe(false);
+  });
+
+  it('falls back from a failing cache tier to the registry, and prefetches an access list', async () => {
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
+    const down: LayerSource = {
+      readRange: async () => {
+        throw new Error('content cache unreachable');
+      },
+      openStream: async () => {
+        throw new Error('content cache unreachable');
+      },
+    };
+    const registrySrc = new CountingSource(img.source);
+    const fallbacks: number[] = [];
+    const source = new FallbackLayerSource([down, registrySrc], (tier) => fallbacks.push(tier));
+    const cacheDir = join(root, 'cache-prefetch');
+    const r = img.reader({ source, cacheDir });
+    const [p1, p2] = files
+      .filter((f) => !f.endsWith('big.bin'))
+      .sort((a, b) => lstatSync(b).size - lstatSync(a).size)
+      .map((f) => `/${relative(srcA, f)}`);
+    expect(await r.prefetch([p1 ?? '', p2 ?? '', '/missing', '/d0'], { concurrency: 2 })).toBe(2);
+    expect(fallbacks.length).toBeGreaterThan(0);
+    const before = registrySrc.requests;
+    const fresh = img.reader({ source: registrySrc, cacheDir });
+    expect((await fresh.readFile(p2 ?? '')).equals(readFileSync(join(srcA, p2 ?? '')))).toBe(true);
+    expect(registrySrc.requests).toBe(before);
   });
 
   it('answers with errno-like codes', async () => {

@@ -95,6 +95,33 @@ export class ClipReader {
     return out;
   }
 
+  /**
+   * Warm the caches with the contents of `paths` (e.g. a recorded access list
+   * of a previous run), `concurrency` files at a time. Missing paths and
+   * non-files are skipped; returns how many files were fetched.
+   */
+  async prefetch(paths: readonly string[], opts: { concurrency?: number } = {}): Promise<number> {
+    let next = 0;
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (next < paths.length) {
+        const path = paths[next++] ?? '';
+        let id: number;
+        try {
+          id = this.lookup(path, true);
+        } catch {
+          continue;
+        }
+        const data = this.index.isRegular(id) ? this.index.fileData(id) : undefined;
+        if (!data) continue;
+        await this.store.read(data.layer, data.offset, data.size);
+        done++;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+    return done;
+  }
+
   async readFile(path: string): Promise<Buffer> {
     const st = this.index.stat(this.lookup(path, true));
     return this.read(path, 0, st.size);
