@@ -10,29 +10,19 @@
  * - hard links share one inode; link counts are computed from the final tree.
  */
 import { ClipError } from '../errors.js';
-import type { TarEntry, TarTime } from '../tar/parser.js';
+import type { TarEntry } from '../tar/parser.js';
 
 export type InodeKind = 'file' | 'directory' | 'symlink' | 'chardev' | 'blockdev' | 'fifo';
 
-export interface Inode {
+/** an inode keeps the entry's metadata; `perm` is the mode's permission bits (setuid/setgid/sticky included) */
+export type Inode = Pick<TarEntry, 'uid' | 'gid' | 'size' | 'mtime' | 'atime' | 'ctime' | 'linkname' | 'devmajor' | 'devminor' | 'xattrs'> & {
   kind: InodeKind;
-  /** permission bits including setuid/setgid/sticky */
   perm: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: TarTime;
-  atime?: TarTime;
-  ctime?: TarTime;
-  linkname: string;
-  devmajor: number;
-  devminor: number;
-  xattrs: Map<string, Buffer>;
   /** layer holding the file data (-1 if none) */
   layer: number;
   /** offset of the data in that layer's uncompressed stream */
   dataOffset: number;
-}
+};
 
 export interface TreeNode {
   inode: Inode;
