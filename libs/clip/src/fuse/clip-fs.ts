@@ -66,19 +66,23 @@ function millis(t: { sec: number; nsec: number }): number {
   return ms > 0 ? ms : 0;
 }
 
+/** What a directory's st_size shows on ext4 and xfs (and so under Docker's overlay2). */
+const DIR_SIZE = 4096;
+
 export function toFuseStat(st: ClipStat): FuseStat {
+  const dir = (st.mode & S_IFMT) === S_IFDIR;
   return {
     // Linux ignores a symlink's permission bits and always shows 0777 (tar headers may say 0644).
     mode: (st.mode & S_IFMT) === S_IFLNK ? S_IFLNK | 0o777 : st.mode,
     uid: st.uid,
     gid: st.gid,
-    size: st.size,
+    size: dir ? DIR_SIZE : st.size,
     dev: 0,
     nlink: st.nlink,
     ino: st.ino,
     rdev: makedev(st.rdevMajor, st.rdevMinor),
     blksize: 4096,
-    blocks: st.blocks,
+    blocks: dir ? DIR_SIZE / 512 : st.blocks,
     atime: millis(st.atime),
     mtime: millis(st.mtime),
     ctime: millis(st.ctime),

@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -54,13 +54,18 @@ export function mountsUnder(dir: string, mounts: MountEntry[] = listMounts()): M
     .sort((a, b) => b.mountpoint.length - a.mountpoint.length);
 }
 
-/** ENOTCONN: the FUSE process behind the mount is gone. */
+/**
+ * ENOTCONN: the FUSE process behind the mount is gone. The probe looks up a name nobody uses:
+ * the mountpoint's own attributes may be cached by the kernel for long and still answer.
+ */
 export async function isStaleMount(path: string): Promise<boolean> {
   try {
-    await stat(path);
+    await stat(join(path, `.cryo-probe-${process.pid}-${Date.now()}`));
     return false;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOTCONN';
+    // ECONNABORTED while the kernel is still tearing the dead connection down
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOTCONN' || code === 'ECONNABORTED';
   }
 }
 

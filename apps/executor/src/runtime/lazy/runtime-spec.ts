@@ -59,7 +59,6 @@ export interface OciSpec {
     env: string[];
     cwd: string;
     capabilities: { bounding: string[]; effective: string[]; permitted: string[] };
-    rlimits: Array<{ type: string; hard: number; soft: number }>;
     noNewPrivileges: boolean;
   };
   root: { path: string; readonly: boolean };
@@ -141,7 +140,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): OciSpec {
       env: [...defaults, ...env],
       cwd: input.image.workingDir === '' ? '/' : input.image.workingDir,
       capabilities: { bounding: caps, effective: root ? caps : [], permitted: root ? caps : [] },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1_048_576, soft: 1_048_576 }],
+      // No rlimits: like Docker's default, the sandbox inherits the executor's.
       noNewPrivileges: false,
     },
     root: { path: input.rootfs, readonly: false },
