@@ -181,13 +181,28 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     expect(containerId).toBe('cryo-lazy-a');
     expect(firstExec).toEqual({ exit_code: 0, stdout: 'hello from the base image\n', stderr: '' });
     log.info({ first_exec_ms: firstExecMs, ...driver.createTimings.get('lazy-a') }, 'lazy create -> first exec');
+    expect(driver.createTimings.get('lazy-a')?.total_ms).toBeGreaterThan(0);
     expect((await driver.exec('lazy-a', ['cat', '/data/text.txt'], 30)).stdout).toBe(text.toString());
     expect((await sh('lazy-a', 'sha256sum /data/big.bin')).split(' ')[0]).toBe(sha256(big));
+    // The mount process reports what it fetched (stats are written every 2 s).
+    await new Promise((r) => setTimeout(r, 2500));
+    const fetched = driver.mountStatus('lazy-a')?.fetch;
+    log.info({ fetch: fetched }, 'registry bytes fetched by the mount');
+    expect(fetched?.bytes).toBeGreaterThan(0);
     expect(await sh('lazy-a', 'echo "$SANDBOX_VAR $PATH $HOSTNAME"; id -u; pwd')).toBe('from-sandbox /bin lazy-a\n0\n/\n');
     // The sandbox's stdin is an open FIFO: its shell is still alive.
     expect((await driver.observe()).find((s) => s.sandbox_id === 'lazy-a')).toMatchObject({ state: 'running', runtime: 'runc-lazy', container_id: 'cryo-lazy-a' });
     const status = driver.mountStatus('lazy-a');
     expect(status?.state).toBe('mounted');
+  });
+
+  it('writes no registry secret into the index, the bundle or the sandbox dir', async () => {
+    const dir = join(stateDir, 'lazy', 'lazy-a');
+    const files = execFileSync('find', [dir, join(work, 'lazy-a.clip'), '-maxdepth', '1', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n');
+    expect(files).toEqual(expect.arrayContaining([join(dir, 'config.json'), join(dir, 'sandbox.json'), join(dir, 'mount.json'), join(work, 'lazy-a.clip')]));
+    for (const file of files) expect(readFileSync(file).includes(PASS), file).toBe(false);
+    const pid = driver.mountStatus('lazy-a')?.pid ?? 0;
+    expect(readFileSync(`/proc/${pid}/cmdline`).includes(PASS)).toBe(false);
   });
 
   it('exec reports exit codes, stderr, missing commands and timeouts', async () => {

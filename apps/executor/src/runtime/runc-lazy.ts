@@ -15,7 +15,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ClipIndex } from '@cryo/clip';
@@ -160,9 +160,11 @@ export class RuncLazyDriver implements RuntimeDriver {
   readonly createTimings = new Map<string, LazyCreateTimings>();
 
   constructor(private readonly opts: RuncLazyDriverOptions) {
-    this.lazyRoot = join(opts.stateDir, 'lazy');
-    this.runc = new Runc(join(opts.stateDir, 'runc'), opts.runc ?? 'runc');
-    this.cacheDir = opts.clipCacheDir ?? join(opts.stateDir, 'clip-cache');
+    // Absolute: runc, overlay options and the mount processes (cwd /) all get these paths.
+    const stateDir = resolve(opts.stateDir);
+    this.lazyRoot = join(stateDir, 'lazy');
+    this.runc = new Runc(join(stateDir, 'runc'), opts.runc ?? 'runc');
+    this.cacheDir = resolve(opts.clipCacheDir ?? join(stateDir, 'clip-cache'));
   }
 
   private get log(): Logger {

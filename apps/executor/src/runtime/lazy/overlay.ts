@@ -18,6 +18,10 @@ export interface OverlayDirs {
 }
 
 export function overlayOptions(dirs: OverlayDirs): string {
+  for (const dir of [dirs.lower, dirs.upper, dirs.work]) {
+    // mount(8) splits options at commas and overlayfs splits lowerdir at colons.
+    if (/[,:\\]/.test(dir)) throw new Error(`overlay dir ${dir} contains a comma, colon or backslash; choose a state_dir without them`);
+  }
   return `lowerdir=${dirs.lower},upperdir=${dirs.upper},workdir=${dirs.work},redirect_dir=off,metacopy=off,index=off`;
 }
 

@@ -1,0 +1,138 @@
+/**
+ * The mount process interface (mount-main.ts via startMountProcess): a separate process, so
+ * synchronous file access to its mount is fine here. Metadata comes from the index alone, so
+ * these tests need no registry.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildImage } from '../testing/fixtures.js';
+import { writeTar } from '../testing/tar-writer.js';
+import { cleanupStaleMount, isStaleMount, mountsAt, mountsUnder, sweepStaleClipMounts } from './mounts.js';
+import { readMountStatus } from './mount-status.js';
+import { MOUNT_MAIN, isMountProcess, processAlive, startMountProcess, stopMountProcess } from './mount-process.js';
+import { bundledLibfuse, fuseNativeStatus } from './native.js';
+
+const execFileAsync = promisify(execFile);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 500 && processAlive(pid); i++) await sleep(20);
+}
+
+describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('mount process', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'clip-mount-process-'));
+  const indexPath = join(dir, 'image.clip');
+  const mnt = join(dir, 'mnt');
+  const statusFile = join(dir, 'mount.json');
+  const logFile = join(dir, 'mount.log');
+  const opts = { indexPath, mountpoint: mnt, statusFile, logFile, cacheDir: join(dir, 'cache') };
+
+  beforeAll(async () => {
+    const image = await buildImage([writeTar([
+      { name: 'etc/', type: '5', mode: 0o755 },
+      { name: 'etc/os-release', data: 'ID=test\n' },
+      { name: 'tmp/', type: '5', mode: 0o1777 },
+    ])]);
+    writeFileSync(indexPath, image.indexBytes);
+  });
+
+  afterAll(async () => {
+    await stopMountProcess(readMountStatus(statusFile)?.pid, mnt);
+    expect(mountsUnder(dir)).toEqual([]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('mounts in a detached process that reports its status', async () => {
+    const status = await startMountProcess(opts);
+    expect(status).toMatchObject({ state: 'mounted', mountpoint: mnt, index: indexPath });
+    expect(isMountProcess(status.pid, mnt)).toBe(true);
+    expect(mountsAt(mnt)[0]?.fstype).toBe('fuse.clip');
+    expect(readdirSync(mnt).sort()).toEqual(['etc', 'tmp']);
+    expect(statSync(join(mnt, 'tmp')).mode & 0o7777).toBe(0o1777);
+    // The process is its own session leader: it outlives whoever started it.
+    const stat = readFileSync(`/proc/${status.pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    expect(Number(stat[3])).toBe(status.pid);
+  });
+
+  it('refuses a second mount on a live mountpoint', async () => {
+    await expect(startMountProcess({ ...opts, statusFile: join(dir, 'second.json'), timeoutMs: 20_000 })).rejects.toThrow(/already mounted/);
+    expect(mountsAt(mnt)).toHaveLength(1);
+  });
+
+  it('unmounts cleanly on SIGTERM', async () => {
+    const pid = readMountStatus(statusFile)?.pid ?? 0;
+    process.kill(pid, 'SIGTERM');
+    await waitGone(pid);
+    expect(mountsAt(mnt)).toEqual([]);
+    expect(readMountStatus(statusFile)?.state).toBe('unmounted');
+    expect(readFileSync(logFile, 'utf8')).toContain('"msg":"unmounting"');
+  });
+
+  it('a killed process leaves a stale mount that the next mount cleans up', async () => {
+    const first = await startMountProcess(opts);
+    process.kill(first.pid, 'SIGKILL');
+    await waitGone(first.pid);
+    expect(await isStaleMount(mnt)).toBe(true);
+    const second = await startMountProcess(opts);
+    expect(second.pid).not.toBe(first.pid);
+    expect(mountsAt(mnt)).toHaveLength(1);
+    expect(await isStaleMount(mnt)).toBe(false);
+    expect(readdirSync(join(mnt, 'etc'))).toEqual(['os-release']);
+  });
+
+  it('a read the registry cannot serve is EIO, and the mount lives on', () => {
+    // The fixture's registry (test.local) does not exist: every retry fails.
+    expect(() => readFileSync(join(mnt, 'etc', 'os-release'))).toThrow(/EIO/);
+    expect(statSync(join(mnt, 'etc', 'os-release')).size).toBe(8);
+    expect(isMountProcess(readMountStatus(statusFile)?.pid ?? 0, mnt)).toBe(true);
+    expect(readFileSync(logFile, 'utf8')).toContain('"msg":"read failed"');
+  });
+
+  it('stale mounts are found and swept; live ones are left alone', async () => {
+    expect(await sweepStaleClipMounts(dir)).toEqual([]);
+    const pid = readMountStatus(statusFile)?.pid ?? 0;
+    process.kill(pid, 'SIGKILL');
+    await waitGone(pid);
+    expect(await sweepStaleClipMounts(dir)).toEqual([mnt]);
+    expect(mountsAt(mnt)).toEqual([]);
+    expect(await cleanupStaleMount(mnt)).toBe(false);
+  });
+
+  it('the mount process exits when its mount is taken away', async () => {
+    const status = await startMountProcess(opts);
+    await execFileAsync('fusermount', ['-uz', mnt]);
+    await waitGone(status.pid);
+    expect(processAlive(status.pid)).toBe(false);
+    expect(mountsAt(mnt)).toEqual([]);
+  });
+
+  it('fails with the reason when the index is unreadable', async () => {
+    await expect(startMountProcess({ ...opts, indexPath: join(dir, 'missing.clip') })).rejects.toThrow(/cannot read clip index/);
+    expect(mountsAt(mnt)).toEqual([]);
+  });
+});
+
+describe.skipIf(bundledLibfuse() === undefined)('fuse-native loading', () => {
+  it('works with the libfuse bundled in the npm package when the system has none', async () => {
+    const probe = `import { loadFuse, fuseNativeStatus } from ${JSON.stringify(join(import.meta.dirname, 'native.ts'))};
+      import { readFileSync } from 'node:fs';
+      loadFuse();
+      const libs = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('libfuse')).map((l) => l.split(/\\s+/).pop()))];
+      console.log(JSON.stringify({ status: fuseNativeStatus(), libs }));`;
+    const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], {
+      env: { ...process.env, CRYO_FUSE_BUNDLED_LIBFUSE: '1' },
+      cwd: join(import.meta.dirname, '..', '..'),
+    });
+    const result = JSON.parse(stdout) as { status: { ok: boolean }; libs: string[] };
+    expect(result.status.ok).toBe(true);
+    expect(result.libs).toEqual([bundledLibfuse()]);
+  });
+
+  it('the mount entry exists where the executor looks for it', () => {
+    expect(statSync(MOUNT_MAIN).isFile()).toBe(true);
+  });
+});
