@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { ClipIndex } from '@cryo/clip';
 import {
   isMountProcess,
+  listMounts,
   mountsAt,
   mountsUnder,
   readMountStatus,
@@ -29,6 +30,7 @@ import {
   stopMountProcess,
   unmountFuse,
   unmountPath,
+  type MountEntry,
   type MountStatus,
   type RegistryAccessConfig,
 } from '@cryo/clip/fuse';
@@ -422,10 +424,11 @@ export class RuncLazyDriver implements RuntimeDriver {
     }
   }
 
-  private mountHealthy(layout: LazySandboxLayout): boolean {
+  /** Mount process alive and serving, FUSE and overlay mounted. No file access: a hung mount must not hang us. */
+  private mountHealthy(layout: LazySandboxLayout, mounts: MountEntry[] = listMounts()): boolean {
     const status = readMountStatus(layout.mountStatus);
     return status !== undefined && status.state === 'mounted' && isMountProcess(status.pid, layout.lower)
-      && mountsAt(layout.lower).length > 0 && mountsAt(layout.rootfs).some((m) => m.fstype === 'overlay');
+      && mountsAt(layout.lower, mounts).length > 0 && mountsAt(layout.rootfs, mounts).some((m) => m.fstype === 'overlay');
   }
 
   /** The mount process's status: state, pid, and the bytes it fetched from the registry. */
@@ -548,13 +551,14 @@ export class RuncLazyDriver implements RuntimeDriver {
 
   async observe(): Promise<ObservedSandbox[]> {
     const states = new Map((await this.runc.list().catch(() => [])).map((s) => [s.id, s]));
+    const mounts = listMounts();
     const out: ObservedSandbox[] = [];
     for (const sandboxId of await this.sandboxIds()) {
       const containerId = runcContainerId(sandboxId);
       const state = states.get(containerId);
       let observed: ContainerState = state === undefined ? 'exited' : mapStatus(state.status);
       // A container whose image mount is gone cannot read its files any more: it is as good as ended.
-      if (observed === 'running' && !this.mountHealthy(this.layout(sandboxId))) observed = 'exited';
+      if (observed === 'running' && !this.mountHealthy(this.layout(sandboxId), mounts)) observed = 'exited';
       out.push({ sandbox_id: sandboxId, container_id: containerId, state: observed, exit_code: null, runtime: 'runc-lazy' });
     }
     return out;

@@ -77,7 +77,8 @@ export class Runc {
    */
   async runDetached(id: string, bundle: string, pidFile: string, stdio: [number, number, number]): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      const child = spawn(this.binary, ['--root', this.root, 'run', '--detach', '--bundle', bundle, '--pid-file', pidFile, id], { stdio });
+      // Its own session: stopping the executor's process group must not reach the container.
+      const child = spawn(this.binary, ['--root', this.root, 'run', '--detach', '--bundle', bundle, '--pid-file', pidFile, id], { stdio, detached: true });
       child.on('error', (err) => reject(new RuncError(`runc run failed: ${err.message}`, err.message)));
       child.on('exit', (code, signal) => {
         if (code === 0) resolve();
