@@ -295,6 +295,26 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     expect(await sh('lazy-a', 'cat /root/written.txt; sha256sum /data/big.bin')).toBe(`written-in-the-lazy-sandbox\n${sha256(big)}  /data/big.bin\n`);
   });
 
+  it('creating an existing sandbox again keeps it and its files', async () => {
+    const { indexPath, digest } = await indexOf(baseRef, 'lazy-a-again');
+    const pid = driver.mountStatus('lazy-a')?.pid;
+    expect(await driver.create({
+      sandboxId: 'lazy-a', namespace: 'test', image: baseRef, command: null, env: {}, labels: {}, resources: {}, lazy: { indexPath, imageRef: baseRef, digest },
+    }, () => undefined)).toBe('cryo-lazy-a');
+    expect(driver.mountStatus('lazy-a')?.pid).toBe(pid);
+    expect(await sh('lazy-a', 'cat /root/written.txt')).toBe('written-in-the-lazy-sandbox\n');
+  });
+
+  it('a paused sandbox refuses exec with CONFLICT', async () => {
+    await driver.runc.pause('cryo-lazy-a');
+    try {
+      await expect(driver.exec('lazy-a', ['true'], 5)).rejects.toMatchObject({ code: 'CONFLICT' });
+      expect((await driver.observe()).find((s) => s.sandbox_id === 'lazy-a')?.state).toBe('paused');
+    } finally {
+      await driver.runc.resume('cryo-lazy-a');
+    }
+  });
+
   it('a restarted executor adopts running lazy sandboxes', async () => {
     const pid = driver.mountStatus('lazy-a')?.pid;
     driver = new RuncLazyDriver({

@@ -212,12 +212,17 @@ export class RuncLazyDriver implements RuntimeDriver {
     return this.locked(spec.sandboxId, async () => {
       const layout = this.layout(spec.sandboxId);
       const containerId = runcContainerId(spec.sandboxId);
-      const state = await this.runc.state(containerId);
-      if (state !== undefined && (state.status === 'running' || state.status === 'paused') && this.mountHealthy(layout)) {
-        if (state.status === 'paused') await this.resume(containerId);
-        return containerId;
+      // Created before: keep it (and its upper dir) running, as a repeated docker create+start would.
+      if (readRecord(layout) !== undefined) {
+        const recovered = await this.recoverOne(spec.sandboxId);
+        if (recovered.action === 'exited') {
+          const record = readRecord(layout);
+          await this.deleteContainer(containerId);
+          if (record !== undefined) await this.runContainer(record, layout);
+        }
+        if (recovered.action !== 'ended') return containerId;
       }
-      if (state !== undefined || existsSync(layout.dir)) await this.teardown(spec.sandboxId);
+      if (await this.runc.state(containerId) !== undefined || existsSync(layout.dir)) await this.teardown(spec.sandboxId);
 
       const index = await ClipIndex.load(lazy.indexPath).catch((err: unknown) => {
         throw new CryoError('UNPROCESSABLE', `clip index ${lazy.indexPath} of ${lazy.imageRef} cannot be read: ${errorText(err)}`);
@@ -329,12 +334,11 @@ export class RuncLazyDriver implements RuntimeDriver {
   async exec(sandboxId: string, command: string[], timeoutSecs: number): Promise<ExecResult> {
     checkSandboxId(sandboxId);
     const containerId = runcContainerId(sandboxId);
+    // A snapshot freezes the sandbox for milliseconds: wait for the resume rather than fail.
+    await this.frozen.get(sandboxId);
     const state = await this.runc.state(containerId);
     if (state === undefined) throw new CryoError('NOT_FOUND', `sandbox ${sandboxId} has no lazy container on this executor`);
-    await this.frozen.get(sandboxId);
-    if (state.status !== 'running' && state.status !== 'paused') {
-      throw new CryoError('CONFLICT', `sandbox ${sandboxId} is not running (container is ${state.status})`);
-    }
+    if (state.status !== 'running') throw new CryoError('CONFLICT', `sandbox ${sandboxId} is not running (container is ${state.status})`);
     const pidFile = join(this.layout(sandboxId).dir, `exec-${randomBytes(6).toString('hex')}.pid`);
     const child = spawn(this.runc.binary, ['--root', this.runc.root, 'exec', '--pid-file', pidFile, containerId, ...command], {
       stdio: ['ignore', 'pipe', 'pipe'],
