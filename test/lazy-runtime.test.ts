@@ -179,6 +179,7 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     const firstExec = await driver.exec('lazy-a', ['cat', '/data/hello.txt'], 30);
     const firstExecMs = performance.now() - started;
     expect(containerId).toBe('cryo-lazy-a');
+    expect([driver.owns('lazy-a'), driver.owns('other'), driver.owns('../x')]).toEqual([true, false, false]);
     expect(firstExec).toEqual({ exit_code: 0, stdout: 'hello from the base image\n', stderr: '' });
     log.info({ first_exec_ms: firstExecMs, ...driver.createTimings.get('lazy-a') }, 'lazy create -> first exec');
     expect(driver.createTimings.get('lazy-a')?.total_ms).toBeGreaterThan(0);

@@ -435,6 +435,15 @@ export class RuncLazyDriver implements RuntimeDriver {
       && mountsAt(layout.lower, mounts).length > 0 && mountsAt(layout.rootfs, mounts).some((m) => m.fstype === 'overlay');
   }
 
+  /** Whether this driver holds `sandboxId` (for routing exec / remove / snapshot between drivers). */
+  owns(sandboxId: string): boolean {
+    try {
+      return existsSync(this.layout(sandboxId).dir);
+    } catch {
+      return false;
+    }
+  }
+
   /** The mount process's status: state, pid, and the bytes it fetched from the registry. */
   mountStatus(sandboxId: string): MountStatus | undefined {
     return readMountStatus(this.layout(sandboxId).mountStatus);
