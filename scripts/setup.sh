@@ -21,7 +21,9 @@ fi
 stamp=node_modules/.cryo-lock-sha
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: this npm leaves other platforms' optional packages (turbo's
+  # binaries) out of the lockfile and `npm ci` then refuses it; install keeps to the lockfile.
+  echo "setup: installing npm packages"
+  npm install --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi

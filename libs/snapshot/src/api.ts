@@ -129,6 +129,8 @@ export const SnapshotSchema = z.object({
   timings: TimingsSchema,
   progress: ProgressSchema.nullable(),
   clip_index_ref: z.string().nullable(),
+  /** Why lazy restore is unavailable for this snapshot (indexing failed), else null. */
+  clip_error: z.string().nullable(),
 });
 export type Snapshot = z.infer<typeof SnapshotSchema>;
 

@@ -13,6 +13,7 @@ import {
   type OpResultBody,
   type Outcome,
   type Progress,
+  BuildIndexResultSchema,
 } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { Database } from '../db/database';
@@ -148,6 +149,13 @@ export class OperationOutcomes {
           snapshots.recordPushed(snapshot.id, result, now);
           metrics.inc('cryo_snapshots_created_total');
           log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
+          // Lazy restore needs a clip index; the executor that pushed builds it next, while the
+          // snapshot is already active (restorable eagerly) in the meantime.
+          if (result.digest !== null && !isLocalSnapshotRef(result.image_ref) && result.clip_index_ref === null
+            && op.executor_id !== null && snapshot.status === 'creating') {
+            this.deps.queue.enqueue('build_index', op.executor_id,
+              { snapshot_id: snapshot.id, image_ref: result.image_ref, digest: result.digest }, { snapshotId: snapshot.id });
+          }
         } else if (end.state === 'failed') {
           // A push of unknown outcome (the executor vanished) may have left a manifest behind.
           const unknownOutcome = cause !== null && !isLocalSnapshotRef(snapshot.planned_ref);
@@ -163,6 +171,18 @@ export class OperationOutcomes {
         if (op.snapshot_id !== null && snapshots.get(op.snapshot_id)?.status === 'deleting') {
           snapshots.wakeDeletion(op.snapshot_id, now);
           this.deps.onDeletionReady();
+        }
+        return;
+      }
+      case 'build_index': {
+        if (op.snapshot_id === null) return;
+        if (end.state === 'done') {
+          const result = BuildIndexResultSchema.parse(end.result);
+          snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
+          log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms }, 'clip index pushed');
+        } else if (end.state === 'failed') {
+          snapshots.recordClipError(op.snapshot_id, end.message, now);
+          log.warn({ error: end.message }, 'clip index failed; the snapshot stays restorable eagerly');
         }
         return;
       }
@@ -183,6 +203,7 @@ const RESULT_SCHEMAS: Partial<Record<OperationRow['kind'], z.ZodType>> = {
   create_sandbox: CreateSandboxResultSchema,
   exec: ExecOpResultSchema,
   snapshot: SnapshotResultSchema,
+  build_index: BuildIndexResultSchema,
 };
 
 /** A result must have the shape its kind promises; the error names the field that does not. */

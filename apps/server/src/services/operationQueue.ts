@@ -39,6 +39,7 @@ export class OperationQueue {
   leaseMs(row: OperationRow): number {
     switch (row.kind) {
       case 'snapshot':
+      case 'build_index':
         return this.config.snapshot_lease_secs * 1000;
       case 'create_sandbox':
         return this.config.create_sandbox_lease_secs * 1000;

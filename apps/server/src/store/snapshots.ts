@@ -103,6 +103,7 @@ export function toSnapshotView(row: SnapshotRow): Snapshot {
     timings: decodeJsonOrNull(TimingsSchema, row.timings, 'snapshots.timings') ?? NO_TIMINGS,
     progress: decodeJsonOrNull(ProgressSchema, row.progress, 'snapshots.progress'),
     clip_index_ref: row.clip_index_ref,
+    clip_error: row.clip_error,
   };
 }
 
@@ -170,6 +171,20 @@ export class SnapshotStore {
       result.image_ref, result.digest, result.size_bytes, JSON.stringify(result.timings), result.clip_index_ref,
       result.clip_error, now, now, id,
     );
+  }
+
+  /** The clip index of an active snapshot was pushed: lazy restore becomes possible. */
+  recordClipIndex(id: string, clipIndexRef: string, indexMs: number, now: number): void {
+    statement(this.db,
+      `UPDATE snapshots SET clip_index_ref = ?, clip_error = NULL,
+          timings = json_set(COALESCE(timings, '{}'), '$.index_ms', ?), updated_at = ?
+        WHERE id = ? AND status = 'active'`,
+    ).run(clipIndexRef, indexMs, now, id);
+  }
+
+  /** Indexing failed: the snapshot stays restorable eagerly and says why lazy is unavailable. */
+  recordClipError(id: string, error: string, now: number): void {
+    statement(this.db, `UPDATE snapshots SET clip_error = ?, updated_at = ? WHERE id = ?`).run(error, now, id);
   }
 
   /**
