@@ -10,43 +10,22 @@ import { startCluster, type Cluster } from './support/cluster';
 import { importBusybox, docker, busyboxRootfsTar } from './support/images';
 import { DOCKER_BIN } from './support/dockerd';
 import { waitFor, killAll } from './support/processes';
+import { obj, waitSandbox, waitSnapshot, execIn, type Obj } from './support/api';
 
 const NS = '/v1/namespaces/e2e';
 let cluster: Cluster;
 let baseImage: string;
 
-interface Obj { [k: string]: unknown }
-const obj = (v: unknown): Obj => v as Obj;
-
-async function waitSandbox(id: string, statuses: string[]): Promise<Obj> {
-  return waitFor(`sandbox ${id} in ${statuses.join('|')}`, async () => {
-    const res = await cluster.api('GET', `${NS}/sandboxes/${id}`);
-    const body = obj(res.body);
-    if (body.status === 'terminated' && !statuses.includes('terminated')) {
-      throw new Error(`sandbox ${id} terminated: ${JSON.stringify(body.outcome)}`);
-    }
-    return statuses.includes(String(body.status)) ? body : undefined;
-  }, 120_000);
-}
-
-async function waitSnapshot(id: string, statuses: string[]): Promise<Obj> {
-  return waitFor(`snapshot ${id} in ${statuses.join('|')}`, async () => {
-    const body = obj((await cluster.api('GET', `${NS}/snapshots/${id}`)).body);
-    return statuses.includes(String(body.status)) ? body : undefined;
-  }, 180_000);
-}
-
-async function exec(sandboxId: string, command: string[]): Promise<Obj> {
-  const res = await cluster.api('POST', `${NS}/sandboxes/${sandboxId}/exec`, { command });
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
-  return obj(res.body);
-}
+const waitSandboxIn = (id: string, statuses: string[]): Promise<Obj> => waitSandbox(cluster, NS, id, statuses);
+const waitSnapshotIn = (id: string, statuses: string[]): Promise<Obj> =>
+  waitSnapshot(cluster, NS, id, (s) => statuses.includes(String(s.status)), `in ${statuses.join('|')}`);
+const exec = (sandboxId: string, command: string[]): Promise<Obj> => execIn(cluster, NS, sandboxId, command);
 
 async function createSandbox(image: string, executorId: string): Promise<string> {
   const res = await cluster.api('POST', `${NS}/sandboxes`, { image, command: ['sh'], executor_id: executorId });
   expect(res.status, JSON.stringify(res.body)).toBe(202);
   const id = String(obj(res.body).sandbox_id);
-  await waitSandbox(id, ['running']);
+  await waitSandboxIn(id, ['running']);
   return id;
 }
 
@@ -99,7 +78,7 @@ describe('snapshot on one host, restore on another', () => {
     const snap = await cluster.api('POST', `${NS}/sandboxes/${sandboxId}/snapshots`, { ttl_secs: 3600 });
     expect(snap.status, JSON.stringify(snap.body)).toBe(202);
     snapshotId = String(obj(snap.body).snapshot_id);
-    const active = await waitSnapshot(snapshotId, ['active', 'failed']);
+    const active = await waitSnapshotIn(snapshotId, ['active', 'failed']);
     expect(active.error).toBeNull();
     expect(active.status).toBe('active');
     expect(String(active.digest)).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -131,7 +110,7 @@ describe('snapshot on one host, restore on another', () => {
     expect(restore.status, JSON.stringify(restore.body)).toBe(202);
     expect(obj(restore.body).restored_from_snapshot).toBe(snapshotId);
     const restoredId = String(obj(restore.body).sandbox_id);
-    const restored = await waitSandbox(restoredId, ['running']);
+    const restored = await waitSandboxIn(restoredId, ['running']);
     expect(restored.executor_id).toBe('B');
     expect(restored.restored_from_snapshot).toBe(snapshotId);
     // B pulled it: the image is now in B's engine.
@@ -145,12 +124,12 @@ describe('snapshot on one host, restore on another', () => {
     const snap = await cluster.api('POST', `${NS}/sandboxes/${sandboxId}/snapshots`, {});
     expect(snap.status).toBe(202);
     failedSnapshotId = String(obj(snap.body).snapshot_id);
-    const failed = await waitSnapshot(failedSnapshotId, ['failed', 'active']);
+    const failed = await waitSnapshotIn(failedSnapshotId, ['failed', 'active']);
     expect(failed.status).toBe('failed');
     expect(String(failed.error)).toContain(`registry ${cluster.registry?.host}`);
     expect(String(failed.error)).toMatch(/rejected credentials for user cryouser/);
     expect(String(failed.error)).not.toContain('not-the-password');
-    const sandbox = await waitSandbox(sandboxId, ['running']);
+    const sandbox = await waitSandboxIn(sandboxId, ['running']);
     expect(sandbox.status).toBe('running');
     expect(containerState('C', sandboxId)).toMatchObject({ Running: true, Paused: false });
     expect((await exec(sandboxId, ['echo', 'still alive'])).stdout).toBe('still alive\n');
@@ -184,11 +163,11 @@ describe('snapshot on one host, restore on another', () => {
       const state = containerState('D', sandboxId);
       return state.Running && !state.Paused ? true : undefined;
     }, 60_000);
-    const ended = await waitSnapshot(snapId, ['failed', 'active']);
+    const ended = await waitSnapshotIn(snapId, ['failed', 'active']);
     expect(ended.status).toBe('failed');
     expect(String(ended.error)).toMatch(/restarted while this snapshot operation was running/);
     expect(String(ended.error)).toMatch(/unpaused/);
-    const sandbox = await waitSandbox(sandboxId, ['running']);
+    const sandbox = await waitSandboxIn(sandboxId, ['running']);
     expect(sandbox.status).toBe('running');
     expect((await exec(sandboxId, ['cat', '/data/crash.txt'])).stdout).toBe('before-crash\n');
   });
