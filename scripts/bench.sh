@@ -12,8 +12,9 @@ if [ ${#names[@]} -eq 0 ]; then
     [ "$n" = report ] && continue
     names+=("$n")
   done
+  names+=(reaper-latency)
 fi
 for n in "${names[@]}"; do
   echo "== bench $n"
-  npx tsx "bench/$n.ts"
+  if [ "$n" = reaper-latency ]; then npx tsx apps/server/bench/reaper-latency.ts; else npx tsx "bench/$n.ts"; fi
 done
