@@ -110,6 +110,7 @@ export function snapshotFields(snap: Snapshot, now: Date): string {
     ['digest', snap.digest ?? '-'],
     ['size', snap.size_bytes === null ? '-' : `${formatBytes(snap.size_bytes)} (${snap.size_bytes} bytes)`],
     ['clip_index_ref', snap.clip_index_ref ?? undefined],
+    ['clip_error', snap.clip_error ?? undefined],
     ['executor_id', snap.executor_id ?? '-'],
     ['created_at', fullTime(snap.created_at, now)],
     ['ttl_secs', `${snap.ttl_secs} (${snap.ttl_secs === 0 ? 'never expires' : formatTtl(snap.ttl_secs)})`],

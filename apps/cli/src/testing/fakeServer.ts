@@ -133,6 +133,7 @@ export function snapshotFixture(overrides: Record<string, unknown> = {}): Record
     timings: { pause_ms: 15, commit_ms: 70, push_ms: 1200, index_ms: null },
     progress: null,
     clip_index_ref: null,
+    clip_error: null,
     ...overrides,
   };
 }
