@@ -24,6 +24,8 @@ function manifestStatus(digest: string): Promise<number> {
 beforeAll(async () => {
   cluster = await startCluster({
     hosts: [{ name: 'A' }],
+    // An open registry, as `npm start` runs one: pushes must work without any credentials too.
+    openRegistry: true,
     serverConfig: 'snapshots:\n  reaper_interval_secs: 1\n  delete_retry_base_secs: 1\n  delete_retry_max_secs: 2\n',
   });
   const engine = cluster.engines.get('A');

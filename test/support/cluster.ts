@@ -21,6 +21,8 @@ export interface ClusterOptions {
   hosts: HostSpec[];
   /** false: no snapshot_registry block anywhere (snapshots stay local). */
   registry?: boolean;
+  /** true: the registry needs no credentials (and the configs carry none). */
+  openRegistry?: boolean;
   serverConfig?: string;
   heartbeatTimeoutSecs?: number;
 }
@@ -59,7 +61,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const registryUser = 'cryouser';
   const registryPassword = secret('regpass');
   const useRegistry = opts.registry !== false;
-  const registry = useRegistry ? await startRegistry({ htpasswd: { username: registryUser, password: registryPassword } }) : undefined;
+  const open = opts.openRegistry === true;
+  const registry = useRegistry ? await startRegistry(open ? {} : { htpasswd: { username: registryUser, password: registryPassword } }) : undefined;
   const engines = new Map<string, TestDockerd>();
   const executors = new Map<string, CryoProcess>();
   const port = await freePort();
@@ -68,9 +71,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
 snapshot_registry:
   url: "${registry.host}"
   repository: "cryo/snapshots"
-  username: "${registryUser}"
-  password: "${password}"
-  insecure: true
+${open ? '' : `  username: "${registryUser}"\n  password: "${password}"\n`}  insecure: true
 `;
   // The server's registry password goes through ${ENV} substitution, as operators would write it.
   const serverConfig = writeYaml(join(dir, 'server-config.yaml'), `

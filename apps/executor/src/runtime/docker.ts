@@ -297,8 +297,9 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   private async push(ref: string, host: string, progress: ProgressSink): Promise<string> {
-    const authconfig = await this.opts.credentials.dockerAuth(host);
-    const options: ImagePushOptions = authconfig === undefined ? {} : { authconfig };
+    // dockerd refuses a push without an X-Registry-Auth header, even for an open registry.
+    const authconfig = (await this.opts.credentials.dockerAuth(host)) ?? { serveraddress: host };
+    const options: ImagePushOptions = { authconfig };
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.getImage(ref).push(options);
