@@ -20,10 +20,10 @@ import {
 import type { SnapshotRegistry } from '@cryo/registry-auth';
 import type { ProgressSink, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
 import { ProgressTracker, followDockerStream } from './docker-progress';
+import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
 import { RegistryCredentialSource, registryHostOf } from '../registry-credentials';
 import type { PauseJournal } from '../state/pause-journal';
 
-const EXEC_OUTPUT_LIMIT = 4 * 1024 * 1024;
 
 export interface DockerDriverOptions {
   docker: Docker;
@@ -174,8 +174,8 @@ export class DockerDriver implements RuntimeDriver {
     const container = this.docker.getContainer(info.Id);
     const exec = await container.exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false });
     const stream = await exec.start({ hijack: true, stdin: false });
-    const stdout = new OutputBuffer(EXEC_OUTPUT_LIMIT);
-    const stderr = new OutputBuffer(EXEC_OUTPUT_LIMIT);
+    const stdout = new CappedOutput(EXEC_OUTPUT_LIMIT);
+    const stderr = new CappedOutput(EXEC_OUTPUT_LIMIT);
     const outStream = new PassThrough();
     const errStream = new PassThrough();
     outStream.on('data', (c: Buffer) => stdout.push(c));
@@ -390,25 +390,3 @@ export function splitRef(ref: string): [string, string] {
 }
 
 const round = (ms: number): number => Math.round(ms * 10) / 10;
-
-class OutputBuffer {
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-  private truncated = false;
-  constructor(private readonly limit: number) {}
-  push(chunk: Buffer): void {
-    if (this.size >= this.limit) {
-      this.truncated = true;
-      return;
-    }
-    const room = this.limit - this.size;
-    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    if (part.length < chunk.length) this.truncated = true;
-    this.chunks.push(part);
-    this.size += part.length;
-  }
-  text(): string {
-    const body = Buffer.concat(this.chunks).toString('utf8');
-    return this.truncated ? `${body}\n[cryo: output truncated at ${this.limit} bytes]` : body;
-  }
-}

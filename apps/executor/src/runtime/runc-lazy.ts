@@ -53,9 +53,9 @@ import { Runc, type RuncStatus } from './lazy/runc';
 import { buildRuntimeSpec, hostsFileText, mergeEnv, sandboxHostname } from './lazy/runtime-spec';
 import { publishSnapshotImage } from './lazy/snapshot-image';
 import { captureUpperDir, writeLayer } from './lazy/upper-layer';
+import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
 
 const execFileAsync = promisify(execFile);
-const EXEC_OUTPUT_LIMIT = 4 * 1024 * 1024;
 
 export interface RuncLazyDriverOptions {
   /** the executor's state_dir: sandboxes go to lazy/, runc's state to runc/, spans to clip-cache/ */
@@ -125,26 +125,6 @@ async function tail(file: string, bytes = 2000): Promise<string> {
     return text.slice(-bytes).trim();
   } catch {
     return '';
-  }
-}
-
-/** Keeps the first `limit` bytes of a stream and says when it cut. */
-class CappedOutput {
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-  private cut = false;
-  constructor(private readonly limit: number) {}
-  push(chunk: Buffer): void {
-    const room = this.limit - this.size;
-    if (chunk.length > room) this.cut = true;
-    if (room <= 0) return;
-    const part = chunk.subarray(0, room);
-    this.chunks.push(part);
-    this.size += part.length;
-  }
-  text(): string {
-    const body = Buffer.concat(this.chunks).toString('utf8');
-    return this.cut ? `${body}\n[cryo: output truncated at ${this.limit} bytes]` : body;
   }
 }
 
