@@ -6,13 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=()
-  for f in bench/*.ts; do
-    n=$(basename "$f" .ts)
-    [ "$n" = report ] && continue
-    names+=("$n")
-  done
-  names+=(reaper-latency)
+  names=(snapshot clip-build clip-read lazy-restore reaper-latency)
 fi
 for n in "${names[@]}"; do
   echo "== bench $n"
