@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildIndex } from '@cryo/clip';
+import { buildIndex, isLoopbackHost } from '@cryo/clip';
 import { MediaType, RegistryClient, parseImageReference } from '@cryo/oci';
 import { CryoError, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
 import type { SnapshotRegistry } from '@cryo/registry-auth';
@@ -29,7 +29,7 @@ export class ClipArtifacts {
   }
 
   private async client(host: string): Promise<RegistryClient> {
-    const insecure = this.registry !== undefined && this.registry.url === host ? this.registry.insecure : /^(127\.|localhost|\[::1\])/.test(host);
+    const insecure = this.registry !== undefined && this.registry.url === host ? this.registry.insecure : isLoopbackHost(host);
     return new RegistryClient({ host, insecure, credentials: await this.credentials.credentials(host), userAgent: 'cryo-executor' });
   }
 
