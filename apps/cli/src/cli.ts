@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { CryoClient, DEFAULT_NAMESPACE, DEFAULT_SERVER } from './client';
-import { CryoClientError } from './clientErrors';
+import { CryoClientError } from './client-errors';
 
 export interface OutStream {
   write(chunk: string): unknown;

@@ -6,8 +6,8 @@ import {
   CryoConnectionError,
   CryoResponseError,
   CryoWaitTimeoutError,
-} from './clientErrors';
-import { closedPort, sandboxFixture, snapshotFixture, startFakeServer, type FakeServer } from './testing/fakeServer';
+} from './client-errors';
+import { closedPort, sandboxFixture, snapshotFixture, startFakeServer, type FakeServer } from './testing/fake-server';
 
 let fake: FakeServer;
 beforeAll(async () => {

@@ -31,7 +31,7 @@ import {
   CryoClientError,
   CryoConnectionError,
   CryoResponseError,
-} from './clientErrors';
+} from './client-errors';
 import { pollUntil, type WaitOptions } from './wait';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8900';

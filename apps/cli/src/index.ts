@@ -18,5 +18,5 @@ export {
   CryoConnectionError,
   CryoResponseError,
   CryoWaitTimeoutError,
-} from './clientErrors';
+} from './client-errors';
 export type { WaitOptions } from './wait';

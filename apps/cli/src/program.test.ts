@@ -9,7 +9,7 @@ import {
   startFakeServer,
   type FakeHandler,
   type FakeServer,
-} from './testing/fakeServer';
+} from './testing/fake-server';
 
 const NOW = new Date('2025-01-01T00:05:00.000Z');
 const NS = '/v1/namespaces/default';

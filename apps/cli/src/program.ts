@@ -11,7 +11,7 @@ import { registerExecutorCommands, registerHealthCommand } from './commands/exec
 import { registerSandboxCommands } from './commands/sandboxes';
 import { examples } from './commands/shared';
 import { registerSnapshotCommands } from './commands/snapshots';
-import { describeError } from './describeError';
+import { describeError } from './describe-error';
 
 export function buildProgram(cli: Cli): Command {
   const program = new Command('cryo')

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { CryoWaitTimeoutError } from './clientErrors';
+import { CryoWaitTimeoutError } from './client-errors';
 
 export interface WaitOptions<T> {
   /** Time between two polls. Default 500 ms. */

@@ -16,7 +16,7 @@ import { ManualClock } from '../src/clock';
 import { serverConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { CryoServer } from '../src/server';
-import { FakeRegistry } from '../src/testing/fakeRegistry';
+import { FakeRegistry } from '../src/testing/fake-registry';
 
 const { values } = parseArgs({
   options: {

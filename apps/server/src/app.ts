@@ -22,12 +22,12 @@ import { internalRoutes } from './routes/internal';
 import { sandboxRoutes } from './routes/sandboxes';
 import { snapshotRoutes } from './routes/snapshots';
 import { systemRoutes } from './routes/system';
-import type { ExecutorService } from './services/executorService';
+import type { ExecutorService } from './services/executor-service';
 import type { GaugeFamily, Metrics } from './services/metrics';
-import type { OperationOutcomes } from './services/operationOutcomes';
-import type { OperationQueue } from './services/operationQueue';
-import type { SandboxService } from './services/sandboxService';
-import type { SnapshotService } from './services/snapshotService';
+import type { OperationOutcomes } from './services/operation-outcomes';
+import type { OperationQueue } from './services/operation-queue';
+import type { SandboxService } from './services/sandbox-service';
+import type { SnapshotService } from './services/snapshot-service';
 import type { ExecutorStore } from './store/executors';
 
 export const SERVER_VERSION = '0.1.0';

@@ -5,7 +5,7 @@
  */
 import { RegistryClient } from '@cryo/oci';
 import type { RegistryCredentials } from '@cryo/registry-auth';
-import type { LayerSource } from './source.js';
+import type { LayerSource } from './source';
 
 export interface RegistryAccess {
   /** registry host[:port]; defaults to the one recorded in the index */

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { mixedData } from './testing/data.js';
-import { buildImage, type TestCompression } from './testing/fixtures.js';
-import { writeTar } from './testing/tar-writer.js';
-import { MemoryLayerSource } from './source.js';
-import { verifyIndex } from './verify.js';
+import { mixedData } from './testing/data';
+import { buildImage, type TestCompression } from './testing/fixtures';
+import { writeTar } from './testing/tar-writer';
+import { MemoryLayerSource } from './source';
+import { verifyIndex } from './verify';
 
 const tars = [
   writeTar([{ name: 'a.bin', data: mixedData(3_000_000, 1) }, { name: 'b.txt', data: 'hello' }]),

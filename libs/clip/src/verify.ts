@@ -6,12 +6,12 @@
  */
 import { createHash } from 'node:crypto';
 import { Decompress as ZstdDecompress } from 'fzstd';
-import { ClipError } from './errors.js';
-import type { ClipIndex } from './format/index-file.js';
-import type { LayerInfo } from './format/types.js';
-import { inflateFromCheckpoint } from './gzip/realign.js';
-import type { LayerSource } from './source.js';
-import { TarParser } from './tar/parser.js';
+import { ClipError } from './errors';
+import type { ClipIndex } from './format/index-file';
+import type { LayerInfo } from './format/types';
+import { inflateFromCheckpoint } from './gzip/realign';
+import type { LayerSource } from './source';
+import { TarParser } from './tar/parser';
 
 export interface VerifyProgress {
   layer: number;

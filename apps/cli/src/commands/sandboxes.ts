@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { SandboxStatusSchema, type CreateSandboxBody, type Sandbox } from '@cryo/snapshot';
 import { collectKeyValue, parseInteger, parsePositiveNumber } from '../args';
 import type { Cli, CommandContext } from '../cli';
-import { CryoClientError } from '../clientErrors';
+import { CryoClientError } from '../client-errors';
 import { describeOutcome, sandboxFields, sandboxTable } from '../views';
 import {
   addListOptions,

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { RestoreModeSchema, SnapshotStatusSchema, type RestoreMode, type Snapshot } from '@cryo/snapshot';
 import { collectKeyValue, parseInteger } from '../args';
 import type { Cli, CommandContext } from '../cli';
-import { CryoApiError, CryoClientError } from '../clientErrors';
+import { CryoApiError, CryoClientError } from '../client-errors';
 import { formatTtl, fullTime } from '../format';
 import { ProgressLine } from '../progress';
 import { snapshotFields, snapshotProgressLine, snapshotTable } from '../views';

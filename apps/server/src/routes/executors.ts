@@ -1,7 +1,7 @@
 /** /v1/executors: what the server observes of each executor. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ExecutorViewSchema, pageOf } from '@cryo/snapshot';
-import type { ExecutorService } from '../services/executorService';
+import type { ExecutorService } from '../services/executor-service';
 import { errorReplies } from './schemas';
 
 export const executorRoutes: FastifyPluginAsyncZod<{ executors: ExecutorService }> = async (app, { executors }) => {

@@ -12,9 +12,9 @@ import {
   CryoError,
 } from '@cryo/snapshot';
 import type { ExecutorStore } from '../store/executors';
-import type { ExecutorService } from '../services/executorService';
-import type { OperationOutcomes } from '../services/operationOutcomes';
-import type { OperationQueue } from '../services/operationQueue';
+import type { ExecutorService } from '../services/executor-service';
+import type { OperationOutcomes } from '../services/operation-outcomes';
+import type { OperationQueue } from '../services/operation-queue';
 import { AckSchema, errorReplies } from './schemas';
 
 export interface InternalRoutesOptions {

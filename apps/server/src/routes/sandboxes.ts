@@ -11,8 +11,8 @@ import {
   pageOf,
   SandboxSchema,
 } from '@cryo/snapshot';
-import type { SandboxService } from '../services/sandboxService';
-import type { SnapshotService } from '../services/snapshotService';
+import type { SandboxService } from '../services/sandbox-service';
+import type { SnapshotService } from '../services/snapshot-service';
 import { toSandboxView } from '../store/sandboxes';
 import { errorReplies } from './schemas';
 

@@ -12,7 +12,7 @@ import {
   RestoreBodySchema,
   SnapshotSchema,
 } from '@cryo/snapshot';
-import type { SnapshotService } from '../services/snapshotService';
+import type { SnapshotService } from '../services/snapshot-service';
 import { errorReplies, optionalBody } from './schemas';
 
 export interface SnapshotRoutesOptions {

@@ -18,7 +18,7 @@ import { ManualClock } from '../clock';
 import { serverConfig, type ServerConfigInput } from '../config';
 import { createLogger } from '../logger';
 import { CryoServer } from '../server';
-import { FakeRegistry } from './fakeRegistry';
+import { FakeRegistry } from './fake-registry';
 
 export const API_KEY = 'test-api-key-0123456789';
 export const EXECUTOR_TOKEN = 'test-executor-token-abcdef';

@@ -4,11 +4,11 @@
  * layers are merged into one tree. Independent of where the bytes come from
  * (registry.ts feeds it from a registry; tests feed it from files).
  */
-import { ClipError } from '../errors.js';
-import type { ImageInfo } from '../format/types.js';
-import { writeIndex, type LayerToWrite } from '../format/writer.js';
-import { TreeBuilder } from '../tree/merge.js';
-import { compressionOf, LayerIndexer } from './layer-indexer.js';
+import { ClipError } from '../errors';
+import type { ImageInfo } from '../format/types';
+import { writeIndex, type LayerToWrite } from '../format/writer';
+import { TreeBuilder } from '../tree/merge';
+import { compressionOf, LayerIndexer } from './layer-indexer';
 
 export const DEFAULT_SPAN = 1024 * 1024;
 export const TOOL = 'cryo-clip/1';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mixedData } from '../testing/data.js';
-import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher.js';
+import { mixedData } from '../testing/data';
+import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher';
 
 async function run(h: LayerHasher, data: Buffer): Promise<unknown> {
   h.blob(data.subarray(0, 1000));

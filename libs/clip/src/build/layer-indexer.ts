@@ -4,10 +4,10 @@
  * spans (checkpoint + sha256 of every `span` bytes of output).
  */
 import { Decompress as ZstdDecompress } from 'fzstd';
-import { ClipError } from '../errors.js';
-import { GzipIndexer, type Checkpoint } from '../gzip/indexer.js';
-import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher.js';
-import { TarParser, type TarEntry } from '../tar/parser.js';
+import { ClipError } from '../errors';
+import { GzipIndexer, type Checkpoint } from '../gzip/indexer';
+import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher';
+import { TarParser, type TarEntry } from '../tar/parser';
 
 export type LayerCompression = 'gzip' | 'none' | 'zstd';
 

@@ -4,11 +4,11 @@
  * once through indexLayers.
  */
 import { MediaType, isImageManifestMediaType, parseImageReference, type ImageConfig, type ImageManifest } from '@cryo/oci';
-import { ClipError } from '../errors.js';
-import type { ImageInfo } from '../format/types.js';
-import { RegistryLayerSource, registryClient, type RegistryAccess } from '../registry-source.js';
-import { indexLayers, type BuildResult, type IndexLayersOptions, type LayerInput } from './build-index.js';
-import { compressionOf } from './layer-indexer.js';
+import { ClipError } from '../errors';
+import type { ImageInfo } from '../format/types';
+import { RegistryLayerSource, registryClient, type RegistryAccess } from '../registry-source';
+import { indexLayers, type BuildResult, type IndexLayersOptions, type LayerInput } from './build-index';
+import { compressionOf } from './layer-indexer';
 
 export interface Platform {
   os: string;

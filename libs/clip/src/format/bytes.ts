@@ -1,5 +1,5 @@
 /** Little-endian byte writer/reader for the index file's sections. */
-import { ClipError } from '../errors.js';
+import { ClipError } from '../errors';
 
 export class ByteWriter {
   private buf = Buffer.allocUnsafe(1 << 16);

@@ -5,12 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
-import type { LayerCompression } from '../build/layer-indexer.js';
-import { ClipError, fsError } from '../errors.js';
-import type { TarTime } from '../tar/parser.js';
-import { ByteReader } from './bytes.js';
-import * as L from './layout.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo, type SpanInfo } from './types.js';
+import type { LayerCompression } from '../build/layer-indexer';
+import { ClipError, fsError } from '../errors';
+import type { TarTime } from '../tar/parser';
+import { ByteReader } from './bytes';
+import * as L from './layout';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo, type SpanInfo } from './types';
 
 export interface ClipStat {
   /** inode number (1 = root) */

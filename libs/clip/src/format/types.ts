@@ -1,4 +1,4 @@
-import type { LayerCompression } from '../build/layer-indexer.js';
+import type { LayerCompression } from '../build/layer-indexer';
 
 /** The parts of the image config a runtime needs to start the image. */
 export interface ImageRuntimeConfig {

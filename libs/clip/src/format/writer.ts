@@ -1,11 +1,11 @@
 /** Serialises a merged tree plus image and layer metadata into an index file. */
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
-import type { SpanRecord } from '../build/layer-indexer.js';
-import type { Inode, TreeNode } from '../tree/merge.js';
-import { ByteWriter } from './bytes.js';
-import * as L from './layout.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo } from './types.js';
+import type { SpanRecord } from '../build/layer-indexer';
+import type { Inode, TreeNode } from '../tree/merge';
+import { ByteWriter } from './bytes';
+import * as L from './layout';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo } from './types';
 
 /** a layer as the writer takes it: spans still carry their raw windows */
 export type LayerToWrite = Omit<LayerInfo, 'spans'> & { spans: SpanRecord[] };

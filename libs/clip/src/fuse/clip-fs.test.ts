@@ -5,15 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mixedData } from '../testing/data.js';
-import { buildImage, type BuiltImage } from '../testing/fixtures.js';
-import { writeTar } from '../testing/tar-writer.js';
-import type { LayerSource } from '../source.js';
-import { ClipFilesystem, Errno, makedev } from './clip-fs.js';
-import { mountClip, type ClipMount } from './mount.js';
-import { listMounts, mountsAt } from './mounts.js';
-import type { FuseOperations, FuseStat } from './native.js';
-import { fuseNativeStatus } from './native.js';
+import { mixedData } from '../testing/data';
+import { buildImage, type BuiltImage } from '../testing/fixtures';
+import { writeTar } from '../testing/tar-writer';
+import type { LayerSource } from '../source';
+import { ClipFilesystem, Errno, makedev } from './clip-fs';
+import { mountClip, type ClipMount } from './mount';
+import { listMounts, mountsAt } from './mounts';
+import type { FuseOperations, FuseStat } from './native';
+import { fuseNativeStatus } from './native';
 
 const execFileAsync = promisify(execFile);
 // A valid VFS_CAP_REVISION_2 value (the kernel checks the size): cap_net_raw, effective.

@@ -7,11 +7,11 @@
  * Every handler answers: an exception inside one would kill the mount process and leave the
  * mount stale, so each runs under `answer`, which turns any failure into an errno.
  */
-import { isClipError } from '../errors.js';
-import type { ClipStat } from '../format/index-file.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types.js';
-import type { ClipReader } from '../reader/clip-reader.js';
-import type { FuseOperations, FuseStat, FuseStatfs } from './native.js';
+import { isClipError } from '../errors';
+import type { ClipStat } from '../format/index-file';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
+import type { ClipReader } from '../reader/clip-reader';
+import type { FuseOperations, FuseStat, FuseStatfs } from './native';
 
 /** Linux errno values the handlers answer with (negated on the wire). */
 export const Errno = {

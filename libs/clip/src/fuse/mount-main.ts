@@ -14,10 +14,10 @@
  * would leave a stale mount under a running sandbox.
  */
 import { parseArgs } from 'node:util';
-import { mountClip, type ClipMount } from './mount.js';
-import { mountsAt } from './mounts.js';
-import { writeMountStatus, type MountStatus } from './mount-status.js';
-import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, loadRegistryAccess, parseRegistryAccess, type RegistryAccessConfig } from './registry-access.js';
+import { mountClip, type ClipMount } from './mount';
+import { mountsAt } from './mounts';
+import { writeMountStatus, type MountStatus } from './mount-status';
+import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, loadRegistryAccess, parseRegistryAccess, type RegistryAccessConfig } from './registry-access';
 
 const USAGE = 'usage: mount-main --index FILE --mountpoint DIR [--cache-dir DIR] [--registry-config FILE] [--status-file FILE] [--debug]';
 

@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildImage } from '../testing/fixtures.js';
-import { writeTar } from '../testing/tar-writer.js';
-import { cleanupStaleMount, isStaleMount, mountsAt, mountsUnder, sweepStaleClipMounts } from './mounts.js';
-import { readMountStatus } from './mount-status.js';
-import { MOUNT_MAIN, isMountProcess, processAlive, startMountProcess, stopMountProcess } from './mount-process.js';
-import { bundledLibfuse, fuseNativeStatus } from './native.js';
+import { buildImage } from '../testing/fixtures';
+import { writeTar } from '../testing/tar-writer';
+import { cleanupStaleMount, isStaleMount, mountsAt, mountsUnder, sweepStaleClipMounts } from './mounts';
+import { readMountStatus } from './mount-status';
+import { MOUNT_MAIN, isMountProcess, processAlive, startMountProcess, stopMountProcess } from './mount-process';
+import { bundledLibfuse, fuseNativeStatus } from './native';
 
 const execFileAsync = promisify(execFile);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -7,9 +7,9 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { mountsAt, unmountFuse } from './mounts.js';
-import { readMountStatus, type MountStatus } from './mount-status.js';
-import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, type RegistryAccessConfig } from './registry-access.js';
+import { mountsAt, unmountFuse } from './mounts';
+import { readMountStatus, type MountStatus } from './mount-status';
+import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, type RegistryAccessConfig } from './registry-access';
 
 /** Absolute path of the mount process entry (a .ts file run through tsx). */
 export const MOUNT_MAIN = fileURLToPath(new URL('./mount-main.ts', import.meta.url));

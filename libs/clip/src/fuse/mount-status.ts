@@ -4,8 +4,8 @@
  * how many bytes it has fetched.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import type { FetchStats } from '../reader/span-store.js';
-import type { ClipFsStats } from './clip-fs.js';
+import type { FetchStats } from '../reader/span-store';
+import type { ClipFsStats } from './clip-fs';
 
 export type MountState = 'starting' | 'mounted' | 'failed' | 'unmounted';
 

@@ -12,13 +12,13 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { ClipReader } from '../reader/clip-reader.js';
-import type { LayerSource } from '../source.js';
-import { ClipFilesystem, Errno, METADATA_TTL_SECS, type ClipFsLog, type ClipFsStats } from './clip-fs.js';
-import { cleanupStaleMount, isStaleMount, mountsAt, unmountFuse } from './mounts.js';
-import { loadFuse, type FuseInstance, type FuseSignal } from './native.js';
-import { RefreshingRegistrySource, resolveAccess, type RegistryAccessConfig } from './registry-access.js';
-import type { FetchStats } from '../reader/span-store.js';
+import { ClipReader } from '../reader/clip-reader';
+import type { LayerSource } from '../source';
+import { ClipFilesystem, Errno, METADATA_TTL_SECS, type ClipFsLog, type ClipFsStats } from './clip-fs';
+import { cleanupStaleMount, isStaleMount, mountsAt, unmountFuse } from './mounts';
+import { loadFuse, type FuseInstance, type FuseSignal } from './native';
+import { RefreshingRegistrySource, resolveAccess, type RegistryAccessConfig } from './registry-access';
+import type { FetchStats } from '../reader/span-store';
 
 export interface MountClipOptions {
   /** host-wide span cache directory shared by all mounts (recommended) */

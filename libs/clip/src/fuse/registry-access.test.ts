@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshingRegistrySource, loadRegistryAccess, resolveAccess } from './registry-access.js';
+import { RefreshingRegistrySource, loadRegistryAccess, resolveAccess } from './registry-access';
 
 const BLOB = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz');
 const DIGEST = `sha256:${'a'.repeat(64)}`;

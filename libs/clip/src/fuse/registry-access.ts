@@ -9,8 +9,8 @@
 import { RegistryClient, isRegistryError } from '@cryo/oci';
 import { SnapshotRegistrySchema, loadConfigFile, resolveCredentials, validateConfig, type RegistryCredentials } from '@cryo/registry-auth';
 import { z } from 'zod';
-import { isLoopbackHost, RegistryLayerSource } from '../registry-source.js';
-import type { LayerSource } from '../source.js';
+import { isLoopbackHost, RegistryLayerSource } from '../registry-source';
+import type { LayerSource } from '../source';
 
 /** The keys of a dataplane config that concern registry access; every other key is ignored. */
 export const RegistryAccessConfigSchema = z.looseObject({

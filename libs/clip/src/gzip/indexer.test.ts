@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { mixedData } from '../testing/data.js';
-import { GzipIndexer, type Checkpoint } from './indexer.js';
-import { inflateFromCheckpoint } from './realign.js';
+import { mixedData } from '../testing/data';
+import { GzipIndexer, type Checkpoint } from './indexer';
+import { inflateFromCheckpoint } from './realign';
 
 function index(gz: Buffer, span: number, chunkSize = 65536, prune = true) {
   const cps: Checkpoint[] = [];

@@ -12,8 +12,8 @@
 import zlib from 'node:zlib';
 import ZStream from 'pako/lib/zlib/zstream.js';
 import pakoInflate from 'pako/lib/zlib/inflate.js';
-import { ClipError } from '../errors.js';
-import { pruneWindow } from './realign.js';
+import { ClipError } from '../errors';
+import { pruneWindow } from './realign';
 
 const Z_OK = 0;
 const Z_STREAM_END = 1;

@@ -12,7 +12,7 @@
 import zlib from 'node:zlib';
 import pakoInflate from 'pako/lib/zlib/inflate.js';
 import ZStream from 'pako/lib/zlib/zstream.js';
-import { ClipError } from '../errors.js';
+import { ClipError } from '../errors';
 
 class BitWriter {
   private bytes: number[] = [];

@@ -3,11 +3,11 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClipIndex } from '../format/index-file.js';
-import { FallbackLayerSource, type LayerSource } from '../source.js';
-import { mixedData, prng } from '../testing/data.js';
-import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures.js';
-import { writeTar } from '../testing/tar-writer.js';
+import { ClipIndex } from '../format/index-file';
+import { FallbackLayerSource, type LayerSource } from '../source';
+import { mixedData, prng } from '../testing/data';
+import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures';
+import { writeTar } from '../testing/tar-writer';
 
 const root = mkdtempSync(join(tmpdir(), 'clip-reader-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

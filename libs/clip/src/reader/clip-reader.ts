@@ -4,10 +4,10 @@
  * SpanStore. The index is immutable, so path lookups (including misses) are
  * cached for the life of the reader.
  */
-import { ClipError, fsError } from '../errors.js';
-import { ClipIndex, type ClipStat } from '../format/index-file.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types.js';
-import { SpanStore, type FetchStats, type SpanStoreOptions } from './span-store.js';
+import { ClipError, fsError } from '../errors';
+import { ClipIndex, type ClipStat } from '../format/index-file';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
+import { SpanStore, type FetchStats, type SpanStoreOptions } from './span-store';
 
 export interface DirEntry {
   name: string;

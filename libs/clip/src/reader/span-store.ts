@@ -7,12 +7,12 @@
  */
 import { createHash } from 'node:crypto';
 import { Decompress as ZstdDecompress } from 'fzstd';
-import { ClipError } from '../errors.js';
-import type { ClipIndex } from '../format/index-file.js';
-import type { LayerInfo, SpanInfo } from '../format/types.js';
-import { inflateFromCheckpoint } from '../gzip/realign.js';
-import type { LayerSource } from '../source.js';
-import { SpanDiskCache } from './disk-cache.js';
+import { ClipError } from '../errors';
+import type { ClipIndex } from '../format/index-file';
+import type { LayerInfo, SpanInfo } from '../format/types';
+import { inflateFromCheckpoint } from '../gzip/realign';
+import type { LayerSource } from '../source';
+import { SpanDiskCache } from './disk-cache';
 
 export interface FetchStats {
   /** range or stream requests made to the source (registry) */

@@ -3,8 +3,8 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, sym
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { writeTar, type RawEntry } from '../testing/tar-writer.js';
-import { TarParser, type TarEntry } from './parser.js';
+import { writeTar, type RawEntry } from '../testing/tar-writer';
+import { TarParser, type TarEntry } from './parser';
 
 function parse(buf: Buffer, chunk = buf.length): TarEntry[] {
   const out: TarEntry[] = [];

@@ -6,7 +6,7 @@
  *
  * It never buffers file contents: only headers and PAX / GNU meta records.
  */
-import { ClipError } from '../errors.js';
+import { ClipError } from '../errors';
 
 export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'chardev' | 'blockdev' | 'directory' | 'fifo';
 

@@ -2,11 +2,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
-import { indexLayers, type IndexLayersOptions, type LayerInput } from '../build/build-index.js';
-import { ClipIndex } from '../format/index-file.js';
-import type { ImageInfo } from '../format/types.js';
-import { ClipReader, type ClipReaderOptions } from '../reader/clip-reader.js';
-import { MemoryLayerSource, type LayerSource } from '../source.js';
+import { indexLayers, type IndexLayersOptions, type LayerInput } from '../build/build-index';
+import { ClipIndex } from '../format/index-file';
+import type { ImageInfo } from '../format/types';
+import { ClipReader, type ClipReaderOptions } from '../reader/clip-reader';
+import { MemoryLayerSource, type LayerSource } from '../source';
 
 export type TestCompression = 'gzip' | 'gzip-1' | 'gzip-9' | 'node-gzip' | 'multi-gzip' | 'none' | 'zstd';
 

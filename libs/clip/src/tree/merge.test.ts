@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG } from '../format/types.js';
-import { buildImage } from '../testing/fixtures.js';
-import { writeTar, type RawEntry } from '../testing/tar-writer.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
+import { buildImage } from '../testing/fixtures';
+import { writeTar, type RawEntry } from '../testing/tar-writer';
 
 async function merged(...layers: RawEntry[][]) {
   const img = await buildImage(

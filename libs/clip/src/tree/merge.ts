@@ -9,8 +9,8 @@
  *   and a non-directory in a parent position is replaced by such a directory;
  * - hard links share one inode; link counts are computed from the final tree.
  */
-import { ClipError } from '../errors.js';
-import type { TarEntry } from '../tar/parser.js';
+import { ClipError } from '../errors';
+import type { TarEntry } from '../tar/parser';
 
 export type InodeKind = 'file' | 'directory' | 'symlink' | 'chardev' | 'blockdev' | 'fifo';
 

@@ -20,9 +20,9 @@ import type { NamespaceStore } from '../store/namespaces';
 import type { OperationStore } from '../store/operations';
 import type { Page } from '../store/pagination';
 import { toSandboxView, type SandboxRow, type SandboxStore } from '../store/sandboxes';
-import { assertWithinLimit } from './durationLimits';
-import type { OperationQueue } from './operationQueue';
-import type { OperationSignals } from './operationSignals';
+import { assertWithinLimit } from './duration-limits';
+import type { OperationQueue } from './operation-queue';
+import type { OperationSignals } from './operation-signals';
 import type { Placement } from './placement';
 
 /** Everything needed to start a sandbox, fresh or restored. */

@@ -16,11 +16,11 @@ import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
 import { holdsSnapshotImage, type Executor, type ExecutorStore } from '../store/executors';
 import type { OperationStore } from '../store/operations';
-import type { ReaperRecordStore } from '../store/reaperRecords';
+import type { ReaperRecordStore } from '../store/reaper-records';
 import { isLocalSnapshotRef, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
 import type { Metrics } from './metrics';
-import type { OperationQueue } from './operationQueue';
-import type { SnapshotImageRegistry } from './snapshotRegistry';
+import type { OperationQueue } from './operation-queue';
+import type { SnapshotImageRegistry } from './snapshot-registry';
 
 export interface SnapshotReaperDeps {
   db: Database;

@@ -21,8 +21,8 @@ import type { OperationEnd, OperationRow, OperationStore } from '../store/operat
 import type { SandboxStore } from '../store/sandboxes';
 import { isLocalSnapshotRef, type SnapshotStore } from '../store/snapshots';
 import type { Metrics } from './metrics';
-import type { OperationQueue } from './operationQueue';
-import type { OperationSignals } from './operationSignals';
+import type { OperationQueue } from './operation-queue';
+import type { OperationSignals } from './operation-signals';
 
 export interface Ack {
   ignored: boolean;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CryoApiError, CryoClientError, CryoConnectionError } from './clientErrors';
-import { describeError } from './describeError';
+import { CryoApiError, CryoClientError, CryoConnectionError } from './client-errors';
+import { describeError } from './describe-error';
 
 const api = (status: number, code: string, message: string, requestId?: string): CryoApiError =>
   new CryoApiError({ status, code, message, requestId, method: 'GET', path: '/v1/x' });

@@ -27,9 +27,9 @@ import {
   type SnapshotRow,
   type SnapshotStore,
 } from '../store/snapshots';
-import { assertWithinLimit } from './durationLimits';
-import type { OperationQueue } from './operationQueue';
-import type { LaunchSpec, SandboxService } from './sandboxService';
+import { assertWithinLimit } from './duration-limits';
+import type { OperationQueue } from './operation-queue';
+import type { LaunchSpec, SandboxService } from './sandbox-service';
 
 export interface SnapshotServiceDeps {
   db: Database;

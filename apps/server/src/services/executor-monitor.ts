@@ -14,8 +14,8 @@ import type { OperationRow, OperationStore } from '../store/operations';
 import { isLocalSnapshotRef } from '../store/snapshots';
 import type { SandboxStore } from '../store/sandboxes';
 import type { Metrics } from './metrics';
-import type { OperationOutcomes } from './operationOutcomes';
-import type { OperationQueue } from './operationQueue';
+import type { OperationOutcomes } from './operation-outcomes';
+import type { OperationQueue } from './operation-queue';
 import type { Placement } from './placement';
 
 const LEASE_SWEEP_BATCH = 200;

@@ -8,7 +8,7 @@ import type { Clock } from '../clock';
 import type { Database } from '../db/database';
 import type { SandboxStore } from '../store/sandboxes';
 import type { Metrics } from './metrics';
-import type { OperationQueue } from './operationQueue';
+import type { OperationQueue } from './operation-queue';
 
 export class SandboxTimeouts {
   constructor(

@@ -12,7 +12,7 @@ import { toExecutorView, type ExecutorStore } from '../store/executors';
 import type { OperationStore } from '../store/operations';
 import type { SandboxRow, SandboxStore } from '../store/sandboxes';
 import type { SnapshotStore } from '../store/snapshots';
-import type { OperationQueue } from './operationQueue';
+import type { OperationQueue } from './operation-queue';
 
 /** After a failed removal, the same image is not asked for again before this long. */
 const IMAGE_REMOVAL_RETRY_MS = 10 * 60 * 1000;

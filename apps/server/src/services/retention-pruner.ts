@@ -7,7 +7,7 @@ import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
 import type { OperationStore } from '../store/operations';
-import type { ReaperRecordStore } from '../store/reaperRecords';
+import type { ReaperRecordStore } from '../store/reaper-records';
 import type { SandboxStore } from '../store/sandboxes';
 import type { SnapshotStore } from '../store/snapshots';
 import type { Metrics } from './metrics';

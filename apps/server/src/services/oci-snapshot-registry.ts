@@ -1,7 +1,7 @@
 /** SnapshotImageRegistry over @cryo/oci, with the credentials of the server's `snapshot_registry`. */
 import { RegistryClient, parseImageReference } from '@cryo/oci';
 import { resolveCredentials, type SnapshotRegistry } from '@cryo/registry-auth';
-import type { SnapshotImageRegistry } from './snapshotRegistry';
+import type { SnapshotImageRegistry } from './snapshot-registry';
 
 export class OciSnapshotRegistry implements SnapshotImageRegistry {
   private readonly clients = new Map<string, Promise<RegistryClient>>();

@@ -2,7 +2,7 @@
  * The one place where failures become what the CLI prints: one line, `error: <message> (<code>)`,
  * followed by `; <hint>` where the user can do something about it. Never includes the API key.
  */
-import { CryoApiError, CryoClientError, CryoConnectionError } from './clientErrors';
+import { CryoApiError, CryoClientError, CryoConnectionError } from './client-errors';
 
 export interface ErrorContext {
   /** Whether a key was sent at all (a 401 then means "wrong key" rather than "no key"). */

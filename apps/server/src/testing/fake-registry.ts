@@ -1,6 +1,6 @@
 /** An in-memory registry for tests: tags pointing at digests, and a switch to make it unreachable. */
 import { RegistryError } from '@cryo/registry-auth';
-import type { SnapshotImageRegistry } from '../services/snapshotRegistry';
+import type { SnapshotImageRegistry } from '../services/snapshot-registry';
 
 export class FakeRegistry implements SnapshotImageRegistry {
   /** ref without digest (host/repo:tag) -> digest */

@@ -7,7 +7,7 @@ import { ExecOpSchema, newOperationId, type Operation, type OperationKind } from
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import { toWireOperation, type OperationRow, type OperationStore, type PayloadOf } from '../store/operations';
-import type { OperationSignals } from './operationSignals';
+import type { OperationSignals } from './operation-signals';
 
 const LEASE_BATCH = 16;
 
