@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 apache2-utils busybox-static debootstrap iproute2 pigz)
+APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 apache2-utils busybox-static debootstrap iproute2 pigz attr)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
