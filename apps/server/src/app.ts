@@ -1,8 +1,10 @@
 /**
- * The fastify instance: zod validation and serialization, OpenAPI from the same schemas, JSON
- * errors, bearer auth per prefix, request metrics, and the route plugins.
+ * The fastify instance: zod validation and serialization, OpenAPI from the same schemas (Swagger
+ * UI at /docs), JSON errors, bearer auth per prefix, request metrics, the route plugins and the
+ * dashboard at /ui.
  */
 import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from 'fastify';
 import {
@@ -22,8 +24,9 @@ import { internalRoutes } from './routes/internal';
 import { sandboxRoutes } from './routes/sandboxes';
 import { snapshotRoutes } from './routes/snapshots';
 import { systemRoutes } from './routes/system';
+import { DEFAULT_UI_DIR, uiRoutes } from './routes/ui';
 import type { ExecutorService } from './services/executor-service';
-import type { GaugeFamily, Metrics } from './services/metrics';
+import type { GaugeSamples, Metrics } from './services/metrics';
 import type { OperationOutcomes } from './services/operation-outcomes';
 import type { OperationQueue } from './services/operation-queue';
 import type { SandboxService } from './services/sandbox-service';
@@ -32,6 +35,8 @@ import type { ExecutorStore } from './store/executors';
 
 export const SERVER_VERSION = '0.1.0';
 const BODY_LIMIT = 8 * 1024 * 1024;
+/** Swagger UI sets inline styles; everything else is same-origin. */
+const API_DOCS_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'";
 
 export interface AppDeps {
   config: ServerConfig;
@@ -44,7 +49,9 @@ export interface AppDeps {
   queue: OperationQueue;
   outcomes: OperationOutcomes;
   metrics: Metrics;
-  gauges: () => GaugeFamily[];
+  gauges: () => GaugeSamples | Promise<GaugeSamples>;
+  /** The built dashboard served at /ui (default: apps/ui/dist). */
+  uiDir?: string;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -85,6 +92,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     transform: jsonSchemaTransform,
   });
+
+  // The API reference: Swagger UI at /docs (its own assets, no CDN), the document at /docs/json.
+  await app.register(fastifySwaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { validatorUrl: null, deepLinking: true },
+    staticCSP: API_DOCS_CSP,
+  });
+  await app.register(uiRoutes, { dir: deps.uiDir ?? DEFAULT_UI_DIR });
 
   const apiKeys = new BearerKeys(deps.config.auth.api_keys);
   const executorToken = new BearerKeys([deps.config.auth.executor_token]);

@@ -22,7 +22,7 @@ describe('secrets', () => {
     const responses = JSON.stringify([
       (await h.request('GET', '/v1/executors')).body,
       (await h.api('GET', '/snapshots')).body,
-      (await h.request('GET', '/docs', undefined, null)).body,
+      (await h.request('GET', '/docs/json', undefined, null)).body,
     ]);
     await h.server.close();
     const files = readdirSync(h.dir).filter((f) => f.startsWith('server.db'));

@@ -11,7 +11,7 @@ import { openDatabase, type Database } from './db/database';
 import { createLogger } from './logger';
 import { ExecutorMonitor } from './services/executor-monitor';
 import { ExecutorService } from './services/executor-service';
-import { Metrics, type GaugeFamily } from './services/metrics';
+import { Metrics, type GaugeSamples } from './services/metrics';
 import { OciSnapshotRegistry } from './services/oci-snapshot-registry';
 import { OperationOutcomes } from './services/operation-outcomes';
 import { OperationQueue } from './services/operation-queue';
@@ -97,10 +97,10 @@ export class CryoServer {
       onDeletionReady: wakeReaper,
     });
     this.sandboxService = new SandboxService({
-      db, ...stores, queue: this.queue, signals: this.signals, placement: this.placement, clock, config, logger,
+      db, ...stores, queue: this.queue, signals: this.signals, placement: this.placement, metrics: this.metrics, clock, config, logger,
     });
     this.snapshotService = new SnapshotService({
-      db, ...stores, queue: this.queue, sandboxService: this.sandboxService, clock, config, logger,
+      db, ...stores, queue: this.queue, sandboxService: this.sandboxService, metrics: this.metrics, clock, config, logger,
       onDeleteRequested: wakeReaper,
     });
     this.executorService = new ExecutorService({ db, ...stores, queue: this.queue, clock, config, logger });
@@ -177,25 +177,19 @@ export class CryoServer {
     return this.closing;
   }
 
-  gauges(): GaugeFamily[] {
+  /** The state gauges of /metrics, read from the database at scrape time. */
+  gauges(): GaugeSamples {
     const { executors, sandboxes, snapshots } = this.stores;
-    return [
-      {
-        name: 'cryo_executors',
-        help: 'Executors by state.',
-        samples: executors.countByState().map((r) => ({ labels: { state: r.state }, value: r.count })),
-      },
-      {
-        name: 'cryo_sandboxes',
-        help: 'Sandboxes in the database by status.',
-        samples: sandboxes.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
-      },
-      {
-        name: 'cryo_snapshots',
-        help: 'Snapshots in the database by status.',
-        samples: snapshots.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
-      },
-    ];
+    const now = this.clock.now();
+    return {
+      cryo_executors: executors.countByState().map((r) => ({ labels: { state: r.state }, value: r.count })),
+      cryo_sandboxes: sandboxes.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
+      cryo_snapshots: snapshots.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
+      cryo_executor_heartbeat_age_seconds: executors.list().map((e) => ({
+        labels: { executor_id: e.id, state: e.state },
+        value: Math.max(0, now - e.lastHeartbeatAt) / 1000,
+      })),
+    };
   }
 }
 

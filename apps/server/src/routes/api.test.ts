@@ -29,10 +29,25 @@ describe('auth', () => {
   it('leaves /healthz, /metrics and /docs open', async () => {
     expect((await h.request('GET', '/healthz', undefined, null)).json).toMatchObject({ status: 'ok' });
     expect((await h.request('GET', '/metrics', undefined, null)).status).toBe(200);
-    const docs = await h.request('GET', '/docs', undefined, null);
+    const docs = await h.request('GET', '/docs/json', undefined, null);
     expect(docs.json).toMatchObject({ openapi: expect.stringMatching(/^3\./) });
     const paths = Object.keys((docs.json as { paths: Record<string, unknown> }).paths);
     expect(paths).toContain('/v1/namespaces/{ns}/snapshots/{id}/restore');
+  });
+
+  it('serves the API reference UI at /docs from its own assets', async () => {
+    const page = await h.request('GET', '/docs', undefined, null);
+    expect(page.status).toBe(200);
+    expect(String(page.headers['content-type'])).toMatch(/^text\/html/);
+    expect(String(page.headers['content-security-policy'])).toContain("default-src 'self'");
+    const scripts = [...String(page.body).matchAll(/<script src="([^"]+)"/g)].map((m) => m[1] ?? '');
+    expect(scripts).toContain('/docs/static/swagger-ui-bundle.js');
+    for (const src of scripts) {
+      expect(src.startsWith('/docs/'), `${src} is served by cryo itself`).toBe(true);
+      expect((await h.request('GET', src, undefined, null)).status, src).toBe(200);
+    }
+    const init = await h.request('GET', '/docs/static/swagger-initializer.js', undefined, null);
+    expect(String(init.body)).toContain('validatorUrl');
   });
 });
 
@@ -138,7 +153,7 @@ describe('metrics', () => {
     await h.api('GET', '/sandboxes');
     const text = (await h.request('GET', '/metrics', undefined, null)).body as string;
     expect(text).toContain('cryo_http_requests_total{method="GET",route="/v1/namespaces/:ns/sandboxes",status="200"} 1');
-    expect(text).toContain('cryo_http_request_duration_seconds_bucket{method="GET",route="/v1/namespaces/:ns/sandboxes",le="+Inf"} 1');
+    expect(text).toContain('cryo_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/v1/namespaces/:ns/sandboxes"} 1');
     expect(text).toContain('# TYPE cryo_snapshots_expired_total counter');
   });
 });

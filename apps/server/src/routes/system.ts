@@ -1,14 +1,14 @@
-/** Unauthenticated operational endpoints: /healthz, /metrics, /docs. */
+/** Unauthenticated operational endpoints: /healthz, /metrics (the API reference at /docs is registered in app.ts). */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Database } from '../db/database';
 import { statement } from '../db/statements';
-import type { GaugeFamily, Metrics } from '../services/metrics';
+import type { GaugeSamples, Metrics } from '../services/metrics';
 
 export interface SystemRoutesOptions {
   db: Database;
   metrics: Metrics;
-  gauges: () => GaugeFamily[];
+  gauges: () => GaugeSamples | Promise<GaugeSamples>;
   version: string;
 }
 
@@ -25,12 +25,9 @@ export const systemRoutes: FastifyPluginAsyncZod<SystemRoutesOptions> = async (a
   });
 
   app.get('/metrics', {
-    schema: { summary: 'Prometheus metrics (text format)', tags: ['system'] },
-  }, async (_request, reply) =>
-    reply.type('text/plain; version=0.0.4; charset=utf-8').send(opts.metrics.render(opts.gauges())),
-  );
-
-  app.get('/docs', {
-    schema: { summary: 'This OpenAPI document', tags: ['system'] },
-  }, async () => app.swagger());
+    schema: { summary: 'Prometheus metrics (text format 0.0.4): process, HTTP, operations, snapshots, executors', tags: ['system'] },
+  }, async (_request, reply) => {
+    const text = await opts.metrics.render(opts.gauges());
+    return reply.type(opts.metrics.contentType).send(text);
+  });
 };

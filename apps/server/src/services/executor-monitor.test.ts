@@ -29,7 +29,7 @@ describe('lost executors', () => {
       status: 'failed', error: expect.stringMatching(/^executor exec-a lost during snapshot/),
     });
     expect((await h.request('GET', '/v1/executors')).json.items).toEqual([expect.objectContaining({ state: 'lost' })]);
-    expect(h.server.metrics.value('cryo_executors_lost_total')).toBe(1);
+    expect(await h.server.metrics.value('cryo_executors_lost_total')).toBe(1);
     // A lost executor is told to rejoin before it gets work; its heartbeat brings it back.
     const poll = await h.request('GET', '/internal/v1/executors/exec-a/operations?wait_ms=0', undefined, 'test-executor-token-abcdef');
     expect(poll.status).toBe(409);

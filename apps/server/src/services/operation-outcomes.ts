@@ -20,7 +20,7 @@ import type { Database } from '../db/database';
 import type { OperationEnd, OperationRow, OperationStore } from '../store/operations';
 import type { SandboxStore } from '../store/sandboxes';
 import { isLocalSnapshotRef, type SnapshotStore } from '../store/snapshots';
-import type { Metrics } from './metrics';
+import type { Metrics, OperationOutcome } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { OperationSignals } from './operation-signals';
 
@@ -84,6 +84,7 @@ export class OperationOutcomes {
       return true;
     })();
     if (!applied) return { ignored: true, reason: `operation ${opId} ended concurrently` };
+    this.countEnd(op, end.state);
     this.deps.signals.ended(op.id, end);
     return ACCEPTED;
   }
@@ -110,8 +111,13 @@ export class OperationOutcomes {
     const end: OperationEnd = { state: 'failed', code: cause === 'executor_lost' ? 'EXECUTOR_LOST' : 'LEASE_EXPIRED', message };
     if (!this.deps.operations.finish(op.id, end, this.deps.clock.now())) return false;
     this.apply(op, end, cause);
+    this.countEnd(op, cause);
     queueMicrotask(() => this.deps.signals.ended(op.id, end));
     return true;
+  }
+
+  private countEnd(op: OperationRow, outcome: OperationOutcome): void {
+    this.deps.metrics.operationEnded(op.kind, outcome, (this.deps.clock.now() - op.created_at) / 1000);
   }
 
   private apply(op: OperationRow, end: OperationEnd, cause: GiveUpCause | null): void {
@@ -128,6 +134,9 @@ export class OperationOutcomes {
           const expiresAt = sandbox.timeout_secs > 0 ? now + sandbox.timeout_secs * 1000 : null;
           if (sandboxes.markRunning(sandbox.id, container_id, now, expiresAt)) {
             log.info({ executor_id: op.executor_id }, 'sandbox running');
+            if (sandbox.restored_from_snapshot !== null) {
+              metrics.restoreRunning(sandbox.restore_mode ?? 'eager', (now - sandbox.created_at) / 1000);
+            }
           } else if (sandbox.status === 'terminated') {
             // Ended (deleted, timed out) while it was being created: remove what was just made.
             this.deps.queue.enqueue('delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
@@ -148,6 +157,7 @@ export class OperationOutcomes {
           const result = SnapshotResultSchema.parse(end.result);
           snapshots.recordPushed(snapshot.id, result, now);
           metrics.inc('cryo_snapshots_created_total');
+          metrics.snapshotTimings(result.timings);
           log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
           // Lazy restore needs a clip index; the executor that pushed builds it next, while the
           // snapshot is already active (restorable eagerly) in the meantime.
@@ -179,6 +189,7 @@ export class OperationOutcomes {
         if (end.state === 'done') {
           const result = BuildIndexResultSchema.parse(end.result);
           snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
+          this.deps.metrics.snapshotTimings({ index_ms: result.index_ms });
           log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms }, 'clip index pushed');
         } else if (end.state === 'failed') {
           snapshots.recordClipError(op.snapshot_id, end.message, now);

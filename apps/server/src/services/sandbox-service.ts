@@ -21,6 +21,7 @@ import type { OperationStore } from '../store/operations';
 import type { Page } from '../store/pagination';
 import { toSandboxView, type SandboxRow, type SandboxStore } from '../store/sandboxes';
 import { assertWithinLimit } from './duration-limits';
+import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { OperationSignals } from './operation-signals';
 import type { Placement } from './placement';
@@ -54,6 +55,7 @@ export interface SandboxServiceDeps {
   queue: OperationQueue;
   signals: OperationSignals;
   placement: Placement;
+  metrics: Metrics;
   clock: Clock;
   config: ServerConfig;
   logger: Logger;
@@ -163,8 +165,10 @@ export class SandboxService {
       // A create the executor has not picked up yet is simply withdrawn.
       let delivered = row.status !== 'pending';
       for (const op of operations.openForSandbox(id, 'create_sandbox')) {
-        if (op.state === 'queued') operations.finish(op.id, { state: 'cancelled', message: 'sandbox deleted' }, now);
-        else delivered = true;
+        if (op.state !== 'queued') delivered = true;
+        else if (operations.finish(op.id, { state: 'cancelled', message: 'sandbox deleted' }, now)) {
+          this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000);
+        }
       }
       if (delivered && row.executor_id !== null) {
         queue.enqueue('delete_sandbox', row.executor_id, { sandbox_id: id }, { sandboxId: id });
@@ -175,7 +179,7 @@ export class SandboxService {
   }
 
   async exec(namespace: string, id: string, body: ExecBody): Promise<ExecResult> {
-    const { operations, queue, signals, clock, config } = this.deps;
+    const { operations, queue, signals, metrics, clock, config } = this.deps;
     const row = this.row(namespace, id);
     if ((row.status !== 'running' && row.status !== 'snapshotting') || row.executor_id === null) {
       throw new CryoError('CONFLICT', `sandbox ${id} is ${row.status}; exec needs a running sandbox`, {
@@ -183,6 +187,7 @@ export class SandboxService {
       });
     }
     const timeoutSecs = body.timeout_secs ?? config.sandboxes.exec_default_timeout_secs;
+    const enqueuedAt = clock.now();
     const opId = queue.enqueue(
       'exec',
       row.executor_id,
@@ -192,7 +197,10 @@ export class SandboxService {
     const waitMs = (timeoutSecs + config.operations.exec_lease_grace_secs) * 1000;
     const end = await signals.waitForEnd(opId, waitMs);
     if (end === 'timeout') {
-      operations.finish(opId, { state: 'cancelled', message: 'no result before the exec timeout' }, clock.now());
+      const now = clock.now();
+      if (operations.finish(opId, { state: 'cancelled', message: 'no result before the exec timeout' }, now)) {
+        metrics.operationEnded('exec', 'cancelled', (now - enqueuedAt) / 1000);
+      }
       throw new CryoError(
         'TIMEOUT',
         `exec in sandbox ${id} did not finish within ${timeoutSecs}s (plus ${config.operations.exec_lease_grace_secs}s for executor ${row.executor_id} to answer)`,

@@ -52,8 +52,8 @@ describe('TTL expiry', () => {
       error: { code: 'GONE', message: `snapshot ${snapshotId} expired at ${expired.expires_at as string} (ttl_secs 3) and can no longer be restored or changed` },
     });
     expect((await h.api('GET', '/snapshots?status=expired')).json.items).toHaveLength(1);
-    expect(h.server.metrics.value('cryo_snapshots_expired_total')).toBe(1);
-    expect(h.server.metrics.value('cryo_snapshot_bytes_reclaimed_total')).toBe(5000);
+    expect(await h.server.metrics.value('cryo_snapshots_expired_total')).toBe(1);
+    expect(await h.server.metrics.value('cryo_snapshot_bytes_reclaimed_total')).toBe(5000);
     const record = h.server.stores.records.forSnapshot(snapshotId);
     expect(record).toEqual([{ action: 'expired', registry_result: 'deleted', digest, local_removed: JSON.stringify(removal.payload.image_refs) }]);
   });
@@ -84,7 +84,7 @@ describe('TTL expiry', () => {
     expect(await snapshot(snapshotId)).toMatchObject({
       status: 'deleting', error: `registry ${REGISTRY.url} is unreachable (connect ECONNREFUSED)`,
     });
-    expect(h.server.metrics.value('cryo_reaper_errors_total')).toBe(1);
+    expect(await h.server.metrics.value('cryo_reaper_errors_total')).toBe(1);
     // Not retried before the backoff (5s), then 10s.
     h.clock.advanceSecs(4);
     expect((await h.server.reaper.runOnce()).errors).toBe(0);
@@ -200,7 +200,7 @@ describe('DELETE', () => {
     const restore = await h.api('POST', `/snapshots/${snapshotId}/restore`, {});
     expect(restore.status).toBe(410);
     expect(restore.json).toMatchObject({ error: { message: expect.stringContaining('was deleted at') } });
-    expect(h.server.metrics.value('cryo_snapshots_deleted_total')).toBe(1);
+    expect(await h.server.metrics.value('cryo_snapshots_deleted_total')).toBe(1);
   });
 
   it('waits for a push in flight and then deletes what it pushed, leaving nothing behind', async () => {

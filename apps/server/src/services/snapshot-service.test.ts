@@ -55,7 +55,7 @@ describe('snapshot creation', () => {
     });
     expect((await h.api('GET', `/sandboxes/${sandboxId}`)).json.status).toBe('running');
     expect((await h.api('GET', `/sandboxes/${sandboxId}/snapshots`)).json.items).toHaveLength(1);
-    expect(h.server.metrics.value('cryo_snapshots_created_total')).toBe(1);
+    expect(await h.server.metrics.value('cryo_snapshots_created_total')).toBe(1);
   });
 
   it('ends failed with the executor error verbatim; the sandbox keeps running; restore is 409', async () => {

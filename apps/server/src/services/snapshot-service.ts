@@ -28,6 +28,7 @@ import {
   type SnapshotStore,
 } from '../store/snapshots';
 import { assertWithinLimit } from './duration-limits';
+import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { LaunchSpec, SandboxService } from './sandbox-service';
 
@@ -40,6 +41,7 @@ export interface SnapshotServiceDeps {
   operations: OperationStore;
   queue: OperationQueue;
   sandboxService: SandboxService;
+  metrics: Metrics;
   clock: Clock;
   config: ServerConfig;
   logger: Logger;
@@ -152,7 +154,9 @@ export class SnapshotService {
       if (snapshots.requestDelete(id, 'deleted', now)) {
         for (const op of operations.openForSnapshot(id, 'snapshot')) {
           if (op.state !== 'queued') continue;
-          operations.finish(op.id, { state: 'cancelled', message: 'snapshot deleted before it started' }, now);
+          if (operations.finish(op.id, { state: 'cancelled', message: 'snapshot deleted before it started' }, now)) {
+            this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000);
+          }
           sandboxes.setStatus(row.sandbox_id, 'snapshotting', 'running', now);
         }
         this.deps.logger.info({ snapshot_id: id, was: row.status }, 'snapshot deletion requested');
