@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what cryo needs on a fresh Debian 12 machine: Docker engine, the distribution
-# registry, FUSE, busybox-static and debootstrap (to build base images locally), and the npm
-# packages. Safe to run again: it only installs what is missing.
+# registry, FUSE, busybox-static and debootstrap (to build base images locally), Chromium (the
+# dashboard's browser test), the npm packages, and builds the dashboard. Safe to run again: it
+# only installs what is missing and rebuilds the dashboard only when its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 apache2-utils busybox-static debootstrap iproute2 pigz attr)
+APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 apache2-utils busybox-static debootstrap iproute2 pigz attr chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -27,3 +28,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm install --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
+
+# The web dashboard served at /ui.
+bash scripts/build-ui.sh

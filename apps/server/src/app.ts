@@ -3,18 +3,16 @@
  * UI at /docs), JSON errors, bearer auth per prefix, request metrics, the route plugins and the
  * dashboard at /ui.
  */
-import fastifySwagger from '@fastify/swagger';
-import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from 'fastify';
 import {
-  jsonSchemaTransform,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { CryoError, newRequestId } from '@cryo/snapshot';
+import { registerApiReference } from './api-reference/openapi';
 import type { ServerConfig } from './config';
 import type { Database } from './db/database';
 import { BearerKeys, requireBearer } from './http/auth';
@@ -35,8 +33,6 @@ import type { ExecutorStore } from './store/executors';
 
 export const SERVER_VERSION = '0.1.0';
 const BODY_LIMIT = 8 * 1024 * 1024;
-/** Swagger UI sets inline styles; everything else is same-origin. */
-const API_DOCS_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'";
 
 export interface AppDeps {
   config: ServerConfig;
@@ -80,25 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     else request.log.info(entry, 'request');
   });
 
-  await app.register(fastifySwagger, {
-    openapi: {
-      info: {
-        title: 'cryo server',
-        description: 'Sandboxes, snapshots in an OCI registry, and the executor protocol.',
-        version: SERVER_VERSION,
-      },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearer: [] }],
-    },
-    transform: jsonSchemaTransform,
-  });
-
-  // The API reference: Swagger UI at /docs (its own assets, no CDN), the document at /docs/json.
-  await app.register(fastifySwaggerUi, {
-    routePrefix: '/docs',
-    uiConfig: { validatorUrl: null, deepLinking: true },
-    staticCSP: API_DOCS_CSP,
-  });
+  await registerApiReference(app, SERVER_VERSION);
   await app.register(uiRoutes, { dir: deps.uiDir ?? DEFAULT_UI_DIR });
 
   const apiKeys = new BearerKeys(deps.config.auth.api_keys);

@@ -16,7 +16,8 @@ Options:
   -h, --help          show this help
   -v, --version       print the version
 
-Endpoints: GET /healthz, GET /metrics, GET /docs (OpenAPI).
+Endpoints: GET /healthz, GET /metrics (Prometheus), GET /docs (API reference;
+OpenAPI at /docs/json), GET /ui (web dashboard).
 Stops gracefully on SIGTERM or SIGINT.
 `;
 

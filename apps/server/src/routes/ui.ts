@@ -49,9 +49,10 @@ export const uiRoutes: FastifyPluginAsync<UiRoutesOptions> = async (app, { dir }
 
   await app.register(fastifyStatic, {
     root: dir,
-    prefix: '/ui/',
-    redirect: true, // /ui -> /ui/
+    prefix: '/ui', // and with redirect, /ui answers 301 to /ui/
+    redirect: true,
     decorateReply: false,
+    cacheControl: false, // set below, per file
     // Vite names assets by content hash: cache them for good, but always revalidate the page.
     setHeaders(res, path) {
       res.setHeader('cache-control', path.includes('/assets/') ? 'public, max-age=31536000, immutable' : 'no-cache');

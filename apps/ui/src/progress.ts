@@ -1,0 +1,74 @@
+/**
+ * What the progress bar shows for a snapshot or a sandbox, from the API's fields alone: the
+ * executor's `progress{phase, bytes_done, bytes_total}` while a snapshot is made and pushed,
+ * "indexing" while the clip index of a pushed snapshot is built, and the pending reason of a
+ * sandbox being created or restored.
+ */
+import { LOCAL_SNAPSHOT_REPOSITORY } from '@cryo/snapshot/naming';
+import type { Sandbox, Snapshot } from './api';
+import { formatBytes } from './format';
+
+export interface ProgressView {
+  /** What is happening, for people: "pushing 12 MB / 40 MB". */
+  label: string;
+  /** 0..1, or null when the amount of work is unknown (an indeterminate bar). */
+  fraction: number | null;
+}
+
+/** The executor's phase names, as verbs. */
+const PHASE_LABELS: Record<string, string> = {
+  pause: 'pausing',
+  commit: 'committing',
+  push: 'pushing',
+  pushed: 'pushed',
+  pull: 'pulling',
+  mount: 'mounting',
+  'fetch-index': 'fetching index',
+  start: 'starting',
+};
+
+export function snapshotProgress(snapshot: Snapshot): ProgressView | null {
+  switch (snapshot.status) {
+    case 'creating': {
+      const progress = snapshot.progress;
+      if (progress === null) return { label: 'queued', fraction: null };
+      const verb = PHASE_LABELS[progress.phase] ?? progress.phase;
+      if (progress.bytes_total === null || progress.bytes_total <= 0) {
+        return { label: progress.bytes_done > 0 ? `${verb} ${formatBytes(progress.bytes_done)}` : verb, fraction: null };
+      }
+      const fraction = Math.min(1, Math.max(0, progress.bytes_done / progress.bytes_total));
+      return { label: `${verb} ${formatBytes(progress.bytes_done)} / ${formatBytes(progress.bytes_total)}`, fraction };
+    }
+    case 'active':
+      return isIndexing(snapshot) ? { label: 'indexing', fraction: null } : null;
+    case 'deleting':
+      return { label: 'deleting', fraction: null };
+    default:
+      return null;
+  }
+}
+
+/**
+ * After a push to a registry the server has the pushing executor build a clip index; until it
+ * reports (clip_index_ref or clip_error), lazy restore is not yet available.
+ */
+export function isIndexing(snapshot: Snapshot): boolean {
+  return snapshot.image_ref !== null
+    && !snapshot.image_ref.startsWith(`${LOCAL_SNAPSHOT_REPOSITORY}:`)
+    && snapshot.clip_index_ref === null
+    && snapshot.clip_error === null;
+}
+
+export function sandboxProgress(sandbox: Sandbox): ProgressView | null {
+  if (sandbox.status === 'pending') {
+    const what = sandbox.restored_from_snapshot === null ? 'starting' : `restoring (${sandbox.restore_mode ?? 'eager'})`;
+    return { label: sandbox.pending_reason === null ? what : `${what}: ${sandbox.pending_reason}`, fraction: null };
+  }
+  if (sandbox.status === 'snapshotting') return { label: 'snapshotting', fraction: null };
+  return null;
+}
+
+/** Anything still moving: the dashboard polls faster while this holds. */
+export function inFlight(sandboxes: Sandbox[], snapshots: Snapshot[]): boolean {
+  return sandboxes.some((s) => sandboxProgress(s) !== null) || snapshots.some((s) => snapshotProgress(s) !== null);
+}
