@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Harness, runningSandbox } from '../testing/harness';
 
@@ -63,6 +64,23 @@ describe('/metrics', () => {
     expect(later).toMatch(/^cryo_executor_heartbeat_age_seconds\{executor_id="exec-a",state="lost"\} 25\.5$/m);
     expect(later).not.toMatch(/executor_id="exec-a",state="ready"/);
     expect(later).toMatch(/^cryo_executors\{state="lost"\} 2$/m);
+  });
+});
+
+describe('docs/grafana/cryo-server.json', () => {
+  it('queries only metric names the server exposes', async () => {
+    const dashboard = JSON.parse(readFileSync(new URL('../../../../docs/grafana/cryo-server.json', import.meta.url), 'utf8')) as {
+      panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+    };
+    const exposed = new Map<string, string>();
+    for (const [, name, type] of (await scrape()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) exposed.set(name ?? '', type ?? '');
+    const used = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...t.expr.matchAll(/\b(?:cryo|process|nodejs)_[a-z0-9_]+/g)].map((m) => m[0])));
+    expect(used.length).toBeGreaterThan(10);
+    for (const name of used) {
+      const family = name.replace(/_(bucket|sum|count)$/, '');
+      const known = exposed.get(name) ?? (exposed.get(family) === 'histogram' ? 'histogram' : undefined);
+      expect(known, `${name} is not on /metrics`).toBeDefined();
+    }
   });
 });
 
