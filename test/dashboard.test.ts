@@ -5,7 +5,9 @@
  * Screenshots of every page are kept in .cryo/test-artifacts/dashboard/.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { serverConfig, startServer } from '@cryo/server';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { obj, execIn, waitSandbox, waitSnapshot } from './support/api';
@@ -42,7 +44,9 @@ const notice = () => page.locator('.notice-info .notice-text');
 beforeAll(async () => {
   execFileSync('bash', [join(REPO_ROOT, 'scripts', 'build-ui.sh')], { stdio: 'inherit' });
   shots = artifactDir('dashboard');
-  cluster = await startCluster({ hosts: [{ name: 'A' }] });
+  // Indexing a 160 MB layer keeps the executor's CPU busy; on a loaded 2-core machine its
+  // heartbeats have been seen 6.6 s apart, past the suites' usual 6 s timeout.
+  cluster = await startCluster({ hosts: [{ name: 'A' }], heartbeatTimeoutSecs: 30 });
   const engine = cluster.engines.get('A');
   if (engine === undefined) throw new Error('engine expected');
   importBusybox(engine.host, 'busybox:local');
@@ -267,3 +271,29 @@ async function restoreFromUi(mode: 'eager' | 'lazy'): Promise<string> {
   }
   return id;
 }
+
+describe('dashboard of a server without API keys (the default of `npm start`)', () => {
+  it('signs in with an empty key and shows the empty lists', async () => {
+    const dir = mkdtempSync('/var/tmp/cryo-ui-open-');
+    const open = await startServer(serverConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      database: join(dir, 'server.db'),
+      log_level: 'warn',
+      auth: { api_keys: [], executor_token: 'open-server-executor-token' },
+    }));
+    const context = await browser.newContext();
+    try {
+      const openPage = await context.newPage();
+      await openPage.goto(`${open.url}/ui/`);
+      await openPage.getByLabel('API key').waitFor();
+      await openPage.getByRole('button', { name: 'Sign in' }).click();
+      await openPage.getByText('No sandboxes yet').waitFor();
+      await openPage.getByRole('link', { name: /Executors/ }).click();
+      await openPage.getByText('No executor has registered').waitFor();
+    } finally {
+      await context.close();
+      await open.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
