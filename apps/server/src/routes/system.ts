@@ -1,4 +1,4 @@
-/** Unauthenticated operational endpoints: /healthz, /metrics (the API reference at /docs is registered in app.ts). */
+/** Unauthenticated operational endpoints: /healthz and /metrics (the API reference at /docs: api-reference/openapi.ts). */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Database } from '../db/database';
