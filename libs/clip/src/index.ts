@@ -4,7 +4,7 @@ export type { ClipErrorCode, FsErrorCode } from './errors';
 export { displayName, isByteString, nameBytes, nameFromBytes, nameFromText } from './names';
 export { TarParser } from './tar/parser';
 export type { TarEntry, TarEntryType, TarHeader, TarTime } from './tar/parser';
-export { END_OF_ARCHIVE, encodeHeader, padding, paxRecord } from './tar/writer';
+export { END_OF_ARCHIVE, encodeHeader, padding } from './tar/writer';
 export { GzipIndexer } from './gzip/indexer';
 export type { Checkpoint, GzipIndexerOptions } from './gzip/indexer';
 export { inflateFromCheckpoint } from './gzip/realign';
