@@ -239,6 +239,7 @@ export function registerClipCommands(program: Command): void {
             image: index.image,
             build: index.build,
             inodes: index.inodeCount,
+            index_format: index.formatVersion,
             index_bytes: index.fileSize,
             image_bytes: index.imageSize,
             index_percent: (100 * index.fileSize) / Math.max(1, index.imageSize),
