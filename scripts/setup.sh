@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what cryo needs on a fresh Debian 12 machine: Docker engine, the distribution
 # registry, FUSE, busybox-static and debootstrap (to build base images locally), Chromium (the
-# dashboard's browser test), the npm packages, and builds the dashboard. Safe to run again: it
-# only installs what is missing and rebuilds the dashboard only when its sources changed.
+# dashboard's browser test), the npm packages, clip's FUSE addon (built from source: names cross
+# it as bytes) and the dashboard. Safe to run again: it only installs or builds what is missing
+# or changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 apache2-utils busybox-static debootstrap iproute2 pigz attr chromium)
+APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 libfuse-dev pkg-config apache2-utils busybox-static debootstrap iproute2 pigz attr chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -27,6 +28,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing npm packages"
   npm install --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
+fi
+
+# clip's FUSE addon (libs/clip/native): rebuilt when missing or when its sources changed.
+addon=libs/clip/native/build/Release/fuse.node
+addon_stamp=libs/clip/native/build/.cryo-src-sha
+addon_want=$(cat libs/clip/native/binding.gyp libs/clip/native/fuse-bytes.c node_modules/fuse-native/fuse-native.c | sha256sum | cut -d' ' -f1)
+if [ ! -f "$addon" ] || [ ! -f "$addon_stamp" ] || [ "$(cat "$addon_stamp")" != "$addon_want" ]; then
+  echo "setup: building clip's FUSE addon"
+  npm run build:fuse -w @cryo/clip --silent
+  echo "$addon_want" > "$addon_stamp"
 fi
 
 # The web dashboard served at /ui.

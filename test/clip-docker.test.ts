@@ -55,7 +55,7 @@ async function compareWithExport(reader: ClipReader, image: string): Promise<{ f
   let files = 0;
   let bytes = 0;
   for (const e of entries) {
-    const rel = e.path.replace(/^\.?\//, '').replace(/\/$/, '');
+    const rel = e.name.replace(/^\.?\//, '').replace(/\/$/, '');
     if (rel === '' || rel === '.' || CONTAINER_ONLY.test(rel)) continue;
     const path = `/${rel}`;
     const st = await reader.stat(path);

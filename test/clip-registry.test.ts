@@ -333,4 +333,37 @@ describe('cryo clip CLI', () => {
     writeFileSync(join(work, 'bad.clip'), readFileSync(out).subarray(0, 200));
     expect(() => cli(['clip', 'info', join(work, 'bad.clip')])).toThrow(/truncated/);
   });
+
+  // Issue 8 item 5: empty layers made by real tools next to a normal one.
+  it('index and verify accept empty layers: zero-byte tar, gzip of an empty file, a tar of only end blocks', async () => {
+    const normal = writeTar([{ name: 'etc/hello', data: 'hello\n' }]);
+    const endBlocks = execFileSync('tar', ['-cf', '-', '-T', '/dev/null']); // GNU tar: 10240 zero bytes
+    expect(endBlocks.length).toBe(10240);
+    const cases: Array<[string, LayerSpec[]]> = [
+      ['zero-byte', [{ tar: normal, how: 'gzip' }, { tar: Buffer.alloc(0), how: 'none' }]],
+      ['empty-gzip', [{ tar: normal, how: 'gzip' }, { tar: Buffer.alloc(0), how: 'gzip' }]],
+      ['end-blocks', [{ tar: endBlocks, how: 'none' }, { tar: normal, how: 'gzip' }, { tar: endBlocks, how: 'gzip' }]],
+    ];
+    for (const [tag, layers] of cases) {
+      await pushImage('clip/empty', tag, layers);
+      const out = join(work, `empty-${tag}.clip`);
+      cli(['clip', 'index', `${registry.host}/clip/empty:${tag}`, '-o', out, '--username', USER]);
+      const index = await ClipIndex.load(out);
+      expect(index.layers.map((l) => l.size), tag).toEqual(layers.map((l) => compress(l.tar, l.how).blob.length));
+      if (tag === 'zero-byte') expect(index.layers[1]).toMatchObject({ size: 0, mediaType: 'application/vnd.oci.image.layer.v1.tar' });
+      expect(cli(['clip', 'verify', out, '--username', USER]).toString(), tag).toMatch(new RegExp(`^ok: ${layers.length} layers`));
+      expect(cli(['clip', 'cat', out, '/etc/hello', '--no-cache', '--username', USER]).toString(), tag).toBe('hello\n');
+    }
+  });
+
+  it('ls and stat print names that are not UTF-8 as their bytes; JSON shows them escaped', async () => {
+    await pushImage('clip/names', 'v1', [{ tar: writeTar([{ name: 'names/caf\xe9.txt', data: 'a' }, { name: 'names/caf\xe8.txt', data: 'bb' }]), how: 'gzip' }]);
+    const out = join(work, 'names.clip');
+    cli(['clip', 'index', `${registry.host}/clip/names:v1`, '-o', out, '--username', USER]);
+    const ls = cli(['clip', 'ls', out, '/names']).toString('latin1');
+    expect(ls).toMatch(/ 1 \S+ \S+ caf\xe9\.txt$/m);
+    expect(ls).toMatch(/ 2 \S+ \S+ caf\xe8\.txt$/m);
+    const json = JSON.parse(cli(['--json', 'clip', 'ls', out, '/names']).toString()) as Array<{ name: string }>;
+    expect(json.map((e) => e.name)).toEqual(['caf\\xe8.txt', 'caf\\xe9.txt']);
+  });
 });

@@ -81,4 +81,41 @@ describe('lazy restore through the server', () => {
     await waitSandbox(cluster, NS, sandboxB, ['terminated']);
     await waitFor('lazy mounts gone', async () => (readFileSync('/proc/mounts', 'utf8').includes(sandboxB) ? undefined : true), 60_000);
   });
+
+  // Issue 8 item 3 through the product: names that are not UTF-8, written in a Docker sandbox,
+  // come back byte for byte after an eager and after a lazy restore (exec output is JSON text
+  // on the API: the names travel as hex).
+  it('names that are not UTF-8 survive a snapshot and both restore modes', async () => {
+    const created = await cluster.api('POST', `${NS}/sandboxes`, { image: baseImage, command: ['sh'], executor_id: 'A' });
+    const sandbox = String(obj(created.body).sandbox_id);
+    await waitSandbox(cluster, NS, sandbox, ['running']);
+    const write = [
+      'mkdir -p /names',
+      'printf 1 > "/names/$(printf \'caf\\351.txt\')"',
+      'printf 22 > "/names/$(printf \'caf\\350.txt\')"',
+      'printf 333 > "/names/$(printf \'\\377\\376.bin\')"',
+    ].join(' && ');
+    expect((await execIn(cluster, NS, sandbox, ['sh', '-c', write])).exit_code).toBe(0);
+    const LIST = 'cd /names && for f in *; do echo "$f=$(cat "$f")"; done | busybox od -An -tx1 | busybox tr -d " \\n"';
+    const names = async (id: string): Promise<string[]> => {
+      const out = await execIn(cluster, NS, id, ['sh', '-c', LIST]);
+      expect(out.exit_code, String(out.stderr)).toBe(0);
+      return Buffer.from(String(out.stdout), 'hex').toString('latin1').split('\n').filter((l) => l !== '').sort();
+    };
+    const expected = ['caf\xe8.txt=22', 'caf\xe9.txt=1', '\xff\xfe.bin=333'].sort();
+    expect(await names(sandbox)).toEqual(expected);
+
+    const snap = await cluster.api('POST', `${NS}/sandboxes/${sandbox}/snapshots`, {});
+    const snapId = String(obj(snap.body).snapshot_id);
+    const indexed = await waitSnapshot(cluster, NS, snapId, (s) => s.clip_index_ref !== null || s.clip_error !== null || s.status === 'failed', 'indexed');
+    expect(indexed.clip_error).toBeNull();
+    for (const [executor, mode] of [['B', 'lazy'], ['B', 'eager']] as const) {
+      const restore = await cluster.api('POST', `${NS}/snapshots/${snapId}/restore`, { executor_id: executor, mode, command: ['sh'] });
+      expect(restore.status, JSON.stringify(restore.body)).toBe(202);
+      const restored = String(obj(restore.body).sandbox_id);
+      expect((await waitSandbox(cluster, NS, restored, ['running'])).restore_mode).toBe(mode);
+      expect(await names(restored), mode).toEqual(expected);
+      await cluster.api('DELETE', `${NS}/sandboxes/${restored}`);
+    }
+  });
 });

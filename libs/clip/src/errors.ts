@@ -1,3 +1,5 @@
+import { displayName } from './names';
+
 /**
  * Errors raised by clip. Filesystem-shaped failures carry an errno-like `code`
  * (a FUSE layer maps them 1:1); everything else carries a stable clip code.
@@ -47,6 +49,7 @@ export class ClipError extends Error {
   }
 }
 
+/** `path` is a byte string (names.ts); the message shows it as text, `details.path` keeps the bytes. */
 export function fsError(code: FsErrorCode, path: string, what?: string): ClipError {
   const text: Record<FsErrorCode, string> = {
     ENOENT: 'no such file or directory',
@@ -57,7 +60,7 @@ export function fsError(code: FsErrorCode, path: string, what?: string): ClipErr
     EIO: 'input/output error',
     ENODATA: 'no such attribute',
   };
-  return new ClipError(code, `${code}: ${what ?? text[code]}, '${path}'`, { path });
+  return new ClipError(code, `${code}: ${what ?? text[code]}, '${displayName(path)}'`, { path });
 }
 
 export function isClipError(err: unknown, code?: ClipErrorCode): err is ClipError {

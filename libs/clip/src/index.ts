@@ -1,8 +1,10 @@
 // clip v2: index-only archives of OCI images, gzip checkpoints, lazy reads.
 export { ClipError, ERRNO, fsError, isClipError } from './errors';
 export type { ClipErrorCode, FsErrorCode } from './errors';
+export { displayName, isByteString, nameBytes, nameFromBytes, nameFromText } from './names';
 export { TarParser } from './tar/parser';
-export type { TarEntry, TarEntryType, TarTime } from './tar/parser';
+export type { TarEntry, TarEntryType, TarHeader, TarTime } from './tar/parser';
+export { END_OF_ARCHIVE, encodeHeader, padding } from './tar/writer';
 export { GzipIndexer } from './gzip/indexer';
 export type { Checkpoint, GzipIndexerOptions } from './gzip/indexer';
 export { inflateFromCheckpoint } from './gzip/realign';

@@ -40,8 +40,8 @@ export class RegistryLayerSource implements LayerSource {
     readonly repository: string,
   ) {}
 
-  readRange(digest: string, start: number, endInclusive: number): Promise<Buffer> {
-    return this.client.getBlobRange(this.repository, digest, start, endInclusive);
+  readRange(digest: string, start: number, endInclusive: number, blobSize?: number): Promise<Buffer> {
+    return this.client.getBlobRange(this.repository, digest, start, endInclusive, blobSize === undefined ? {} : { blobSize });
   }
 
   async openStream(digest: string): Promise<AsyncIterable<Buffer>> {

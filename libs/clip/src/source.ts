@@ -4,8 +4,11 @@
  * or a cluster content cache can provide their own.
  */
 export interface LayerSource {
-  /** bytes [start, endInclusive] of the blob `digest` (one request) */
-  readRange(digest: string, start: number, endInclusive: number): Promise<Buffer>;
+  /**
+   * bytes [start, endInclusive] of the blob `digest` (one request); `blobSize` (from the index)
+   * lets a source check that an answer is what it claims to be
+   */
+  readRange(digest: string, start: number, endInclusive: number, blobSize?: number): Promise<Buffer>;
   /** the whole blob, from its first byte */
   openStream(digest: string): Promise<AsyncIterable<Buffer>>;
 }
@@ -45,8 +48,8 @@ export class FallbackLayerSource implements LayerSource {
     if (tiers.length === 0) throw new Error('FallbackLayerSource needs at least one source');
   }
 
-  readRange(digest: string, start: number, endInclusive: number): Promise<Buffer> {
-    return this.first((s) => s.readRange(digest, start, endInclusive));
+  readRange(digest: string, start: number, endInclusive: number, blobSize?: number): Promise<Buffer> {
+    return this.first((s) => s.readRange(digest, start, endInclusive, blobSize));
   }
 
   openStream(digest: string): Promise<AsyncIterable<Buffer>> {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { mixedData } from './testing/data';
 import { buildImage, type TestCompression } from './testing/fixtures';
@@ -32,4 +33,30 @@ describe('verifyIndex', () => {
       code: expect.stringMatching(/SPAN_CORRUPT|GZIP_CORRUPT|DIGEST_MISMATCH/),
     });
   });
+});
+
+// Issue 8 item 5: a normal layer next to an empty one, made by real tools — a zero-byte
+// uncompressed layer, `gzip` of an empty file, and GNU `tar -cf x.tar -T /dev/null` (only end
+// blocks) — indexes, reads and verifies.
+describe('verifyIndex with empty layers', () => {
+  const normal = writeTar([{ name: 'a.bin', data: mixedData(700_000, 3) }, { name: 'b.txt', data: 'hello' }]);
+  const endBlocksOnly = execFileSync('tar', ['-cf', '-', '-T', '/dev/null']);
+  const cases: Array<[string, Buffer, TestCompression]> = [
+    ['a zero-byte uncompressed layer', Buffer.alloc(0), 'none'],
+    ['gzip of an empty file', Buffer.alloc(0), 'gzip'],
+    ['a tar of only end blocks (uncompressed)', endBlocksOnly, 'none'],
+    ['a tar of only end blocks (gzip)', endBlocksOnly, 'gzip'],
+    ['a tar of only end blocks (zstd)', endBlocksOnly, 'zstd'],
+    ['a zero-byte zstd layer', Buffer.alloc(0), 'zstd'],
+  ];
+  for (const [what, empty, how] of cases) {
+    it(what, async () => {
+      const img = await buildImage([normal, empty], ['gzip', how], { span: 256 * 1024 });
+      const report = await verifyIndex(img.index, img.source);
+      expect(report.layers.map((l) => l.entries)).toEqual([2, 0]);
+      expect(report.layers[1]?.uncompressedSize).toBe(empty.length);
+      expect(report.bytes).toBe(img.index.imageSize);
+      expect((await img.reader().readFile('/b.txt')).toString()).toBe('hello');
+    });
+  }
 });

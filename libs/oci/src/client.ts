@@ -32,6 +32,11 @@ export interface RegistryClientOptions {
   chunkSize?: number;
   /** Clock for token expiry, injectable for tests. */
   now?: () => number;
+  /**
+   * Hears about registries that work but misbehave (e.g. ignore Range), once per kind per
+   * client. Default: `process.emitWarning` (stderr).
+   */
+  onWarning?: (message: string) => void;
 }
 
 interface ManifestMeta {
@@ -75,6 +80,8 @@ export class RegistryClient {
   private readonly transport: RegistryTransport;
   private readonly ownDispatcher: Agent | undefined = undefined;
   private readonly chunkSize: number;
+  private readonly onWarning: (message: string) => void;
+  private readonly warned = new Set<string>();
 
   constructor(options: RegistryClientOptions) {
     this.host = options.host;
@@ -104,6 +111,7 @@ export class RegistryClient {
       userAgent,
     });
     this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.onWarning = options.onWarning ?? ((message) => process.emitWarning(message, { code: 'CRYO_REGISTRY' }));
   }
 
   /** Closes the client's own connection pool (not a dispatcher passed in). */
@@ -247,23 +255,39 @@ export class RegistryClient {
     return { stream: verifier, size };
   }
 
-  /** Bytes `start..endInclusive` of a blob (fewer when the blob ends earlier). */
-  async getBlobRange(repository: string, digest: string, start: number, endInclusive: number): Promise<Buffer> {
+  /**
+   * Bytes `start..endInclusive` of a blob (fewer when the blob ends earlier), with one
+   * `Range` request. A server that ignores Range and answers 200 with the whole blob still
+   * works: the body is streamed, the window kept, the rest discarded (reading stops after the
+   * window), and `onWarning` hears about it once per client. An answer that is neither the range
+   * (206) nor the whole blob — e.g. 200 with only the requested part, or a 206 cut short — is a
+   * REGISTRY_BAD_RESPONSE naming the registry, the range asked for and what came back.
+   * `options.blobSize` (when the caller knows it, e.g. from a manifest) lets a 200 be checked to
+   * really be the whole blob.
+   */
+  async getBlobRange(repository: string, digest: string, start: number, endInclusive: number, options: { blobSize?: number } = {}): Promise<Buffer> {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(endInclusive) || start < 0 || endInclusive < start) {
       throw new RangeError(`invalid byte range ${start}-${endInclusive}`);
     }
     const subject = blobSubject(repository, digest);
     const response = await this.getResource('GET', repository, 'blobs', digest, { range: `bytes=${start}-${endInclusive}` });
     const wanted = endInclusive - start + 1;
+    const asked = `a range request for bytes ${start}-${endInclusive} of ${subject.what}`;
     if (response.status === 206) {
       const range = parseContentRange(headerValue(response.headers, 'content-range'));
       if (range !== undefined && range.start !== start) {
         await discard(response);
         throw this.transport.badResponse(`answered range ${start}-${endInclusive} of ${subject.what} from offset ${range.start}`, 206);
       }
-      return readBody(response, wanted, subject.what, this.host);
+      const body = await readBody(response, wanted, subject.what, this.host);
+      // Fewer bytes than asked are fine only where the blob ends.
+      const blobEnd = range?.size ?? options.blobSize;
+      if (body.length < wanted && blobEnd !== undefined && start + body.length < blobEnd) {
+        throw this.transport.badResponse(`answered ${asked} with ${body.length} bytes (HTTP 206), but the blob has ${blobEnd} bytes`, 206);
+      }
+      return body;
     }
-    if (response.status === 200) return sliceFullBody(response, start, wanted, subject.what, this.host);
+    if (response.status === 200) return this.rangeOfWholeBlob(response, start, wanted, asked, options.blobSize);
     if (response.status === 416) {
       const range = parseContentRange(headerValue(response.headers, 'content-range'));
       await discard(response);
@@ -271,6 +295,59 @@ export class RegistryClient {
       throw this.transport.badResponse(`cannot serve bytes ${start}-${endInclusive} of ${subject.what}${size} (HTTP 416)`, 416);
     }
     throw await this.transport.failure(response, subject, 'a blob range read');
+  }
+
+  /** A 200 to a range request must be the whole blob: keep the window, discard the rest, stop reading after it. */
+  private async rangeOfWholeBlob(response: RegistryResponse, start: number, wanted: number, asked: string, blobSize: number | undefined): Promise<Buffer> {
+    const declared = Number(headerValue(response.headers, 'content-length'));
+    const length = Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined;
+    const contentRange = headerValue(response.headers, 'content-range');
+    const bytes = length === undefined ? 'a body of unknown length' : `${length} bytes`;
+    if (contentRange !== undefined || (length !== undefined && blobSize !== undefined && length !== blobSize)) {
+      await discard(response);
+      const what = contentRange !== undefined ? ` and Content-Range "${contentRange}"` : `, but the blob has ${blobSize} bytes`;
+      throw this.transport.badResponse(
+        `answered 200 to ${asked} with ${bytes}${what}: a partial answer must be 206, a 200 must be the whole blob (is a proxy between cryo and the registry rewriting answers?)`,
+        200,
+      );
+    }
+    const out = Buffer.alloc(wanted);
+    let filled = 0;
+    let offset = 0;
+    try {
+      for await (const piece of response.body) {
+        const chunk = Buffer.isBuffer(piece) ? piece : Buffer.from(String(piece));
+        const from = Math.max(start - offset, 0);
+        const to = Math.min(chunk.length, start + wanted - offset);
+        if (to > from) filled += chunk.copy(out, filled, from, to);
+        offset += chunk.length;
+        if (filled === wanted) break;
+      }
+    } catch (error) {
+      throw new RegistryError('REGISTRY_UNREACHABLE', `registry ${this.host} is unreachable: connection lost while reading the answer to ${asked}`, {
+        host: this.host,
+        cause: error,
+      });
+    } finally {
+      response.body.destroy();
+    }
+    const ended = filled < wanted; // the body ended before the window did
+    const total = ended ? offset : length;
+    if (offset <= start || (ended && blobSize !== undefined && offset < blobSize) || (ended && length !== undefined && offset < length)) {
+      throw this.transport.badResponse(`answered 200 to ${asked} with ${offset} bytes${length !== undefined ? ` (Content-Length ${length})` : ''}`, 200);
+    }
+    this.warnOnce(
+      'range-ignored',
+      `registry ${this.host} ignores Range: it answered 200 with the whole blob (${total === undefined ? 'length not given' : `${total} bytes`}) to ${asked}; ` +
+        'the bytes needed are kept and the rest discarded, but every read downloads the blob up to its end',
+    );
+    return out.subarray(0, filled);
+  }
+
+  private warnOnce(kind: string, message: string): void {
+    if (this.warned.has(kind)) return;
+    this.warned.add(kind);
+    this.onWarning(message);
   }
 
   /** Uploads a blob whose digest the caller knows; a stream goes up in chunks. */
@@ -424,34 +501,6 @@ function parseContentRange(value: string | undefined): { start: number; end: num
   const size = match[3] === undefined || match[3] === '*' ? undefined : Number(match[3]);
   if (match[1] === undefined || match[2] === undefined) return { start: -1, end: undefined, size };
   return { start: Number(match[1]), end: Number(match[2]), size };
-}
-
-/** A server that ignored Range sent the whole blob: keep only the window, stop reading after it. */
-async function sliceFullBody(response: RegistryResponse, start: number, length: number, what: string, host: string): Promise<Buffer> {
-  const out = Buffer.alloc(length);
-  let filled = 0;
-  let offset = 0;
-  try {
-    for await (const piece of response.body) {
-      const chunk = Buffer.isBuffer(piece) ? piece : Buffer.from(String(piece));
-      const from = Math.max(start - offset, 0);
-      const to = Math.min(chunk.length, start + length - offset);
-      if (to > from) filled += chunk.copy(out, filled, from, to);
-      offset += chunk.length;
-      if (filled === length) break;
-    }
-  } catch (error) {
-    throw new RegistryError('REGISTRY_UNREACHABLE', `registry ${host} is unreachable: connection lost while reading ${what}`, { host, cause: error });
-  } finally {
-    response.body.destroy();
-  }
-  if (offset <= start) {
-    throw new RegistryError('REGISTRY_BAD_RESPONSE', `registry ${host} cannot serve bytes from ${start} of ${what} (its size is ${offset})`, {
-      host,
-      status: response.status,
-    });
-  }
-  return out.subarray(0, filled);
 }
 
 function parseTagList(body: Buffer, invalid: () => RegistryError): string[] {

@@ -32,6 +32,8 @@ let tokenRealm: string;
 let tokenRequests: URL[] = [];
 let storageAuthorization: (string | undefined)[] = [];
 let registryLog: string[] = [];
+/** How the blob storage answers a Range request. */
+let storageMode: 'whole' | 'partial-200' | 'partial-200-no-header' | 'short-206' = 'whole';
 
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
@@ -116,9 +118,24 @@ beforeAll(async () => {
   tokenRealm = `http://127.0.0.1:${await listen(tokenServer)}/token`;
   storageServer = createServer((req, res) => {
     storageAuthorization.push(req.headers.authorization);
-    // Object storage that ignores Range and sends the whole blob.
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(BLOB.length) });
-    res.end(BLOB);
+    const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    const [start, end] = range ? [Number(range[1]), Math.min(Number(range[2]), BLOB.length - 1)] : [0, BLOB.length - 1];
+    const part = BLOB.subarray(start, end + 1);
+    if (storageMode === 'whole' || !range) {
+      // Object storage that ignores Range and sends the whole blob.
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(BLOB.length) });
+      res.end(BLOB);
+    } else if (storageMode === 'short-206') {
+      const cut = part.subarray(0, Math.max(1, part.length - 3));
+      res.writeHead(206, { 'content-length': String(cut.length), 'content-range': `bytes ${start}-${start + cut.length - 1}/${BLOB.length}` });
+      res.end(cut);
+    } else {
+      // A proxy that answers with the requested part but status 200.
+      const headers: Record<string, string> = { 'content-length': String(part.length) };
+      if (storageMode === 'partial-200') headers['content-range'] = `bytes ${start}-${end}/${BLOB.length}`;
+      res.writeHead(200, headers);
+      res.end(part);
+    }
   });
   storagePort = await listen(storageServer);
   registryServer = createServer(registryHandler);
@@ -168,10 +185,48 @@ describe('RegistryClient protocol details', () => {
     expect(storageAuthorization).toEqual([undefined]);
   });
 
-  it('slices a range out of a full 200 answer from a server that ignores Range', async () => {
-    expect((await client.getBlobRange('app', BLOB_DIGEST, 10, 15)).toString()).toBe('abcdef');
-    expect((await client.getBlobRange('app', BLOB_DIGEST, 30, 99)).toString()).toBe('uvwxyz');
-    await expect(client.getBlobRange('app', BLOB_DIGEST, 36, 40)).rejects.toMatchObject({ code: 'REGISTRY_BAD_RESPONSE' });
+  it('slices a range out of a full 200 answer from a server that ignores Range, and warns once', async () => {
+    const warnings: string[] = [];
+    const warned = new RegistryClient({ host: registryHost, insecure: true, credentials: { username: 'u', password: 'p' }, onWarning: (m) => warnings.push(m) });
+    try {
+      expect((await warned.getBlobRange('app', BLOB_DIGEST, 10, 15)).toString()).toBe('abcdef');
+      expect((await warned.getBlobRange('app', BLOB_DIGEST, 30, 99)).toString()).toBe('uvwxyz');
+      expect((await warned.getBlobRange('app', BLOB_DIGEST, 0, 3, { blobSize: BLOB.length })).toString()).toBe('0123');
+      await expect(warned.getBlobRange('app', BLOB_DIGEST, 36, 40)).rejects.toMatchObject({ code: 'REGISTRY_BAD_RESPONSE' });
+      expect(warnings).toEqual([
+        `registry ${registryHost} ignores Range: it answered 200 with the whole blob (36 bytes) to a range request for bytes 10-15 of blob ${BLOB_DIGEST} of app; ` +
+          'the bytes needed are kept and the rest discarded, but every read downloads the blob up to its end',
+      ]);
+    } finally {
+      await warned.close();
+    }
+  });
+
+  it('a 200 with only the requested part, or a 206 cut short, is a clear error naming the registry and what it did', async () => {
+    try {
+      storageMode = 'partial-200';
+      await expect(client.getBlobRange('app', BLOB_DIGEST, 10, 15)).rejects.toMatchObject({
+        code: 'REGISTRY_BAD_RESPONSE',
+        message: expect.stringContaining(
+          `registry ${registryHost} answered 200 to a range request for bytes 10-15 of blob ${BLOB_DIGEST} of app with 6 bytes and Content-Range "bytes 10-15/36"`,
+        ),
+      });
+      storageMode = 'partial-200-no-header';
+      // the size of the blob (from its descriptor) tells the part from the whole
+      await expect(client.getBlobRange('app', BLOB_DIGEST, 0, 5, { blobSize: BLOB.length })).rejects.toMatchObject({
+        message: expect.stringContaining(`answered 200 to a range request for bytes 0-5 of blob ${BLOB_DIGEST} of app with 6 bytes, but the blob has 36 bytes`),
+      });
+      // without it, a part that starts past what came back is still caught
+      await expect(client.getBlobRange('app', BLOB_DIGEST, 20, 29)).rejects.toMatchObject({
+        message: `registry ${registryHost} answered 200 to a range request for bytes 20-29 of blob ${BLOB_DIGEST} of app with 10 bytes (Content-Length 10)`,
+      });
+      storageMode = 'short-206';
+      await expect(client.getBlobRange('app', BLOB_DIGEST, 10, 19)).rejects.toMatchObject({
+        message: `registry ${registryHost} answered a range request for bytes 10-19 of blob ${BLOB_DIGEST} of app with 7 bytes (HTTP 206), but the blob has 36 bytes`,
+      });
+    } finally {
+      storageMode = 'whole';
+    }
   });
 
   it('infers the media type of a manifest served as application/json', async () => {
@@ -225,5 +280,108 @@ describe('RegistryTransport', () => {
     expect(make('index.docker.io').baseUrl.href).toBe('https://registry-1.docker.io/');
     expect(make('127.0.0.1:5001').baseUrl.href).toBe('https://127.0.0.1:5001/');
     await dispatcher.close();
+  });
+});
+
+// Issue 8 item 4: credentials that expire under a long-lived client. ECR answers 403
+// `DENIED: Your authorization token has expired` where other registries answer 401.
+describe('403 for expired credentials', () => {
+  let server: Server;
+  let host = '';
+  let scheme: 'basic' | 'bearer' = 'basic';
+  let password = 'secret-1';
+  const revoked = new Set<string>();
+  let tokensIssued = 0;
+  let answers: number[] = [];
+  const EXPIRED = { errors: [{ code: 'DENIED', message: 'Your authorization token has expired. Reauthenticate and try again.' }] };
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://registry');
+      const auth = req.headers.authorization ?? '';
+      const answer = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+        answers.push(status);
+        json(res, status, body, headers);
+      };
+      if (url.pathname === '/token') {
+        if (auth !== `Basic ${Buffer.from(`u:${password}`).toString('base64')}`) return json(res, 401, {});
+        return json(res, 200, { token: `tok-${++tokensIssued}`, expires_in: 3600 });
+      }
+      if (auth === '') {
+        const challenge = scheme === 'basic' ? 'Basic realm="ecr-like"' : `Bearer realm="http://${host}/token",service="ecr-like"`;
+        return answer(401, { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }, { 'www-authenticate': challenge });
+      }
+      const ok = scheme === 'basic' ? auth === `Basic ${Buffer.from(`u:${password}`).toString('base64')}` : auth.startsWith('Bearer tok-') && !revoked.has(auth.slice(7));
+      if (!ok) return answer(403, EXPIRED);
+      answer(200, { schemaVersion: 2, config: { mediaType: MediaType.OciConfig, digest: BLOB_DIGEST, size: BLOB.length }, layers: [] });
+    });
+    host = `127.0.0.1:${await listen(server)}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  beforeEach(() => {
+    answers = [];
+    tokensIssued = 0;
+    revoked.clear();
+    password = 'secret-1';
+  });
+
+  const make = (pass: string): RegistryClient => new RegistryClient({ host, insecure: true, credentials: { username: 'u', password: pass } });
+
+  it('Bearer: a 403 on a token that worked before fetches a fresh token and retries once', async () => {
+    scheme = 'bearer';
+    const c = make('secret-1');
+    try {
+      await c.getManifest('app', 'v1');
+      revoked.add('tok-1');
+      const started = Date.now();
+      await expect(c.getManifest('app', 'v1')).resolves.toMatchObject({ kind: 'manifest' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(200); // the retry waited
+      expect(tokensIssued).toBe(2);
+      expect(answers).toEqual([401, 200, 403, 200]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('Basic: a 403 on credentials that worked before is REGISTRY_UNAUTHORIZED (resolve them again), not REGISTRY_DENIED', async () => {
+    scheme = 'basic';
+    const c = make('secret-1');
+    try {
+      await c.getManifest('app', 'v1');
+      password = 'secret-2'; // the credential helper's secret rotated
+      await expect(c.getManifest('app', 'v1')).rejects.toMatchObject({
+        code: 'REGISTRY_UNAUTHORIZED',
+        status: 403,
+        registryCode: 'DENIED',
+        message: `registry ${host} answered HTTP 403 DENIED: Your authorization token has expired. Reauthenticate and try again. to credentials for user u that it accepted before: they have expired or were revoked (resolve them again: credential helper, config, token)`,
+      });
+      // a client with the new secret reads again
+      const fresh = make('secret-2');
+      await expect(fresh.getManifest('app', 'v1')).resolves.toMatchObject({ kind: 'manifest' });
+      await fresh.close();
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a 403 on credentials that never worked is a clear REGISTRY_DENIED, without retries', async () => {
+    for (const s of ['basic', 'bearer'] as const) {
+      scheme = s;
+      answers = [];
+      const c = make(s === 'basic' ? 'wrong' : 'secret-1');
+      if (s === 'bearer') revoked.add('tok-1').add('tok-2').add('tok-3');
+      try {
+        await expect(c.getManifest('app', 'v1')).rejects.toMatchObject({
+          code: 'REGISTRY_DENIED',
+          message: `registry ${host} denied user u access to app (HTTP 403 DENIED: Your authorization token has expired. Reauthenticate and try again.)`,
+        });
+        expect(answers).toEqual([401, 403]);
+      } finally {
+        await c.close();
+      }
+    }
   });
 });

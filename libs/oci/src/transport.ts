@@ -45,11 +45,19 @@ const MAX_REDIRECTS = 5;
 // Connection resets of a reused keep-alive socket are retried once for idempotent requests.
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE']);
 const IDEMPOTENT = new Set<HttpMethod>(['GET', 'HEAD', 'PUT', 'DELETE']);
+/** Pause before retrying a request whose credentials expired (a fresh token just fetched). */
+export const EXPIRED_RETRY_DELAY_MS = 250;
+
+/** A Readable body cannot be sent twice. */
+function replayable(options: SendOptions): boolean {
+  return options.body === undefined || Buffer.isBuffer(options.body);
+}
 
 /**
- * HTTP to one registry: base URL, authorization with one retry after a 401 challenge,
- * redirects (Authorization dropped when the host changes), and failures mapped to
- * RegistryError codes with messages that name the registry and never a secret.
+ * HTTP to one registry: base URL, authorization with one retry after a 401 challenge (or a 403
+ * on credentials that worked before: expired), redirects (Authorization dropped when the host
+ * changes), and failures mapped to RegistryError codes with messages that name the registry and
+ * never a secret.
  */
 export class RegistryTransport {
   readonly host: string;
@@ -71,10 +79,13 @@ export class RegistryTransport {
   async send(options: SendOptions): Promise<RegistryResponse> {
     const authorization = await this.authenticator.authorize(options.scope);
     const first = await this.exchange(options, authorization);
-    if (first.status !== 401) return first;
+    if (first.status === 403 && authorization !== undefined && this.authenticator.acceptedBefore(options.scope)) {
+      return this.afterExpiry(options, first, authorization);
+    }
+    if (first.status !== 401) return this.accepted(options, first, authorization);
     const challenge = headerValue(first.headers, 'www-authenticate');
     await discard(first);
-    if (challenge === undefined || (options.body !== undefined && !Buffer.isBuffer(options.body))) {
+    if (challenge === undefined || !replayable(options)) {
       throw this.unauthorized(first.status);
     }
     const retry = await this.authenticator.onChallenge(challenge, options.scope, authorization);
@@ -84,7 +95,41 @@ export class RegistryTransport {
       await discard(second);
       throw this.unauthorized(second.status);
     }
-    return second;
+    return this.accepted(options, second, retry);
+  }
+
+  /** Notes credentials the registry let through (any answer but 401/403/5xx), for `afterExpiry`. */
+  private accepted(options: SendOptions, response: RegistryResponse, authorization: string | undefined): RegistryResponse {
+    const status = response.status;
+    if (authorization !== undefined && status !== 401 && status !== 403 && status < 500) this.authenticator.noteAccepted(options.scope);
+    return response;
+  }
+
+  /**
+   * A 403 on credentials the registry accepted before for this scope: they expired or were
+   * revoked (ECR answers `403 DENIED: Your authorization token has expired`, not 401). Treated
+   * like a 401: a fresh token when there is one to fetch, one retry after a short pause, and
+   * otherwise REGISTRY_UNAUTHORIZED — what makes a caller that can resolve credentials again (a
+   * credential helper, a config file) do so and retry. A 403 on credentials that never worked
+   * stays REGISTRY_DENIED (`failure`).
+   */
+  private async afterExpiry(options: SendOptions, first: RegistryResponse, authorization: string): Promise<RegistryResponse> {
+    const detail = await registryErrorDetail(first);
+    if (replayable(options)) {
+      const retry = await this.authenticator.onExpired(options.scope, authorization);
+      if (retry !== undefined && retry !== authorization) {
+        await sleep(EXPIRED_RETRY_DELAY_MS);
+        const second = await this.exchange(options, retry);
+        if (second.status !== 401 && second.status !== 403) return this.accepted(options, second, retry);
+        await discard(second);
+      }
+    }
+    throw new RegistryError(
+      'REGISTRY_UNAUTHORIZED',
+      `registry ${this.host} answered HTTP 403${detail.text ? ` ${detail.text}` : ''} to credentials for ${this.authenticator.user} that it accepted before: ` +
+        'they have expired or were revoked (resolve them again: credential helper, config, token)',
+      { host: this.host, status: 403, registryCode: detail.code },
+    );
   }
 
   /** The error for a response that is not what the caller expected. Consumes the body. */
@@ -159,7 +204,6 @@ export class RegistryTransport {
   }
 
   private async once(url: URL, options: SendOptions, headers: Record<string, string>): Promise<RegistryResponse> {
-    const replayable = options.body === undefined || Buffer.isBuffer(options.body);
     for (let attempt = 1; ; attempt++) {
       try {
         const response = await request(url, {
@@ -171,7 +215,7 @@ export class RegistryTransport {
         return { status: response.statusCode, headers: response.headers, body: response.body, url };
       } catch (error) {
         const code = networkErrorCode(error);
-        if (attempt === 1 && replayable && IDEMPOTENT.has(options.method) && code !== undefined && RETRYABLE_CODES.has(code)) {
+        if (attempt === 1 && replayable(options) && IDEMPOTENT.has(options.method) && code !== undefined && RETRYABLE_CODES.has(code)) {
           await sleep(50);
           continue;
         }

@@ -60,6 +60,8 @@ export class RegistryAuthenticator {
   private scheme: Scheme | undefined;
   private readonly tokens = new Map<string, CachedToken>();
   private readonly inflight = new Map<string, Promise<CachedToken>>();
+  /** scope keys for which the registry has accepted these credentials */
+  private readonly accepted = new Set<string>();
 
   constructor(options: RegistryAuthenticatorOptions) {
     this.host = options.host;
@@ -138,6 +140,39 @@ export class RegistryAuthenticator {
       return this.basicHeader();
     }
     return undefined;
+  }
+
+  /** Records that the registry accepted this authenticator's authorization for `scope`. */
+  noteAccepted(scope: string | readonly string[]): void {
+    this.accepted.add(normalizeScopes(scope).join(' '));
+  }
+
+  /**
+   * Whether the registry accepted these credentials for `scope` before. A 403 then means they
+   * expired or were revoked (ECR: `DENIED: Your authorization token has expired`), not that they
+   * never allowed the access.
+   */
+  acceptedBefore(scope: string | readonly string[]): boolean {
+    return this.accepted.has(normalizeScopes(scope).join(' '));
+  }
+
+  /**
+   * After a 403 on credentials that worked before: an Authorization value to retry with — a
+   * freshly fetched Bearer token (the cached one is dropped) — or undefined when nothing fresher
+   * can be had here (Basic credentials: only resolving them again helps). `rejected` is the value
+   * the 403 answered; when another caller already replaced it, the replacement is returned.
+   */
+  async onExpired(scope: string | readonly string[], rejected: string): Promise<string | undefined> {
+    const scheme = this.scheme;
+    if (scheme?.kind !== 'bearer') return undefined;
+    const scopes = normalizeScopes(scope);
+    const key = scopes.join(' ');
+    const cached = this.tokens.get(key);
+    if (cached && cached.header !== rejected && this.now() < cached.expiresAt) return cached.header;
+    const pending = this.inflight.get(key);
+    if (pending) return (await pending).header;
+    this.tokens.delete(key);
+    return (await this.fetchShared(scheme, key, scopes)).header;
   }
 
   /** Forgets cached tokens (e.g. after credentials changed on the registry side). */

@@ -95,6 +95,7 @@ export function infoText(index: ClipIndex): string {
     `Span:           ${humanBytes(index.build.span)}`,
     `Image size:     ${humanBytes(index.imageSize)} compressed, ${humanBytes(uncompressed)} uncompressed`,
     `Index size:     ${humanBytes(index.fileSize)} (${pct.toFixed(2)} % of the compressed image)`,
+    `Index format:   version ${index.formatVersion}${index.formatVersion < 2 ? ' (names stored as UTF-8: rebuild it if the image has names that are not UTF-8)' : ''}`,
     `Layers:`,
   ];
   for (const [i, l] of index.layers.entries()) {

@@ -14,6 +14,8 @@ import {
   S_IFLNK,
   S_IFMT,
   buildIndex,
+  displayName,
+  nameFromText,
   parsePlatform,
   registryClient,
   verifyIndex,
@@ -75,6 +77,14 @@ function jsonWanted(cmd: Command): boolean {
 
 function out(s: string): void {
   process.stdout.write(s);
+}
+
+/**
+ * Text holding file names, which are byte strings (@cryo/clip's names.ts): written as their
+ * bytes, as ls(1) does, so a name that is not UTF-8 reaches stdout exactly as it is in the image.
+ */
+function outNames(s: string): void {
+  process.stdout.write(Buffer.from(s, 'latin1'));
 }
 
 function statJson(st: ClipStat): Record<string, unknown> {
@@ -157,7 +167,7 @@ export function registerClipCommands(program: Command): void {
     .description('list a directory of the image (from the index alone)')
     .action(async (file: string, dir: string | undefined, _opts: unknown, cmd: Command) => {
       const reader = new ClipReader(await ClipIndex.load(file));
-      const path = dir ?? '/';
+      const path = nameFromText(dir ?? '/');
       const entries = await reader.readdirEntries(path);
       const rows = await Promise.all(
         entries.map(async (e) => {
@@ -168,24 +178,27 @@ export function registerClipCommands(program: Command): void {
         }),
       );
       if (jsonWanted(cmd)) {
-        out(JSON.stringify(rows.map((r) => ({ name: r.name, ...statJson(r.st), ...(r.target !== undefined ? { target: r.target } : {}) }))) + '\n');
+        const json = rows.map((r) => ({ name: displayName(r.name), ...statJson(r.st), ...(r.target !== undefined ? { target: displayName(r.target) } : {}) }));
+        out(JSON.stringify(json) + '\n');
       } else {
-        out(rows.map((r) => lsLine(r.name, r.st, r.target)).join('\n') + (rows.length ? '\n' : ''));
+        outNames(rows.map((r) => lsLine(r.name, r.st, r.target)).join('\n') + (rows.length ? '\n' : ''));
       }
     });
 
   clip
     .command('stat <file> <path>')
     .description('metadata of one path in the image (symlinks not followed)')
-    .action(async (file: string, path: string, _opts: unknown, cmd: Command) => {
+    .action(async (file: string, pathText: string, _opts: unknown, cmd: Command) => {
       const reader = new ClipReader(await ClipIndex.load(file));
+      const path = nameFromText(pathText);
       const st = await reader.stat(path);
       const target = (st.mode & S_IFMT) === S_IFLNK ? await reader.readlink(path) : undefined;
       const xattrs = await reader.listxattr(path);
       if (jsonWanted(cmd)) {
-        out(JSON.stringify({ path, ...statJson(st), ...(target !== undefined ? { target } : {}), xattrs }) + '\n');
+        const json = { path: pathText, ...statJson(st), ...(target !== undefined ? { target: displayName(target) } : {}), xattrs: xattrs.map(displayName) };
+        out(JSON.stringify(json) + '\n');
       } else {
-        out(statText(path, st, target, xattrs));
+        outNames(statText(path, st, target, xattrs));
       }
     });
 
@@ -196,7 +209,8 @@ export function registerClipCommands(program: Command): void {
       .option('--stats', 'print on stderr, as JSON, the bytes and requests fetched from the registry')
       .option('--cache-dir <dir>', 'host cache of layer spans (default $CRYO_CLIP_CACHE or ~/.cache/cryo/clip)')
       .option('--no-cache', 'do not use the disk cache'),
-  ).action(async (file: string, path: string, opts: RegistryFlags & { stats?: boolean; cacheDir?: string; cache: boolean }) => {
+  ).action(async (file: string, pathText: string, opts: RegistryFlags & { stats?: boolean; cacheDir?: string; cache: boolean }) => {
+    const path = nameFromText(pathText);
     const index = await ClipIndex.load(file);
     const source = await registrySource(index, opts);
     try {
@@ -225,6 +239,7 @@ export function registerClipCommands(program: Command): void {
             image: index.image,
             build: index.build,
             inodes: index.inodeCount,
+            index_format: index.formatVersion,
             index_bytes: index.fileSize,
             image_bytes: index.imageSize,
             index_percent: (100 * index.fileSize) / Math.max(1, index.imageSize),

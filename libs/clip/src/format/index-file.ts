@@ -2,6 +2,8 @@
  * Read side of the index file. Loading inflates the metadata once and keeps
  * the inode, dirent and xattr tables as flat buffers: nothing is decoded per
  * file until it is looked up, so opening a 50k-file index takes milliseconds.
+ *
+ * Paths, names and link targets in and out are byte strings (../names.ts).
  */
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
@@ -10,6 +12,7 @@ import { ClipError, fsError } from '../errors';
 import type { TarTime } from '../tar/parser';
 import { ByteReader } from './bytes';
 import * as L from './layout';
+import { isByteString, nameBytes, nameFromText } from '../names';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo, type SpanInfo } from './types';
 
 export interface ClipStat {
@@ -75,6 +78,8 @@ export class ClipIndex {
   readonly layers: LayerInfo[];
   /** size of the index file in bytes */
   readonly fileSize: number;
+  /** version of the file format (2: names stored as bytes; 1: names stored as UTF-8, see layout.ts) */
+  readonly formatVersion: number;
   readonly inodeCount: number;
   private readonly pool: Buffer;
   private readonly inodes: Buffer;
@@ -87,9 +92,14 @@ export class ClipIndex {
       throw new ClipError('INDEX_CORRUPT', `${what} is not a clip index (bad magic)`);
     }
     const version = file.readUInt32LE(8);
-    if (version !== L.VERSION) {
-      throw new ClipError('INDEX_VERSION', `${what}: clip index version ${version} is not supported (this build reads ${L.VERSION})`);
+    if (!L.READABLE_VERSIONS.includes(version)) {
+      throw new ClipError(
+        'INDEX_VERSION',
+        `${what}: clip index version ${version} is not supported (this build reads versions ${L.READABLE_VERSIONS.join(' and ')}); ` +
+          'rebuild the index with this build (cryo clip index)',
+      );
     }
+    this.formatVersion = version;
     const headerLen = file.readUInt32LE(12);
     const metaLen = file.readDoubleLE(16);
     const rawLen = file.readDoubleLE(24);
@@ -228,7 +238,7 @@ export class ClipIndex {
     const o = this.checkId(id);
     const off = this.inodes.readUInt32LE(o + L.I_LINK);
     const len = this.inodes.readUInt32LE(o + L.I_LINK + 4);
-    return this.pool.toString('utf8', off, off + len);
+    return this.pool.toString('latin1', off, off + len);
   }
 
   fileData(id: number): FileData | undefined {
@@ -254,7 +264,7 @@ export class ClipIndex {
     const [first, count] = this.childRange(id);
     const out: Array<{ name: string; id: number }> = [];
     for (let i = first; i < first + count; i++) {
-      out.push({ name: this.direntName(i).toString('utf8'), id: this.dirents.readUInt32LE(i * L.DIRENT_SIZE + 8) });
+      out.push({ name: this.direntName(i).toString('latin1'), id: this.dirents.readUInt32LE(i * L.DIRENT_SIZE + 8) });
     }
     return out;
   }
@@ -283,7 +293,7 @@ export class ClipIndex {
       const koff = this.xattrTable.readUInt32LE(x);
       const voff = this.xattrTable.readUInt32LE(x + 8);
       out.set(
-        this.pool.toString('utf8', koff, koff + this.xattrTable.readUInt32LE(x + 4)),
+        this.pool.toString('latin1', koff, koff + this.xattrTable.readUInt32LE(x + 4)),
         Buffer.from(this.pool.subarray(voff, voff + this.xattrTable.readUInt32LE(x + 12))),
       );
     }
@@ -301,6 +311,9 @@ export class ClipIndex {
 
   /** resolve, also returning the canonical path (symlinks in it resolved) */
   resolvePath(path: string, followLast = false): { id: number; path: string } {
+    if (!isByteString(path)) {
+      throw fsError('EINVAL', nameFromText(path), 'a path must be a byte string (convert text with nameFromText)');
+    }
     const todo = path.split('/').filter((p) => p !== '' && p !== '.');
     const ids = [0]; // inode ids from the root to the current directory
     const names: string[] = [];
@@ -316,7 +329,7 @@ export class ClipIndex {
         continue;
       }
       if (!this.isDir(cur)) throw fsError('ENOTDIR', path);
-      const next = this.child(cur, Buffer.from(part, 'utf8'));
+      const next = this.child(cur, nameBytes(part));
       if (next === undefined) throw fsError('ENOENT', path);
       if ((this.mode(next) & S_IFMT) === S_IFLNK && (todo.length > 0 || followLast)) {
         if (++hops > 40) throw fsError('ELOOP', path);

@@ -1,5 +1,5 @@
 /**
- * The clip index file (version 1):
+ * The clip index file (version 2):
  *
  *   header   72 bytes: magic "CLIPIDX\n", u32 version, u32 header length,
  *            f64 meta deflated length, f64 meta raw length, f64 windows length,
@@ -12,9 +12,18 @@
  *
  * Directory children are contiguous in the dirent table and sorted by name
  * bytes: readdir is a slice, lookup a binary search.
+ *
+ * Versions: 2 stores every name, link target and xattr name as the archive's
+ * bytes. Version 1 had the same layout but stored names decoded as UTF-8 and
+ * encoded again, so bytes that are not UTF-8 became U+FFFD (and two such
+ * names could collapse into one). Version 1 files are still read: their names
+ * are exact wherever the image's names are UTF-8, which is all version 1 could
+ * hold.
  */
 export const MAGIC = Buffer.from('CLIPIDX\n', 'latin1');
-export const VERSION = 1;
+export const VERSION = 2;
+/** versions this build reads */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const HEADER_SIZE = 72;
 
 /** inode record */

@@ -1,10 +1,14 @@
-/** Serialises a merged tree plus image and layer metadata into an index file. */
+/**
+ * Serialises a merged tree plus image and layer metadata into an index file. Names, link targets
+ * and xattr names are byte strings and go into the string pool as their bytes.
+ */
 import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
 import type { SpanRecord } from '../build/layer-indexer';
 import type { Inode, TreeNode } from '../tree/merge';
 import { ByteWriter } from './bytes';
 import * as L from './layout';
+import { nameBytes } from '../names';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, type BuildInfo, type ImageInfo, type LayerInfo } from './types';
 
 /** a layer as the writer takes it: spans still carry their raw windows */
@@ -122,7 +126,7 @@ export function writeIndex(input: { image: ImageInfo; build: BuildInfo; layers: 
   for (let qi = 0; qi < queue.length; qi++) {
     const dir = queue[qi];
     if (!dir?.children) continue;
-    const entries = [...dir.children.entries()].map(([name, node]) => ({ name: Buffer.from(name, 'utf8'), node }));
+    const entries = [...dir.children.entries()].map(([name, node]) => ({ name: nameBytes(name), node }));
     entries.sort((a, b) => Buffer.compare(a.name, b.name));
     const dirId = idOf(dir.inode);
     dirChildren[dirId] = [direntCount, entries.length];
@@ -169,7 +173,7 @@ export function writeIndex(input: { image: ImageInfo; build: BuildInfo; layers: 
       table.writeDoubleLE(t.sec, o + at);
       table.writeUInt32LE(t.nsec, o + at + 8);
     }
-    const [loff, llen] = pool.add(Buffer.from(inode.linkname, 'utf8'));
+    const [loff, llen] = pool.add(nameBytes(inode.linkname));
     table.writeUInt32LE(loff, o + L.I_LINK);
     table.writeUInt32LE(llen, o + L.I_LINK + 4);
     const [first, count] = dirChildren[id] ?? [0, 0];
@@ -179,7 +183,7 @@ export function writeIndex(input: { image: ImageInfo; build: BuildInfo; layers: 
     table.writeUInt32LE(xattrCount, o + L.I_XATTR);
     table.writeUInt32LE(xs.length, o + L.I_XATTR + 4);
     for (const [k, v] of xs) {
-      const [koff, klen] = pool.add(Buffer.from(k, 'utf8'));
+      const [koff, klen] = pool.add(nameBytes(k));
       const [voff, vlen] = pool.add(v);
       xattrs.u32(koff);
       xattrs.u32(klen);

@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,5 +192,59 @@ describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('mountClip (
     const stats = mount?.stats();
     expect(stats?.fs.reads).toBeGreaterThan(0);
     expect(stats?.fetch.requests).toBeGreaterThan(0);
+  });
+});
+
+/** The smallest input of issue 8 item 3, made by GNU tar: two names one byte apart, neither UTF-8, and a PAX entry. */
+function nonUtf8NamesTar(work: string): Buffer {
+  const src = join(work, 'names-src');
+  const at = (rel: string): Buffer => Buffer.from(`${src}/${rel}`, 'latin1');
+  for (const d of ['names', 'names2']) mkdirSync(at(d), { recursive: true });
+  writeFileSync(at('names/caf\xe9.txt'), 'a');
+  writeFileSync(at('names/caf\xe8.txt'), 'bb');
+  writeFileSync(at('names/caf\xc3\xa9.txt'), 'utf8'); // café in UTF-8: a third, different name
+  writeFileSync(at('names2/\xff\xfe.bin'), 'ccc');
+  symlinkSync(Buffer.from('caf\xe9.txt', 'latin1'), at('names/link-\xe9'));
+  return execFileSync('tar', ['-C', src, '--format=pax', '--sort=name', '-cf', '-', 'names', 'names2'], { env: { ...process.env, LC_ALL: 'C' } });
+}
+
+describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('names that are not UTF-8 (real FUSE mount)', () => {
+  let mount: ClipMount | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'clip-fuse-names-'));
+  const mnt = join(dir, 'mnt');
+  const at = (rel: string): Buffer => Buffer.from(`${mnt}/${rel}`, 'latin1');
+
+  beforeAll(async () => {
+    const image = await buildImage([nonUtf8NamesTar(dir)]);
+    writeFileSync(join(dir, 'image.clip'), image.indexBytes);
+    mount = await mountClip(join(dir, 'image.clip'), mnt, { source: image.source });
+  });
+
+  afterAll(async () => {
+    await mount?.unmount();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lists, stats, opens and reads every name byte for byte', async () => {
+    const names = (await readdir(at('names'), { encoding: 'buffer' })).map((b) => b.toString('latin1'));
+    expect(names).toEqual(['caf\xc3\xa9.txt', 'caf\xe8.txt', 'caf\xe9.txt', 'link-\xe9']);
+    expect((await readdir(at('names2'), { encoding: 'buffer' })).map((b) => b.toString('latin1'))).toEqual(['\xff\xfe.bin']);
+    expect((await readFile(at('names/caf\xe9.txt'))).toString()).toBe('a');
+    expect((await readFile(at('names/caf\xe8.txt'))).toString()).toBe('bb');
+    expect((await readFile(at('names/caf\xc3\xa9.txt'))).toString()).toBe('utf8');
+    expect((await readFile(at('names2/\xff\xfe.bin'))).toString()).toBe('ccc');
+    expect((await stat(at('names/caf\xe8.txt'))).size).toBe(2);
+    expect((await readlink(at('names/link-\xe9'), { encoding: 'buffer' })).toString('latin1')).toBe('caf\xe9.txt');
+    expect((await readFile(at('names/link-\xe9'))).toString()).toBe('a');
+    await expect(stat(at('names/caf\xe7.txt'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('GNU tar of the mount gives the same names and bytes as the original archive', async () => {
+    const { stdout } = await execFileAsync('tar', ['-C', mnt, '--quoting-style=literal', '--sort=name', '-cvf', '/dev/null', 'names', 'names2'], {
+      encoding: 'buffer', env: { ...process.env, LC_ALL: 'C' },
+    });
+    expect(stdout.toString('latin1').trim().split('\n')).toEqual([
+      'names/', 'names/caf\xc3\xa9.txt', 'names/caf\xe8.txt', 'names/caf\xe9.txt', 'names/link-\xe9', 'names2/', 'names2/\xff\xfe.bin',
+    ]);
   });
 });

@@ -6,8 +6,12 @@
  *
  * Every handler answers: an exception inside one would kill the mount process and leave the
  * mount stale, so each runs under `answer`, which turns any failure into an errno.
+ *
+ * Paths, names, link targets and xattr names are byte strings (../names.ts), as clip's FUSE
+ * addon passes them and as the index stores them: no conversion on the way.
  */
 import { isClipError } from '../errors';
+import { displayName } from '../names';
 import type { ClipStat } from '../format/index-file';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
 import type { ClipReader } from '../reader/clip-reader';
@@ -192,12 +196,12 @@ export class ClipFilesystem {
       const errno = errnoOf(err);
       if (errno === Errno.EIO) {
         this.stats.ioErrors++;
-        this.log('error', `${op} failed`, { path, err: err instanceof Error ? err.message : String(err) });
+        this.log('error', `${op} failed`, { path: displayName(path), err: err instanceof Error ? err.message : String(err) });
       }
       try {
         fail(-errno);
       } catch (replyErr) {
-        this.log('error', `${op}: answering the kernel failed`, { path, err: String(replyErr) });
+        this.log('error', `${op}: answering the kernel failed`, { path: displayName(path), err: String(replyErr) });
       }
     };
     let promise: Promise<T>;

@@ -2,7 +2,7 @@
 // importing @cryo/clip never loads the native addon.
 export { ClipFilesystem, Errno, METADATA_TTL_SECS, errnoOf, makedev, toFuseStat } from './clip-fs';
 export type { ClipFsLog, ClipFsOptions, ClipFsStats } from './clip-fs';
-export { bundledLibfuse, fuseNativeStatus, loadFuse } from './native';
+export { FUSE_ADDON, fuseNativeStatus, loadFuse } from './native';
 export type { FuseNativeStatus, FuseOperations, FuseStat } from './native';
 export { fuseMountOptions, mountClip } from './mount';
 export type { ClipMount, MountClipOptions } from './mount';

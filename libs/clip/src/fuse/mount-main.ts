@@ -68,6 +68,9 @@ async function main(): Promise<void> {
   process.chdir('/');
   process.on('uncaughtException', (err) => log('error', 'uncaught exception (mount kept)', { err: errorText(err), stack: err.stack }));
   process.on('unhandledRejection', (err) => log('error', 'unhandled rejection (mount kept)', { err: errorText(err) }));
+  // Warnings (a registry that ignores Range...) as JSON lines too, instead of Node's stderr text.
+  process.removeAllListeners('warning');
+  process.on('warning', (w) => log('warn', w.message, { code: (w as Error & { code?: string }).code }));
 
   status('starting');
   let mount: ClipMount;

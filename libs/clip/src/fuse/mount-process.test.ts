@@ -14,7 +14,7 @@ import { writeTar } from '../testing/tar-writer';
 import { cleanupStaleMount, isStaleMount, mountsAt, mountsUnder, sweepStaleClipMounts } from './mounts';
 import { readMountStatus } from './mount-status';
 import { MOUNT_MAIN, isMountProcess, processAlive, startMountProcess, stopMountProcess } from './mount-process';
-import { bundledLibfuse, fuseNativeStatus } from './native';
+import { FUSE_ADDON, fuseNativeStatus } from './native';
 
 const execFileAsync = promisify(execFile);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -116,20 +116,24 @@ describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('mount proce
   });
 });
 
-describe.skipIf(bundledLibfuse() === undefined)('fuse-native loading', () => {
-  it('works with the libfuse bundled in the npm package when the system has none', async () => {
+describe('fuse-native loading', () => {
+  it.skipIf(!fuseNativeStatus().ok)("loads clip's byte-exact addon (built from source), never the prebuilt UTF-8 one", async () => {
     const probe = `import { loadFuse, fuseNativeStatus } from ${JSON.stringify(join(import.meta.dirname, 'native.ts'))};
       import { readFileSync } from 'node:fs';
       loadFuse();
-      const libs = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('libfuse')).map((l) => l.split(/\\s+/).pop()))];
-      console.log(JSON.stringify({ status: fuseNativeStatus(), libs }));`;
+      const maps = readFileSync('/proc/self/maps', 'utf8').split('\\n').map((l) => l.split(/\\s+/).pop());
+      console.log(JSON.stringify({ status: fuseNativeStatus(), addons: [...new Set(maps.filter((f) => f.endsWith('.node')))], libs: [...new Set(maps.filter((f) => f.includes('libfuse')))] }));`;
     const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], {
-      env: { ...process.env, CRYO_FUSE_BUNDLED_LIBFUSE: '1' },
       cwd: join(import.meta.dirname, '..', '..'),
     });
-    const result = JSON.parse(stdout) as { status: { ok: boolean }; libs: string[] };
+    const result = JSON.parse(stdout) as { status: { ok: boolean }; addons: string[]; libs: string[] };
     expect(result.status.ok).toBe(true);
-    expect(result.libs).toEqual([bundledLibfuse()]);
+    expect(result.addons).toEqual([FUSE_ADDON]);
+    expect(result.libs.every((l) => l.startsWith('/usr/lib/') || l.startsWith('/lib/'))).toBe(true);
+    // the addon passes strings as Latin-1 (one char per byte), not UTF-8
+    const symbols = (await execFileAsync('nm', ['-D', FUSE_ADDON])).stdout;
+    expect(symbols).toMatch(/napi_create_string_latin1/);
+    expect(symbols).not.toMatch(/napi_create_string_utf8|napi_get_value_string_utf8/);
   });
 
   it('the mount entry exists where the executor looks for it', () => {

@@ -9,6 +9,8 @@
  * - `suid,dev`: setuid bits and device nodes mean what they say (libfuse mounts nosuid,nodev by default);
  * - long entry/attr/negative timeouts and `kernel_cache`: the index and the contents are immutable;
  * - `subtype=clip`: the mount shows as `fuse.clip` in /proc/mounts, so stale ones can be found.
+ * Names cross the addon as bytes (see native.ts): a name that is not UTF-8 lists, opens and
+ * reads exactly as Docker shows it.
  */
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -81,7 +83,7 @@ function listxattrHandler(this: FuseInstance, signal: FuseSignal, path: string, 
   }
   op(path, (code, names) => {
     if (code < 0 || names === undefined) return signal(code < 0 ? code : 0, listBuf.buffer);
-    const packed = Buffer.concat(names.map((n) => Buffer.from(`${n}\0`, 'utf8')));
+    const packed = Buffer.concat(names.map((n) => Buffer.from(`${n}\0`, 'latin1'))); // byte strings
     if (listBuf.length === 0) return signal(packed.length, listBuf.buffer);
     if (packed.length > listBuf.length) return signal(-Errno.ERANGE, listBuf.buffer);
     packed.copy(listBuf);
@@ -111,6 +113,9 @@ async function layerSource(reader: ClipReader, opts: MountClipOptions): Promise<
 export async function mountClip(indexPath: string, mountpoint: string, opts: MountClipOptions = {}): Promise<ClipMount> {
   const Fuse = loadFuse();
   const mnt = resolve(mountpoint);
+  // The addon passes strings as bytes (one char per byte), the mountpoint included, while
+  // fuse-native's JavaScript also hands it to fs calls as text: only ASCII means the same to both.
+  if (!/^[\x20-\x7e]+$/.test(mnt)) throw new Error(`mountpoint ${JSON.stringify(mnt)} must be printable ASCII`);
   if (mountsAt(mnt).length > 0) {
     if (await isStaleMount(mnt)) await cleanupStaleMount(mnt);
     else throw new Error(`${mnt} is already mounted`);

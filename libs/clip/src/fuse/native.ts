@@ -1,16 +1,19 @@
 /**
  * Loading `fuse-native` 2.2.6 and the slice of its API clip uses, typed.
  *
- * The package ships prebuilt N-API addons that link `libfuse.so.2`. Debian's `libfuse2` provides
- * it (scripts/setup.sh installs it). Without it, `require` fails; the package also bundles a
- * libfuse whose SONAME is `libfuse.so.2` under the file name `libfuse.so`, so as a fallback we
- * load that file first (RTLD_GLOBAL | RTLD_NODELETE): the dynamic linker then satisfies the
- * addon's dependency with the library already loaded under that SONAME.
+ * Names are bytes (see ../names.ts), and the addon fuse-native ships passes paths to JavaScript
+ * decoded as UTF-8, which turns every byte that is not UTF-8 into U+FFFD (two names collapse
+ * into one, a third is renamed). So clip does not load that prebuilt addon: it builds
+ * fuse-native's own C source with the N-API Latin-1 string calls instead of the UTF-8 ones
+ * (libs/clip/native: every path, name and link target crosses as one JS character per byte),
+ * linked against Debian's libfuse2. scripts/setup.sh builds it (`npm run build:fuse -w
+ * @cryo/clip`); fuse-native's JavaScript is used as is, pointed at that addon through
+ * node-gyp-build's `FUSE_NATIVE_PREBUILD` override. Without the addon there is no FUSE: never a
+ * silent fallback to renamed files.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 /** A stat in the shape fuse-native packs for the kernel (times in ms since the epoch). */
 export interface FuseStat {
@@ -48,7 +51,8 @@ export type Done = (code: number) => void;
 
 /**
  * The handlers clip implements. fuse-native calls each with a callback; its first argument is
- * 0 (or a byte count for read, a size for getxattr sizes) or a negative errno.
+ * 0 (or a byte count for read, a size for getxattr sizes) or a negative errno. With clip's addon
+ * every path, name, link target and xattr name, in and out, is a byte string (../names.ts).
  */
 export interface FuseOperations {
   init?(cb: Done): void;
@@ -106,77 +110,51 @@ const require = createRequire(import.meta.url);
 let loaded: FuseClass | undefined;
 let status: FuseNativeStatus | undefined;
 
+/** Where scripts/setup.sh builds the byte-exact addon (libs/clip/native, node-gyp's layout). */
+export const FUSE_ADDON_DIR = resolve(import.meta.dirname, '..', '..', 'native');
+export const FUSE_ADDON = join(FUSE_ADDON_DIR, 'build', 'Release', 'fuse.node');
+
 function isFuseClass(value: unknown): value is FuseClass {
   return typeof value === 'function' && 'unmount' in value && typeof value.unmount === 'function';
-}
-
-/** The libfuse shipped inside the npm packages (named libfuse.so, SONAME libfuse.so.2). */
-export function bundledLibfuse(): string | undefined {
-  const candidates: string[] = [];
-  try {
-    candidates.push(join(dirname(require.resolve('fuse-native/package.json')), 'prebuilds', `linux-${process.arch}`, 'libfuse.so'));
-  } catch {
-    // fuse-native itself missing: reported by loadFuse
-  }
-  try {
-    candidates.push(join(dirname(require.resolve('fuse-shared-library-linux/package.json')), 'libfuse', 'lib', 'libfuse.so'));
-  } catch {
-    // optional dependency of fuse-shared-library on other platforms
-  }
-  return candidates.find((file) => existsSync(file));
-}
-
-function preloadBundledLibfuse(): string | undefined {
-  const lib = bundledLibfuse();
-  if (lib === undefined) return undefined;
-  // RTLD_NODELETE (glibc 0x1000) is not in os.constants; Node dlcloses a library that registers no addon.
-  const nodelete = process.platform === 'linux' ? 0x1000 : 0;
-  const flags = constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL | nodelete;
-  try {
-    process.dlopen({ exports: {} }, lib, flags);
-  } catch {
-    // Not an addon, so dlopen "fails" after loading it; RTLD_NODELETE keeps it loaded.
-  }
-  return lib;
 }
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/**
- * fuse-native's class; throws with the reason when it cannot be loaded. Set
- * CRYO_FUSE_BUNDLED_LIBFUSE=1 to use the bundled libfuse even when the system has one.
- */
+/** fuse-native's JavaScript with clip's addon under it (node-gyp-build reads the override at require time). */
+function requireWithAddon(): unknown {
+  const saved = process.env.FUSE_NATIVE_PREBUILD;
+  process.env.FUSE_NATIVE_PREBUILD = FUSE_ADDON_DIR;
+  try {
+    const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    const picked = nodeGypBuild.resolve(dirname(require.resolve('fuse-native/package.json')));
+    if (resolve(picked) !== FUSE_ADDON) throw new Error(`node-gyp-build picked ${picked} instead of ${FUSE_ADDON}`);
+    return require('fuse-native');
+  } finally {
+    if (saved === undefined) delete process.env.FUSE_NATIVE_PREBUILD;
+    else process.env.FUSE_NATIVE_PREBUILD = saved;
+  }
+}
+
+/** fuse-native's class on clip's byte-exact addon; throws with the reason when it cannot be loaded. */
 export function loadFuse(): FuseClass {
   if (loaded !== undefined) return loaded;
-  let firstError: unknown;
-  if (process.env.CRYO_FUSE_BUNDLED_LIBFUSE === '1') preloadBundledLibfuse();
-  try {
-    const mod: unknown = require('fuse-native');
-    if (!isFuseClass(mod)) throw new Error('fuse-native did not export its Fuse class');
-    loaded = mod;
-    status = { ok: true, detail: process.env.CRYO_FUSE_BUNDLED_LIBFUSE === '1' ? 'fuse-native with bundled libfuse' : 'fuse-native' };
-    return mod;
-  } catch (err) {
-    firstError = err;
-  }
-  if (!/libfuse\.so/.test(message(firstError))) {
-    status = { ok: false, detail: `fuse-native does not load: ${message(firstError)}` };
-    throw new Error(status.detail, { cause: firstError });
-  }
-  const lib = preloadBundledLibfuse();
-  try {
-    const mod: unknown = require('fuse-native');
-    if (!isFuseClass(mod)) throw new Error('fuse-native did not export its Fuse class');
-    loaded = mod;
-    status = { ok: true, detail: `fuse-native with bundled ${lib ?? 'libfuse'} (install libfuse2 to use the system's)` };
-    return mod;
-  } catch (err) {
+  if (!existsSync(FUSE_ADDON)) {
     status = {
       ok: false,
-      detail: `fuse-native does not load: ${message(firstError)}; the bundled libfuse did not help either (${message(err)}). Install Debian's libfuse2.`,
+      detail: `the FUSE addon is not built (${FUSE_ADDON} is missing): run scripts/setup.sh, or \`npm run build:fuse -w @cryo/clip\` with libfuse-dev installed`,
     };
+    throw new Error(status.detail);
+  }
+  try {
+    const mod = requireWithAddon();
+    if (!isFuseClass(mod)) throw new Error('fuse-native did not export its Fuse class');
+    loaded = mod;
+    status = { ok: true, detail: `fuse-native with clip's byte-exact addon ${FUSE_ADDON}` };
+    return mod;
+  } catch (err) {
+    status = { ok: false, detail: `fuse-native does not load with ${FUSE_ADDON}: ${message(err)} (rebuild it: npm run build:fuse -w @cryo/clip)` };
     throw new Error(status.detail, { cause: err });
   }
 }

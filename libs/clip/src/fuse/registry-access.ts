@@ -126,8 +126,8 @@ export class RefreshingRegistrySource implements LayerSource {
     }
   }
 
-  readRange(digest: string, start: number, endInclusive: number): Promise<Buffer> {
-    return this.withRetries((s) => s.readRange(digest, start, endInclusive));
+  readRange(digest: string, start: number, endInclusive: number, blobSize?: number): Promise<Buffer> {
+    return this.withRetries((s) => s.readRange(digest, start, endInclusive, blobSize));
   }
 
   openStream(digest: string): Promise<AsyncIterable<Buffer>> {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex } from '../format/index-file';
+import { ClipReader } from './clip-reader';
 import { FallbackLayerSource, type LayerSource } from '../source';
 import { mixedData, prng } from '../testing/data';
 import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures';
@@ -288,6 +289,40 @@ describe('index file', () => {
     const v = Buffer.from(b);
     v.writeUInt32LE(99, 8);
     expect(() => ClipIndex.fromBuffer(v)).toThrow(expect.objectContaining({ code: 'INDEX_VERSION' }));
+    expect(() => ClipIndex.fromBuffer(v)).toThrow(/version 99 is not supported \(this build reads versions 1 and 2\); rebuild the index/);
+  });
+
+  it('stores names as bytes (version 2): names that are not UTF-8 stay distinct and exact', async () => {
+    const tar = writeTar([
+      { name: 'names/caf\xe9.txt', data: 'a' },
+      { name: 'names/caf\xe8.txt', data: 'bb' },
+      { name: 'names/caf\xc3\xa9.txt', data: 'utf8' },
+      { name: 'names2/x', pax: { path: Buffer.from('names2/\xff\xfe.bin', 'latin1') }, data: 'ccc' },
+      { name: 'names/l', type: '2', linkname: 'caf\xe9.txt' },
+    ]);
+    const named = await buildImage([tar]);
+    const idx = ClipIndex.fromBuffer(named.indexBytes);
+    expect(idx.formatVersion).toBe(2);
+    const r = named.reader();
+    expect(await r.readdir('/names')).toEqual(['caf\xc3\xa9.txt', 'caf\xe8.txt', 'caf\xe9.txt', 'l']);
+    expect((await r.readFile('/names/caf\xe9.txt')).toString()).toBe('a');
+    expect((await r.readFile('/names/caf\xe8.txt')).toString()).toBe('bb');
+    expect((await r.readFile('/names2/\xff\xfe.bin')).toString()).toBe('ccc');
+    expect(await r.readlink('/names/l')).toBe('caf\xe9.txt');
+    expect((await r.stat('/names/l')).size).toBe(8); // the link target's length in bytes
+    await expect(r.stat('/names/caf\xe7.txt')).rejects.toThrow("ENOENT: no such file or directory, '/names/caf\\xe7.txt'");
+    await expect(r.stat('/names/€')).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  it('still reads version 1 files (names stored as UTF-8, the same layout)', async () => {
+    const utf8 = await buildImage([writeTar([{ name: 'caf\xc3\xa9/\xe2\x82\xac.txt', data: 'euro' }])]);
+    const v1 = Buffer.from(utf8.indexBytes);
+    v1.writeUInt32LE(1, 8);
+    const idx = ClipIndex.fromBuffer(v1);
+    expect(idx.formatVersion).toBe(1);
+    const r = new ClipReader(idx, { source: utf8.source });
+    expect(await r.readdir('/caf\xc3\xa9')).toEqual(['\xe2\x82\xac.txt']);
+    expect((await r.readFile('/caf\xc3\xa9/\xe2\x82\xac.txt')).toString()).toBe('euro');
   });
 
   it('opens a 50k-file index in well under a second; readdir is O(children)', async () => {

@@ -3,8 +3,13 @@
  * from the index alone; file contents are fetched lazily through the
  * SpanStore. The index is immutable, so path lookups (including misses) are
  * cached for the life of the reader.
+ *
+ * Paths, names, link targets and xattr names are byte strings (../names.ts):
+ * exactly the bytes of the image's tar entries, which is what a FUSE binding
+ * passing bytes needs. Text typed by a person goes through `nameFromText`.
  */
 import { ClipError, fsError } from '../errors';
+import { displayName } from '../names';
 import { ClipIndex, type ClipStat } from '../format/index-file';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
 import { SpanStore, type FetchStats, type SpanStoreOptions } from './span-store';
@@ -70,7 +75,7 @@ export class ClipReader {
 
   async getxattr(path: string, name: string): Promise<Buffer> {
     const value = this.index.xattrs(this.lookup(path, false)).get(name);
-    if (!value) throw fsError('ENODATA', path, `no attribute '${name}'`);
+    if (!value) throw fsError('ENODATA', path, `no attribute '${displayName(name)}'`);
     return value;
   }
 

@@ -269,7 +269,7 @@ export class SpanStore {
     this.stats.requests++;
     let buf: Buffer;
     try {
-      buf = await source.readRange(layer.digest, start, end);
+      buf = await source.readRange(layer.digest, start, end, layer.size);
     } catch (err) {
       if (err instanceof ClipError) throw err;
       throw new ClipError('EIO', `reading ${layer.digest} bytes ${start}-${end}: ${(err as Error).message}`, undefined, {
@@ -277,6 +277,11 @@ export class SpanStore {
       });
     }
     this.stats.bytes += buf.length;
+    // Every range asked for lies inside the blob: anything else is the source's fault, and
+    // inflating it would only fail later with a less useful message.
+    if (buf.length !== end - start + 1) {
+      throw new ClipError('EIO', `reading ${layer.digest} bytes ${start}-${end}: the source answered ${buf.length} bytes instead of ${end - start + 1}`);
+    }
     return buf;
   }
 

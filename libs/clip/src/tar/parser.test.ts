@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeTar, type RawEntry } from '../testing/tar-writer';
+import { nameFromText } from '../names';
 import { TarParser, type TarEntry } from './parser';
 
 function parse(buf: Buffer, chunk = buf.length): TarEntry[] {
@@ -30,7 +31,7 @@ describe('TarParser on hand-made archives', () => {
     ]);
     for (const chunk of [1, 7, 511, 512, 513, 100_000]) {
       const entries = parse(tar, chunk);
-      expect(entries.map((e) => e.path)).toEqual(['a.txt', 'dir/', 'dir/b-renamed.bin', 'c']);
+      expect(entries.map((e) => e.name)).toEqual(['a.txt', 'dir/', 'dir/b-renamed.bin', 'c']);
       for (const e of entries) {
         if (e.type !== 'file') continue;
         const data = tar.subarray(e.dataOffset, e.dataOffset + e.size);
@@ -59,19 +60,19 @@ describe('TarParser on hand-made archives', () => {
         ctime: '-1.25',
         uid: '3000000000',
         gid: '70000',
-        uname: 'üser',
+        uname: nameFromText('üser'), // its UTF-8 bytes
         'SCHILY.xattr.security.capability': cap,
         'SCHILY.xattr.user.note': 'hi=there',
         'LIBARCHIVE.xattr.user.b64': Buffer.from('binary\0value').toString('base64'),
       },
     });
-    expect(e.path).toBe('very/long/' + 'x'.repeat(200));
+    expect(e.name).toBe('very/long/' + 'x'.repeat(200));
     expect(e.mtime).toEqual({ sec: 1700000000, nsec: 123456789 });
     expect(e.atime).toEqual({ sec: 1600000000, nsec: 500000000 });
     expect(e.ctime).toEqual({ sec: -2, nsec: 750000000 });
     expect(e.uid).toBe(3000000000);
     expect(e.gid).toBe(70000);
-    expect(e.uname).toBe('üser');
+    expect(e.uname).toBe(nameFromText('üser'));
     expect(e.xattrs.get('security.capability')).toEqual(cap);
     expect(e.xattrs.get('user.note')?.toString()).toBe('hi=there');
     expect(e.xattrs.get('user.b64')?.toString()).toBe('binary\0value');
@@ -100,14 +101,14 @@ describe('TarParser on hand-made archives', () => {
         { name: name + '.lnk', type: '2', linkname: target, gnuLong: true, gnuMagic: true },
       ]),
     );
-    expect(entries[0]?.path).toBe(name);
-    expect(entries[1]?.path).toBe(name + '.lnk');
+    expect(entries[0]?.name).toBe(name);
+    expect(entries[1]?.name).toBe(name + '.lnk');
     expect(entries[1]?.linkname).toBe(target);
   });
 
   it('joins the ustar prefix', () => {
     const name = 'p/'.repeat(60) + 'leaf';
-    expect(one({ name, prefixAt: 119 }).path).toBe(name);
+    expect(one({ name, prefixAt: 119 }).name).toBe(name);
   });
 
   it('reads base-256 numbers', () => {
@@ -130,7 +131,7 @@ describe('TarParser on hand-made archives', () => {
         { name: 'v7dir/', type: '0' },
       ]),
     );
-    expect(entries.map((e) => [e.path, e.type])).toEqual([
+    expect(entries.map((e) => [e.name, e.type])).toEqual([
       ['f', 'file'],
       ['h', 'hardlink'],
       ['s', 'symlink'],
@@ -184,7 +185,7 @@ describe('TarParser on archives made by GNU tar', () => {
         maxBuffer: 1 << 28,
       });
       const entries = parse(tar, 4096);
-      const byPath = new Map(entries.map((e) => [e.path.replace(/^\.\//, '').replace(/\/$/, ''), e]));
+      const byPath = new Map(entries.map((e) => [e.name.replace(/^\.\//, '').replace(/\/$/, ''), e]));
       for (const [path, e] of byPath) {
         if (path === '.' || path === '') continue;
         const st = lstatSync(join(src, path), { bigint: true });
@@ -211,4 +212,68 @@ describe('TarParser on archives made by GNU tar', () => {
       }
     });
   }
+});
+
+// Names are bytes: Latin-1 é (0xe9) and è (0xe8) are two different names, neither is UTF-8,
+// and both must come out exactly as GNU tar wrote them (as Docker's Go reader sees them).
+describe('TarParser keeps names that are not UTF-8 byte for byte', () => {
+  const root = mkdtempSync(join(tmpdir(), 'clip-tar-names-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const src = join(root, 'src');
+  const at = (rel: string): Buffer => Buffer.from(`${src}/${rel}`, 'latin1'); // a byte-string path as fs wants it
+  mkdirSync(at('names'), { recursive: true });
+  mkdirSync(at('names2'));
+  writeFileSync(at('names/caf\xe9.txt'), 'a');
+  writeFileSync(at('names/caf\xe8.txt'), 'ab');
+  writeFileSync(at('names2/\xff\xfe.bin'), 'xyz');
+  const longDir = `long-\xe9-${'d'.repeat(120)}`;
+  mkdirSync(at(longDir));
+  writeFileSync(at(`${longDir}/f\xfc\xdf`), 'long');
+  symlinkSync(Buffer.from('caf\xe9.txt', 'latin1'), at('names/link-\xe9'));
+  linkSync(at('names/caf\xe8.txt'), at('names/hard-\xe8'));
+
+  const expected = ['names/caf\xe9.txt', 'names/caf\xe8.txt', 'names2/\xff\xfe.bin', `${longDir}/f\xfc\xdf`, 'names/link-\xe9', 'names/hard-\xe8'];
+  for (const format of ['pax', 'gnu', 'posix'] as const) {
+    it(`--format=${format}`, () => {
+      const tar = execFileSync('tar', ['-C', src, `--format=${format}`, '-cf', '-', '.'], { maxBuffer: 1 << 24, env: { ...process.env, LC_ALL: 'C' } });
+      const entries = parse(tar, 700);
+      const byName = new Map(entries.map((e) => [e.name.replace(/^\.\//, '').replace(/\/$/, ''), e]));
+      expect([...byName.keys()]).toEqual(expect.arrayContaining(expected));
+      const data = (name: string): string => {
+        const e = byName.get(name);
+        return tar.toString('latin1', e?.dataOffset, (e?.dataOffset ?? 0) + (e?.size ?? 0));
+      };
+      expect([data('names/caf\xe9.txt'), data('names2/\xff\xfe.bin')]).toEqual(['a', 'xyz']);
+      expect(byName.get('names/link-\xe9')).toMatchObject({ type: 'symlink', linkname: 'caf\xe9.txt' });
+      // GNU tar stores the second name of an inode it meets as a hard link to the first.
+      const pair = ['names/caf\xe8.txt', 'names/hard-\xe8'];
+      const file = pair.find((n) => byName.get(n)?.type === 'file') ?? '';
+      const hard = pair.find((n) => byName.get(n)?.type === 'hardlink') ?? '';
+      expect(data(file)).toBe('ab');
+      expect(byName.get(hard)?.linkname).toBe(`./${file}`);
+      // And GNU tar lists exactly these bytes.
+      const listed = execFileSync('tar', ['--quoting-style=literal', '-tf', '-'], { input: tar, env: { ...process.env, LC_ALL: 'C' } }).toString('latin1').trim().split('\n');
+      expect(listed.map((n) => n.replace(/^\.\//, '').replace(/\/$/, ''))).toEqual(entries.map((e) => e.name.replace(/^\.\//, '').replace(/\/$/, '')));
+    });
+  }
+
+  it('PAX path and linkpath with hdrcharset=BINARY, a ustar prefix and GNU long names and links with raw bytes', () => {
+    const entries = parse(
+      writeTar([
+        { name: 'x', data: 'p', pax: { hdrcharset: 'BINARY', path: Buffer.from('bin/\xff\xfe', 'latin1') } },
+        { name: 'l', type: '2', pax: { linkpath: Buffer.from('t\xe9', 'latin1') } },
+        { name: `${'p\xe9/'.repeat(40)}leaf\xe8`, prefixAt: 119 },
+        { name: `${'g\xe9/'.repeat(50)}long\xe8`, gnuLong: true, gnuMagic: true, data: 'z' },
+        { name: 'gl', type: '2', linkname: `${'k\xe8/'.repeat(50)}target`, gnuLong: true, gnuMagic: true },
+      ]),
+    );
+    expect(entries.map((e) => e.name)).toEqual(['bin/\xff\xfe', 'l', `${'p\xe9/'.repeat(40)}leaf\xe8`, `${'g\xe9/'.repeat(50)}long\xe8`, 'gl']);
+    expect(entries[1]?.linkname).toBe('t\xe9');
+    expect(entries[4]?.linkname).toBe(`${'k\xe8/'.repeat(50)}target`);
+  });
+
+  it('keeps xattr names as bytes too (SCHILY and URL-encoded LIBARCHIVE keys)', () => {
+    const [e] = parse(writeTar([{ name: 'f', pax: { 'SCHILY.xattr.user.\xe9': 'v1', 'LIBARCHIVE.xattr.user.%E8': Buffer.from('v2').toString('base64') } }]));
+    expect([...(e?.xattrs.keys() ?? [])].sort()).toEqual(['user.\xe8', 'user.\xe9']);
+  });
 });

@@ -4,44 +4,28 @@
  * global headers (including SCHILY.xattr.* and LIBARCHIVE.xattr.*), GNU long
  * names and long links, base-256 numbers and old V7 headers.
  *
+ * Names are bytes (see ../names.ts): ustar name/prefix, GNU long names and PAX
+ * `path`/`linkpath` are kept as written. PAX values are UTF-8 by the standard,
+ * but GNU tar writes a name that is not UTF-8 as raw bytes (with or without
+ * `hdrcharset=BINARY`), and Go's archive/tar (Docker) reads them as raw bytes
+ * too: so does this parser.
+ *
  * It never buffers file contents: only headers and PAX / GNU meta records.
  */
 import { ClipError } from '../errors';
+import { displayName } from '../names';
+import { BLOCK, type TarEntryType, type TarHeader, type TarTime } from './header';
 
-export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'chardev' | 'blockdev' | 'directory' | 'fifo';
+export type { TarEntryType, TarHeader, TarTime } from './header';
 
-export interface TarTime {
-  sec: number;
-  nsec: number;
-}
-
-export interface TarEntry {
-  /** name as written in the archive (PAX/GNU long name applied), not normalised */
-  path: string;
-  type: TarEntryType;
-  /** permission bits including setuid, setgid and sticky (0o7777) */
-  mode: number;
-  uid: number;
-  gid: number;
-  uname: string;
-  gname: string;
-  /** bytes of data that follow the header (0 for links, dirs, devices) */
-  size: number;
-  mtime: TarTime;
-  atime?: TarTime;
-  ctime?: TarTime;
-  /** target of a symlink or hard link */
-  linkname: string;
-  devmajor: number;
-  devminor: number;
-  xattrs: Map<string, Buffer>;
+/** A parsed entry: its header and where it sits in the stream. */
+export interface TarEntry extends TarHeader {
   /** offset of the entry's own header (the first meta header for PAX / GNU entries) */
   headerOffset: number;
   /** offset of the first data byte in the uncompressed stream */
   dataOffset: number;
 }
 
-const BLOCK = 512;
 /** PAX and GNU long-name records are read into memory; refuse absurd ones. */
 const MAX_META_BYTES = 64 * 1024 * 1024;
 
@@ -230,7 +214,7 @@ export class TarParser {
       if (v.length === 0) pax.delete(k);
       else pax.set(k, v);
     }
-    const paxStr = (k: string): string | undefined => pax.get(k)?.toString('utf8');
+    const paxStr = (k: string): string | undefined => pax.get(k)?.toString('latin1');
 
     let name = cString(h.subarray(0, 100));
     if (isUstar) {
@@ -270,7 +254,7 @@ export class TarParser {
         type = 'fifo';
         break;
       default:
-        throw new ClipError('TAR_UNSUPPORTED', `tar: unknown entry type '${typeflag}' for '${name}' at byte ${headerOffset}`);
+        throw new ClipError('TAR_UNSUPPORTED', `tar: unknown entry type '${typeflag}' for '${displayName(name)}' at byte ${headerOffset}`);
     }
 
     const paxNum = (k: string): number | undefined => {
@@ -278,7 +262,7 @@ export class TarParser {
       if (s === undefined) return undefined;
       const n = Number(s);
       if (!Number.isSafeInteger(n) || n < 0) {
-        throw new ClipError('TAR_CORRUPT', `tar: bad PAX ${k}='${s}' for '${name}'`);
+        throw new ClipError('TAR_CORRUPT', `tar: bad PAX ${k}='${displayName(s)}' for '${displayName(name)}'`);
       }
       return n;
     };
@@ -287,7 +271,7 @@ export class TarParser {
     const size = type === 'file' ? dataBytes : 0;
     const hasDev = type === 'chardev' || type === 'blockdev';
     const entry: TarEntry = {
-      path: name,
+      name,
       type,
       mode: parseNumber(h, 100, 8, 'mode', headerOffset) & 0o7777,
       uid: paxNum('uid') ?? parseNumber(h, 108, 8, 'uid', headerOffset),
@@ -311,7 +295,7 @@ export class TarParser {
       if (k.startsWith('SCHILY.xattr.')) {
         entry.xattrs.set(k.slice('SCHILY.xattr.'.length), v);
       } else if (k.startsWith('LIBARCHIVE.xattr.')) {
-        const xname = decodeURIComponent(k.slice('LIBARCHIVE.xattr.'.length));
+        const xname = percentDecode(k.slice('LIBARCHIVE.xattr.'.length));
         if (!entry.xattrs.has(xname)) entry.xattrs.set(xname, Buffer.from(v.toString('latin1'), 'base64'));
       }
     }
@@ -338,10 +322,15 @@ function verifyChecksum(h: Buffer, headerOffset: number): void {
   }
 }
 
-/** NUL-terminated string (UTF-8). */
+/** NUL-terminated field as a byte string. */
 function cString(b: Buffer): string {
   const nul = b.indexOf(0);
-  return b.toString('utf8', 0, nul === -1 ? b.length : nul);
+  return b.toString('latin1', 0, nul === -1 ? b.length : nul);
+}
+
+/** libarchive URL-encodes xattr names in its PAX keys: `%XX` is one byte. */
+function percentDecode(s: string): string {
+  return s.replace(/%([0-9a-fA-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 /** Octal (NUL/space terminated) or GNU base-256 (high bit of the first byte set). */
@@ -380,7 +369,7 @@ function gnuTime(h: Buffer, off: number, headerOffset: number): TarTime | undefi
 export function parsePaxTime(s: string | undefined, name: string): TarTime | undefined {
   if (s === undefined) return undefined;
   const m = /^(-?)(\d+)(?:\.(\d*))?$/.exec(s);
-  if (!m) throw new ClipError('TAR_CORRUPT', `tar: bad PAX time '${s}' for '${name}'`);
+  if (!m) throw new ClipError('TAR_CORRUPT', `tar: bad PAX time '${displayName(s)}' for '${displayName(name)}'`);
   const whole = Number(m[2]);
   const frac = Number(((m[3] ?? '') + '000000000').slice(0, 9));
   if (m[1] === '-') {
@@ -389,7 +378,7 @@ export function parsePaxTime(s: string | undefined, name: string): TarTime | und
   return { sec: whole, nsec: frac };
 }
 
-/** "%d %s=%s\n" records; values kept as raw bytes (xattr values are binary). */
+/** "%d %s=%s\n" records; keys as byte strings, values kept as raw bytes (xattr values are binary, names may be). */
 export function parsePaxRecords(data: Buffer, offset: number): Array<[string, Buffer]> {
   const out: Array<[string, Buffer]> = [];
   let pos = 0;
@@ -404,7 +393,7 @@ export function parsePaxRecords(data: Buffer, offset: number): Array<[string, Bu
     const rec = data.subarray(space + 1, pos + len - 1);
     const eq = rec.indexOf(0x3d);
     if (eq === -1) throw new ClipError('TAR_CORRUPT', `tar: PAX record without '=' near byte ${offset}`);
-    out.push([rec.toString('utf8', 0, eq), Buffer.from(rec.subarray(eq + 1))]);
+    out.push([rec.toString('latin1', 0, eq), Buffer.from(rec.subarray(eq + 1))]);
     pos += len;
   }
   return out;

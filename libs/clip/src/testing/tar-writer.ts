@@ -44,7 +44,7 @@ function base256(h: Buffer, off: number, len: number, v: number): void {
 
 function header(e: Omit<RawEntry, 'name'>, name: string, type: string, size: number, linkname: string, prefix = ''): Buffer {
   const h = Buffer.alloc(512);
-  h.write(name, 0, 100, 'utf8');
+  h.write(name, 0, 100, 'latin1');
   octal(h, 100, 8, e.mode ?? 0o644);
   if (e.base256) base256(h, 108, 8, e.uid ?? 0);
   else octal(h, 108, 8, e.uid ?? 0);
@@ -53,13 +53,13 @@ function header(e: Omit<RawEntry, 'name'>, name: string, type: string, size: num
   else octal(h, 124, 12, size);
   octal(h, 136, 12, e.mtime ?? 1_700_000_000);
   h.write(type, 156, 1, 'latin1');
-  h.write(linkname, 157, 100, 'utf8');
+  h.write(linkname, 157, 100, 'latin1');
   h.write(e.gnuMagic ? 'ustar  \0' : 'ustar\u000000', 257, 8, 'latin1');
-  h.write(e.uname ?? 'root', 265, 32, 'utf8');
-  h.write(e.gname ?? 'root', 297, 32, 'utf8');
+  h.write(e.uname ?? 'root', 265, 32, 'latin1');
+  h.write(e.gname ?? 'root', 297, 32, 'latin1');
   octal(h, 329, 8, e.devmajor ?? 0);
   octal(h, 337, 8, e.devminor ?? 0);
-  if (prefix) h.write(prefix, 345, 155, 'utf8');
+  if (prefix) h.write(prefix, 345, 155, 'latin1');
   h.fill(0x20, 148, 156);
   let sum = 0;
   for (const b of h) sum += b;
@@ -75,7 +75,7 @@ function pad(b: Buffer): Buffer {
 export function paxRecords(records: Record<string, string | Buffer>): Buffer {
   const parts: Buffer[] = [];
   for (const [k, v] of Object.entries(records)) {
-    const body = Buffer.concat([Buffer.from(` ${k}=`, 'utf8'), Buffer.isBuffer(v) ? v : Buffer.from(v, 'utf8'), Buffer.from('\n')]);
+    const body = Buffer.concat([Buffer.from(` ${k}=`, 'latin1'), Buffer.isBuffer(v) ? v : Buffer.from(v, 'latin1'), Buffer.from('\n')]);
     let len = body.length + 1;
     while (String(len).length + body.length !== len) len = String(len).length + body.length;
     parts.push(Buffer.concat([Buffer.from(String(len)), body]));
@@ -96,11 +96,11 @@ export function writeTar(entries: RawEntry[], opts: { end?: boolean } = {}): Buf
       out.push(header({}, 'PaxHeaders/x', 'x', p.length, ''), pad(p));
     }
     if (e.gnuLong) {
-      const n = Buffer.from(`${name}\0`);
+      const n = Buffer.from(`${name}\0`, 'latin1');
       out.push(header({ gnuMagic: true }, '././@LongLink', 'L', n.length, ''), pad(n));
       name = name.slice(0, 99);
       if (linkname) {
-        const l = Buffer.from(`${linkname}\0`);
+        const l = Buffer.from(`${linkname}\0`, 'latin1');
         out.push(header({ gnuMagic: true }, '././@LongLink', 'K', l.length, ''), pad(l));
         linkname = linkname.slice(0, 99);
       }

@@ -8,8 +8,10 @@
  * - parents without their own entry are synthesised (0755 root:root, time 0),
  *   and a non-directory in a parent position is replaced by such a directory;
  * - hard links share one inode; link counts are computed from the final tree.
+ * Names are byte strings (../names.ts), compared and stored as bytes.
  */
 import { ClipError } from '../errors';
+import { displayName } from '../names';
 import type { TarEntry } from '../tar/parser';
 
 export type InodeKind = 'file' | 'directory' | 'symlink' | 'chardev' | 'blockdev' | 'fifo';
@@ -36,7 +38,7 @@ export function splitPath(path: string, what = 'path'): string[] {
   const parts: string[] = [];
   for (const p of path.split('/')) {
     if (p === '' || p === '.') continue;
-    if (p === '..') throw new ClipError('LAYER_CORRUPT', `${what} '${path}' escapes the root`);
+    if (p === '..') throw new ClipError('LAYER_CORRUPT', `${what} '${displayName(path)}' escapes the root`);
     parts.push(p);
   }
   return parts;
@@ -69,7 +71,7 @@ function inodeFrom(e: TarEntry, layer: number): Inode {
     perm: e.mode & 0o7777,
     uid: e.uid,
     gid: e.gid,
-    size: kind === 'file' ? e.size : kind === 'symlink' ? Buffer.byteLength(e.linkname) : 0,
+    size: kind === 'file' ? e.size : kind === 'symlink' ? e.linkname.length : 0, // a byte string: one char per byte
     mtime: e.mtime,
     linkname: kind === 'symlink' ? e.linkname : '',
     devmajor: e.devmajor,
@@ -90,7 +92,7 @@ export class TreeBuilder {
   applyLayer(entries: readonly TarEntry[], layer: number): void {
     // Whiteouts first: they only ever act on what lower layers put there.
     for (const e of entries) {
-      const parts = splitPath(e.path);
+      const parts = splitPath(e.name);
       const base = parts[parts.length - 1];
       if (base === undefined || !base.startsWith(WHITEOUT)) continue;
       const dir = this.lookup(parts.slice(0, -1));
@@ -99,7 +101,7 @@ export class TreeBuilder {
       else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) dir.children.delete(base.slice(WHITEOUT.length));
     }
     for (const e of entries) {
-      const parts = splitPath(e.path);
+      const parts = splitPath(e.name);
       const base = parts[parts.length - 1];
       if (base !== undefined && base.startsWith(WHITEOUT)) continue;
       this.applyEntry(e, parts, layer);
@@ -146,10 +148,10 @@ export class TreeBuilder {
     if (e.type === 'hardlink') {
       const target = this.lookup(splitPath(e.linkname, 'hard link target'));
       if (!target) {
-        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${e.path}' points to missing '${e.linkname}'`);
+        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${displayName(e.name)}' points to missing '${displayName(e.linkname)}'`);
       }
       if (target.children) {
-        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${e.path}' points to directory '${e.linkname}'`);
+        throw new ClipError('LAYER_CORRUPT', `layer ${layer}: hard link '${displayName(e.name)}' points to directory '${displayName(e.linkname)}'`);
       }
       siblings.set(name, { inode: target.inode });
       return;

@@ -11,6 +11,8 @@
  *    - paths the runtime manages (/proc, /sys, /dev, /etc/hosts...) are left out, as Docker's
  *      init layer is left out of a commit.
  * The rules are those of moby's overlay whiteout converter (pkg/archive/archive_linux.go).
+ * Names are bytes end to end (byte strings, see @cryo/clip's names.ts): a name the sandbox wrote
+ * that is not UTF-8 comes back from the snapshot byte for byte.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -19,9 +21,8 @@ import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createGzip } from 'node:zlib';
-import { TarParser, type TarEntry } from '@cryo/clip';
+import { END_OF_ARCHIVE, TarParser, displayName, encodeHeader, padding, type TarEntry, type TarHeader } from '@cryo/clip';
 import { RUNTIME_MANAGED_PATHS } from './runtime-spec';
-import { END_OF_ARCHIVE, encodeHeader, padding, type LayerEntry } from './tar-writer';
 
 const execFileAsync = promisify(execFile);
 
@@ -42,13 +43,16 @@ export interface LayerFile {
   opaqueDirs: number;
 }
 
-/** GNU tar of the upper dir, xattrs included (trusted.* needs root), names sorted. */
+/**
+ * GNU tar of the upper dir, xattrs included (trusted.* needs root), names sorted. In the C locale
+ * GNU tar converts no name: every name goes into the archive as its bytes.
+ */
 export async function captureUpperDir(upperDir: string, rawTarPath: string): Promise<void> {
   try {
     await execFileAsync('tar', [
       '--create', '--file', rawTarPath, '--directory', upperDir, '--format=posix', '--numeric-owner',
       '--xattrs', '--xattrs-include=*', '--sort=name', '--no-acls', '--no-selinux', '.',
-    ], { maxBuffer: 16 * 1024 * 1024 });
+    ], { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } });
   } catch (err) {
     const stderr = typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr).trim() : '';
     throw new Error(`tar of the upper dir ${upperDir} failed: ${stderr || (err instanceof Error ? err.message : String(err))}`);
@@ -72,21 +76,26 @@ function parentAndBase(name: string): [string, string] {
   return slash < 0 ? ['', name] : [name.slice(0, slash + 1), name.slice(slash + 1)];
 }
 
+/** A layer entry: its tar header and where its bytes are in the raw tar (files only). */
+export type LayerEntry = TarHeader & { dataFrom?: number };
+
 /**
- * The layer entries for one upper-dir entry (none, one, or a dir plus its opaque marker).
- * `dataFrom` is where the entry's bytes are in the raw tar (files only).
+ * The layer entries for one upper-dir entry (none, one, or a dir plus its opaque marker), with
+ * times truncated to seconds and no atime/ctime, as Docker writes layers.
  */
-export function layerEntriesFor(entry: TarEntry): Array<LayerEntry & { dataFrom?: number }> {
-  const name = normalise(entry.path);
+export function layerEntriesFor(entry: TarEntry): LayerEntry[] {
+  const name = normalise(entry.name);
   if (name === '' || isRuntimeManaged(name)) return [];
-  const base: LayerEntry = {
+  const base: TarHeader = {
     name,
     type: entry.type,
     mode: entry.mode,
     uid: entry.uid,
     gid: entry.gid,
+    uname: entry.uname,
+    gname: entry.gname,
     size: entry.type === 'file' ? entry.size : 0,
-    mtime: entry.mtime.sec,
+    mtime: { sec: entry.mtime.sec, nsec: 0 },
     linkname: entry.type === 'hardlink' ? normalise(entry.linkname) : entry.linkname,
     devmajor: entry.devmajor,
     devminor: entry.devminor,
@@ -146,7 +155,7 @@ export async function writeLayer(rawTarPath: string, outPath: string): Promise<L
       while (left > 0) {
         const buf = Buffer.allocUnsafe(Math.min(left, 1 << 20));
         const { bytesRead } = await raw.read(buf, 0, buf.length, pos);
-        if (bytesRead === 0) throw new Error(`upper-dir tar ${rawTarPath} ends inside ${entry.name}`);
+        if (bytesRead === 0) throw new Error(`upper-dir tar ${rawTarPath} ends inside ${displayName(entry.name)}`);
         yield buf.subarray(0, bytesRead);
         pos += bytesRead;
         left -= bytesRead;

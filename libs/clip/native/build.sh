@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds libs/clip/native/build/Release/fuse.node: fuse-native's C source with Latin-1 (byte)
+# strings, linked against Debian's libfuse2 (needs libfuse-dev, pkg-config, a C compiler, make,
+# python3). Run through npm (`npm run build:fuse -w @cryo/clip`), which puts its node-gyp on PATH.
+set -euo pipefail
+cd "$(dirname "$0")"
+# node-gyp downloads Node's headers unless told where they are (no internet here): use the
+# headers installed with node when they are there.
+prefix=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+args=()
+[ -f "$prefix/include/node/node_api.h" ] && args+=("--nodedir=$prefix")
+node-gyp rebuild "${args[@]}" --loglevel=warn
