@@ -16,7 +16,9 @@ import { CryoError, newRequestId } from '@cryo/snapshot';
 import type { ServerConfig } from './config';
 import type { Database } from './db/database';
 import { BearerKeys, requireBearer } from './http/auth';
-import { registerErrorHandlers } from './http/errors';
+import { answerClientError, frameworkError, MAX_PARAM_LENGTH, registerErrorHandlers, sendError } from './http/errors';
+import { parseJsonBody, parseQueryString, QUERY_ERROR, type ParsedQuery } from './http/json-body';
+import { documentOptionalBodies } from './http/openapi';
 import { executorRoutes } from './routes/executors';
 import { internalRoutes } from './routes/internal';
 import { sandboxRoutes } from './routes/sandboxes';
@@ -31,7 +33,10 @@ import type { SnapshotService } from './services/snapshot-service';
 import type { ExecutorStore } from './store/executors';
 
 export const SERVER_VERSION = '0.1.0';
-const BODY_LIMIT = 8 * 1024 * 1024;
+/** Public request bodies: the largest valid one (command and env at 256 KiB each) fits twice. */
+export const BODY_LIMIT = 1024 * 1024;
+/** Executor protocol bodies: a result carries up to 4 MiB each of exec stdout and stderr. */
+export const INTERNAL_BODY_LIMIT = 8 * 1024 * 1024;
 
 export interface AppDeps {
   config: ServerConfig;
@@ -54,15 +59,43 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => newRequestId(),
     requestIdHeader: false,
     bodyLimit: BODY_LIMIT,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH, querystringParser: parseQueryString },
+    frameworkErrors: frameworkError,
+    clientErrorHandler: (error, socket) => answerClientError(deps.logger, error, socket),
+    // Answered below in cryo's envelope instead.
+    return503OnClosing: false,
   });
   registerErrorHandlers(base);
-  acceptEmptyJsonBodies(base);
+  base.removeContentTypeParser('application/json');
+  base.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(typeof body === 'string' ? Buffer.from(body, 'utf8') : body));
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)), undefined);
+    }
+  });
+  base.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/internal/')) route.bodyLimit ??= INTERNAL_BODY_LIMIT;
+  });
   const app = base.withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) {
+      reply.header('connection', 'close');
+      return sendError(reply, request, new CryoError('UNAVAILABLE', 'the server is shutting down; retry shortly'));
+    }
+    return undefined;
+  });
+  app.addHook('preValidation', async (request) => {
+    const malformed = (request.query as ParsedQuery | undefined)?.[QUERY_ERROR];
+    if (malformed !== undefined) throw malformed;
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -75,6 +108,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(fastifySwagger, {
     openapi: {
+      // 3.1 is JSON Schema 2020-12: the key rules of labels and env (propertyNames) survive.
+      openapi: '3.1.0',
       info: {
         title: 'cryo server',
         description: 'Sandboxes, snapshots in an OCI registry, and the executor protocol.',
@@ -84,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
     transform: jsonSchemaTransform,
+    transformObject: (documents) => documentOptionalBodies('openapiObject' in documents ? documents.openapiObject : documents.swaggerObject),
   });
 
   const apiKeys = new BearerKeys(deps.config.auth.api_keys);
@@ -113,21 +149,4 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.ready();
   return base;
-}
-
-/** `{}` and an empty body mean the same to a route whose fields are all optional. */
-function acceptEmptyJsonBodies(app: FastifyInstance): void {
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    if (text.trim() === '') {
-      done(null, undefined);
-      return;
-    }
-    try {
-      done(null, JSON.parse(text));
-    } catch (err) {
-      done(new CryoError('INVALID_REQUEST', `body: not valid JSON (${err instanceof Error ? err.message : String(err)})`), undefined);
-    }
-  });
 }
