@@ -19,6 +19,7 @@ import { BearerKeys, requireBearer } from './http/auth';
 import { answerClientError, frameworkError, MAX_PARAM_LENGTH, registerErrorHandlers, sendError } from './http/errors';
 import { parseJsonBody, parseQueryString, QUERY_ERROR, type ParsedQuery } from './http/json-body';
 import { documentOptionalBodies } from './http/openapi';
+import { PublicRequestTurns } from './http/turns';
 import { executorRoutes } from './routes/executors';
 import { internalRoutes } from './routes/internal';
 import { sandboxRoutes } from './routes/sandboxes';
@@ -126,8 +127,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const executorToken = new BearerKeys([deps.config.auth.executor_token]);
 
   await app.register(systemRoutes, { db: deps.db, metrics: deps.metrics, gauges: deps.gauges, version: SERVER_VERSION });
+  const turns = new PublicRequestTurns();
   await app.register(async (v1) => {
     v1.addHook('onRequest', requireBearer(apiKeys, 'API key'));
+    // One public request's validation and handler per event-loop turn; /internal never waits.
+    v1.addHook('preValidation', () => turns.wait());
     await v1.register(executorRoutes, { executors: deps.executorService });
     await v1.register(
       async (ns) => {
