@@ -7,7 +7,7 @@
  * 200 ms from the main thread and records how long each took. Phases:
  *
  *   idle    no load
- *   lists   10 clients back to back: GET /v1/namespaces/bench/sandboxes?limit=500
+ *   lists   10 clients (--list-clients) back to back: GET /v1/namespaces/bench/sandboxes?limit=500
  *   bodies  2 clients back to back: POST /sandboxes with an ~8 MiB body (a command of ~840k elements)
  *
  * With `--compare REF` the same scenario first runs against the server of git revision REF
@@ -15,7 +15,9 @@
  * node_modules), then against this checkout, in the same run.
  *
  *   npx tsx apps/server/bench/heartbeat-under-load.ts [--compare REF] [--sandboxes 500]
- *       [--command-bytes 20000] [--secs 10] [--json]
+ *       [--command-bytes 20000] [--secs 10] [--list-clients 10] [--json]
+ *
+ * Results print as a table and are kept in bench/results/heartbeat-under-load.json.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -25,6 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { percentile, writeResult } from '../../../bench/report';
 
 const { values } = parseArgs({
   options: {
@@ -32,12 +35,14 @@ const { values } = parseArgs({
     sandboxes: { type: 'string', default: '500' },
     'command-bytes': { type: 'string', default: '20000' },
     secs: { type: 'string', default: '10' },
+    'list-clients': { type: 'string', default: '10' },
     json: { type: 'boolean', default: false },
   },
 });
 const SANDBOXES = Number(values.sandboxes);
 const COMMAND_BYTES = Number(values['command-bytes']);
 const PHASE_SECS = Number(values.secs);
+const LIST_CLIENTS = Number(values['list-clients']);
 const PROBE_INTERVAL_MS = 200;
 const API_KEY = 'bench-api-key';
 const EXECUTOR_TOKEN = 'bench-executor-token';
@@ -219,14 +224,14 @@ function startLoad(url: string, method: string, clients: number, body: string | 
   };
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
 function stats(latencies: number[]) {
-  const sorted = [...latencies].sort((a, b) => a - b);
   const round = (n: number): number => Math.round(n * 10) / 10;
-  return { n: sorted.length, p50_ms: round(percentile(sorted, 50)), p99_ms: round(percentile(sorted, 99)), max_ms: round(sorted.at(-1) ?? Number.NaN) };
+  return {
+    n: latencies.length,
+    p50_ms: round(percentile(latencies, 50)),
+    p99_ms: round(percentile(latencies, 99)),
+    max_ms: round(Math.max(...latencies)),
+  };
 }
 
 /** Heartbeats and /healthz every PROBE_INTERVAL_MS (each loop waits for its answer) until `until` resolves. */
@@ -279,7 +284,7 @@ async function scenario(label: string, checkout: string) {
     await seed(server.url);
     const seedSecs = (performance.now() - seedStarted) / 1000;
     const idle = await phase(server.url, null);
-    const lists = await phase(server.url, { method: 'GET', path: '/v1/namespaces/bench/sandboxes?limit=500', clients: 10, body: null });
+    const lists = await phase(server.url, { method: 'GET', path: '/v1/namespaces/bench/sandboxes?limit=500', clients: LIST_CLIENTS, body: null });
     const bodies = await phase(server.url, { method: 'POST', path: '/v1/namespaces/bench/sandboxes', clients: 2, body: bigBody() });
     return { label, seed_secs: Math.round(seedSecs * 10) / 10, idle, lists, bodies };
   } finally {
@@ -299,10 +304,11 @@ if (values.compare !== undefined) {
 }
 runs.push(await scenario('this checkout', ROOT));
 
+writeResult('heartbeat-under-load', { sandboxes: SANDBOXES, command_bytes: COMMAND_BYTES, phase_secs: PHASE_SECS, list_clients: LIST_CLIENTS, runs });
 if (values.json) {
   process.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
 } else {
-  console.log(`${SANDBOXES} sandboxes with ${COMMAND_BYTES}-byte commands; ${PHASE_SECS} s per phase; probes every ${PROBE_INTERVAL_MS} ms`);
+  console.log(`${SANDBOXES} sandboxes with ${COMMAND_BYTES}-byte commands; ${PHASE_SECS} s per phase; ${LIST_CLIENTS} list clients; probes every ${PROBE_INTERVAL_MS} ms`);
   for (const run of runs) {
     console.log(`\n== ${run.label} (seeded in ${run.seed_secs} s)`);
     console.log('phase   | heartbeat p50 / p99 / max ms | healthz p50 / p99 / max ms | load requests, p50 ms, statuses, MB received');

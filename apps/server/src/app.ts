@@ -67,7 +67,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: false,
   });
   registerErrorHandlers(base);
-  base.removeContentTypeParser('application/json');
+  // JSON only: a text/plain body would reach the schemas as a string and be refused less clearly.
+  base.removeContentTypeParser(['application/json', 'text/plain']);
   base.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
     try {
       done(null, parseJsonBody(typeof body === 'string' ? Buffer.from(body, 'utf8') : body));

@@ -27,7 +27,8 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, error: C
       request_id: request.id,
     },
   };
-  return reply.code(error.status).type('application/json').send(body);
+  // Also on answers no onRequest hook saw (the router's own refusals).
+  return reply.code(error.status).header('x-request-id', request.id).type('application/json').send(body);
 }
 
 /** Maps anything thrown in a handler or by fastify itself to a CryoError. */
