@@ -10,11 +10,11 @@
  *   lists   10 clients (--list-clients) back to back: GET /v1/namespaces/bench/sandboxes?limit=500
  *   bodies  2 clients back to back: POST /sandboxes with an ~8 MiB body (a command of ~840k elements)
  *
- * With `--compare REF` the same scenario first runs against the server of git revision REF
- * (extracted with `git archive` into a temporary directory that borrows this checkout's
- * node_modules), then against this checkout, in the same run.
+ * With `--compare REF` (repeatable) the same scenario first runs against the server of each git
+ * revision REF (extracted with `git archive` into a temporary directory that borrows this
+ * checkout's node_modules), then against this checkout, in the same run.
  *
- *   npx tsx apps/server/bench/heartbeat-under-load.ts [--compare REF] [--sandboxes 500]
+ *   npx tsx apps/server/bench/heartbeat-under-load.ts [--compare REF]... [--sandboxes 500]
  *       [--command-bytes 20000] [--secs 10] [--list-clients 10] [--json]
  *
  * Results print as a table and are kept in bench/results/heartbeat-under-load.json.
@@ -31,7 +31,7 @@ import { percentile, writeResult } from '../../../bench/report';
 
 const { values } = parseArgs({
   options: {
-    compare: { type: 'string' },
+    compare: { type: 'string', multiple: true },
     sandboxes: { type: 'string', default: '500' },
     'command-bytes': { type: 'string', default: '20000' },
     secs: { type: 'string', default: '10' },
@@ -190,7 +190,8 @@ parentPort.on('message', () => { stop = true; });
           headers: { authorization: 'Bearer ' + workerData.key, ...(body ? { 'content-type': 'application/json' } : {}) },
           body,
         });
-        bytes += (await res.arrayBuffer()).byteLength;
+        const received = await res.arrayBuffer();
+        bytes += received.byteLength;
         statuses[res.status] = (statuses[res.status] || 0) + 1;
       } catch (err) {
         statuses.error = (statuses.error || 0) + 1;
@@ -294,12 +295,12 @@ async function scenario(label: string, checkout: string) {
 }
 
 const runs = [];
-if (values.compare !== undefined) {
-  const before = materialize(values.compare);
+for (const ref of values.compare ?? []) {
+  const checkout = materialize(ref);
   try {
-    runs.push(await scenario(`before (${values.compare})`, before));
+    runs.push(await scenario(ref, checkout));
   } finally {
-    rmSync(before, { recursive: true, force: true });
+    rmSync(checkout, { recursive: true, force: true });
   }
 }
 runs.push(await scenario('this checkout', ROOT));
