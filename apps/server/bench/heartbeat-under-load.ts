@@ -10,12 +10,13 @@
  *   lists   10 clients (--list-clients) back to back: GET /v1/namespaces/bench/sandboxes?limit=500
  *   bodies  2 clients back to back: POST /sandboxes with an ~8 MiB body (a command of ~840k elements)
  *
- * With `--compare REF` (repeatable) the same scenario first runs against the server of each git
- * revision REF (extracted with `git archive` into a temporary directory that borrows this
- * checkout's node_modules), then against this checkout, in the same run.
+ * With `--compare REF` (repeatable) the server of each git revision REF (extracted with `git
+ * archive` into a temporary directory that borrows this checkout's node_modules) runs next to
+ * this checkout's; each phase is split into --rounds windows that alternate between the servers,
+ * so load from elsewhere on the machine falls on all of them alike.
  *
  *   npx tsx apps/server/bench/heartbeat-under-load.ts [--compare REF]... [--sandboxes 500]
- *       [--command-bytes 20000] [--secs 10] [--list-clients 10] [--json]
+ *       [--command-bytes 20000] [--secs 15] [--rounds 3] [--list-clients 10] [--json]
  *
  * Results print as a table and are kept in bench/results/heartbeat-under-load.json.
  */
@@ -34,8 +35,9 @@ const { values } = parseArgs({
     compare: { type: 'string', multiple: true },
     sandboxes: { type: 'string', default: '500' },
     'command-bytes': { type: 'string', default: '20000' },
-    secs: { type: 'string', default: '10' },
+    secs: { type: 'string', default: '15' },
     'list-clients': { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '3' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -43,6 +45,7 @@ const SANDBOXES = Number(values.sandboxes);
 const COMMAND_BYTES = Number(values['command-bytes']);
 const PHASE_SECS = Number(values.secs);
 const LIST_CLIENTS = Number(values['list-clients']);
+const ROUNDS = Number(values.rounds);
 const PROBE_INTERVAL_MS = 200;
 const API_KEY = 'bench-api-key';
 const EXECUTOR_TOKEN = 'bench-executor-token';
@@ -236,37 +239,63 @@ function stats(latencies: number[]) {
 }
 
 /** Heartbeats and /healthz every PROBE_INTERVAL_MS (each loop waits for its answer) until `until` resolves. */
-async function probe(url: string, until: Promise<unknown>) {
+interface Samples {
+  heartbeat: number[];
+  healthz: number[];
+  failedHeartbeats: number;
+  load: number[];
+  statuses: Record<string, number>;
+  bytes: number;
+}
+
+const noSamples = (): Samples => ({ heartbeat: [], healthz: [], failedHeartbeats: 0, load: [], statuses: {}, bytes: 0 });
+
+/** Heartbeats and /healthz every PROBE_INTERVAL_MS (each loop waits for its answer) until `until` resolves. */
+async function probe(url: string, until: Promise<unknown>, into: Samples): Promise<void> {
   let done = false;
   void until.then(() => {
     done = true;
   });
-  const heartbeats: number[] = [];
-  const health: number[] = [];
-  let failedHeartbeats = 0;
-  const loop = async (fn: () => Promise<{ ms: number; status: number }>, into: number[], onFail: () => void) => {
+  const loop = async (fn: () => Promise<{ ms: number; status: number }>, samples: number[], onFail: () => void) => {
     while (!done) {
       const reply = await fn();
-      into.push(reply.ms);
+      samples.push(reply.ms);
       if (reply.status !== 200) onFail();
       await sleep(PROBE_INTERVAL_MS);
     }
   };
   await Promise.all([
-    loop(() => heartbeat(url), heartbeats, () => { failedHeartbeats += 1; }),
-    loop(() => timed(`${url}/healthz`, {}), health, () => undefined),
+    loop(() => heartbeat(url), into.heartbeat, () => {
+      into.failedHeartbeats += 1;
+    }),
+    loop(() => timed(`${url}/healthz`, {}), into.healthz, () => undefined),
   ]);
-  return { heartbeat: stats(heartbeats), healthz: stats(health), failed_heartbeats: failedHeartbeats };
 }
 
-async function phase(url: string, load: { method: string; path: string; clients: number; body: string | null } | null) {
+interface Load {
+  method: string;
+  path: string;
+  clients: number;
+  body: string | null;
+}
+
+/** One window of a phase against one server; samples are added to `into`. */
+async function window(url: string, load: Load | null, secs: number, into: Samples): Promise<void> {
   const generator = load === null ? null : startLoad(`${url}${load.path}`, load.method, load.clients, load.body);
-  const timer = sleep(PHASE_SECS * 1000);
-  const probes = await probe(url, timer);
+  await probe(url, sleep(secs * 1000), into);
   const result = generator === null ? null : await generator.stop();
+  if (result === null) return;
+  into.load.push(...result.latencies);
+  for (const [status, count] of Object.entries(result.statuses)) into.statuses[status] = (into.statuses[status] ?? 0) + count;
+  into.bytes += result.bytes;
+}
+
+function summarize(samples: Samples, hasLoad: boolean) {
   return {
-    ...probes,
-    load: result === null ? null : { ...stats(result.latencies), statuses: result.statuses, mb_received: Math.round(result.bytes / 1e5) / 10 },
+    heartbeat: stats(samples.heartbeat),
+    healthz: stats(samples.healthz),
+    failed_heartbeats: samples.failedHeartbeats,
+    load: hasLoad ? { ...stats(samples.load), statuses: samples.statuses, mb_received: Math.round(samples.bytes / 1e5) / 10 } : null,
   };
 }
 
@@ -277,43 +306,61 @@ function bigBody(): string {
   return JSON.stringify({ image: 'busybox:latest', command: Array.from({ length: count }, () => element) });
 }
 
-async function scenario(label: string, checkout: string) {
-  const work = mkdtempSync(join(tmpdir(), 'cryo-bench-hb-'));
-  const server = await startServer(checkout, work);
-  try {
-    const seedStarted = performance.now();
-    await seed(server.url);
-    const seedSecs = (performance.now() - seedStarted) / 1000;
-    const idle = await phase(server.url, null);
-    const lists = await phase(server.url, { method: 'GET', path: '/v1/namespaces/bench/sandboxes?limit=500', clients: LIST_CLIENTS, body: null });
-    const bodies = await phase(server.url, { method: 'POST', path: '/v1/namespaces/bench/sandboxes', clients: 2, body: bigBody() });
-    return { label, seed_secs: Math.round(seedSecs * 10) / 10, idle, lists, bodies };
-  } finally {
-    await server.stop();
-    rmSync(work, { recursive: true, force: true });
+const PHASES = ['idle', 'lists', 'bodies'] as const;
+const loads: Record<(typeof PHASES)[number], Load | null> = {
+  idle: null,
+  lists: { method: 'GET', path: '/v1/namespaces/bench/sandboxes?limit=500', clients: LIST_CLIENTS, body: null },
+  bodies: { method: 'POST', path: '/v1/namespaces/bench/sandboxes', clients: 2, body: bigBody() },
+};
+
+// Every server runs at once; each phase is split into ROUNDS windows that take turns across the
+// servers, so a burst of load from elsewhere on the machine falls on all of them alike.
+const servers: Array<{ label: string; checkout: string; work: string; server: RunningServer | null; seedSecs: number; samples: Record<string, Samples> }> = [];
+try {
+  for (const ref of values.compare ?? []) {
+    servers.push({ label: ref, checkout: materialize(ref), work: '', server: null, seedSecs: 0, samples: {} });
+  }
+  servers.push({ label: 'this checkout', checkout: ROOT, work: '', server: null, seedSecs: 0, samples: {} });
+  for (const entry of servers) {
+    entry.work = mkdtempSync(join(tmpdir(), 'cryo-bench-hb-'));
+    entry.server = await startServer(entry.checkout, entry.work);
+    const started = performance.now();
+    await seed(entry.server.url);
+    entry.seedSecs = Math.round((performance.now() - started) / 100) / 10;
+    entry.samples = Object.fromEntries(PHASES.map((name) => [name, noSamples()]));
+  }
+  for (const name of PHASES) {
+    for (let round = 0; round < ROUNDS; round += 1) {
+      for (const entry of servers) {
+        const samples = entry.samples[name];
+        if (entry.server === null || samples === undefined) throw new Error('server not started');
+        await window(entry.server.url, loads[name], PHASE_SECS / ROUNDS, samples);
+      }
+    }
+  }
+} finally {
+  for (const entry of servers) {
+    await entry.server?.stop();
+    if (entry.work !== '') rmSync(entry.work, { recursive: true, force: true });
+    if (entry.checkout !== ROOT) rmSync(entry.checkout, { recursive: true, force: true });
   }
 }
 
-const runs = [];
-for (const ref of values.compare ?? []) {
-  const checkout = materialize(ref);
-  try {
-    runs.push(await scenario(ref, checkout));
-  } finally {
-    rmSync(checkout, { recursive: true, force: true });
-  }
-}
-runs.push(await scenario('this checkout', ROOT));
+const runs = servers.map((entry) => ({
+  label: entry.label,
+  seed_secs: entry.seedSecs,
+  ...Object.fromEntries(PHASES.map((name) => [name, summarize(entry.samples[name] ?? noSamples(), loads[name] !== null)])),
+})) as Array<{ label: string; seed_secs: number } & Record<(typeof PHASES)[number], ReturnType<typeof summarize>>>;
 
-writeResult('heartbeat-under-load', { sandboxes: SANDBOXES, command_bytes: COMMAND_BYTES, phase_secs: PHASE_SECS, list_clients: LIST_CLIENTS, runs });
+writeResult('heartbeat-under-load', { sandboxes: SANDBOXES, command_bytes: COMMAND_BYTES, phase_secs: PHASE_SECS, rounds: ROUNDS, list_clients: LIST_CLIENTS, runs });
 if (values.json) {
   process.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
 } else {
-  console.log(`${SANDBOXES} sandboxes with ${COMMAND_BYTES}-byte commands; ${PHASE_SECS} s per phase; ${LIST_CLIENTS} list clients; probes every ${PROBE_INTERVAL_MS} ms`);
+  console.log(`${SANDBOXES} sandboxes with ${COMMAND_BYTES}-byte commands; ${PHASE_SECS} s per phase and server in ${ROUNDS} interleaved windows; ${LIST_CLIENTS} list clients; probes every ${PROBE_INTERVAL_MS} ms`);
   for (const run of runs) {
     console.log(`\n== ${run.label} (seeded in ${run.seed_secs} s)`);
     console.log('phase   | heartbeat p50 / p99 / max ms | healthz p50 / p99 / max ms | load requests, p50 ms, statuses, MB received');
-    for (const name of ['idle', 'lists', 'bodies'] as const) {
+    for (const name of PHASES) {
       const p = run[name];
       const load = p.load === null ? '-' : `${p.load.n}, ${p.load.p50_ms}, ${JSON.stringify(p.load.statuses)}, ${p.load.mb_received}`;
       console.log(`${name.padEnd(7)} | ${p.heartbeat.p50_ms} / ${p.heartbeat.p99_ms} / ${p.heartbeat.max_ms} (${p.heartbeat.n}, ${p.failed_heartbeats} failed) | ${p.healthz.p50_ms} / ${p.healthz.p99_ms} / ${p.healthz.max_ms} | ${load}`);
