@@ -63,9 +63,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH, querystringParser: parseQueryString },
     frameworkErrors: frameworkError,
     clientErrorHandler: (error, socket) => answerClientError(deps.logger, error, socket),
-    // Answered below in cryo's envelope instead.
+    // These three are answered below in cryo's envelope instead of by fastify or Node.
     return503OnClosing: false,
+    http: { requireHostHeader: false },
   });
+  // RFC 9110 lets a server ignore an expectation it does not know; Node would answer 417 itself.
+  base.server.on('checkExpectation', (request, response) => base.server.emit('request', request, response));
   registerErrorHandlers(base);
   // JSON only: a text/plain body would reach the schemas as a string and be refused less clearly.
   base.removeContentTypeParser(['application/json', 'text/plain']);
@@ -92,6 +95,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (closing) {
       reply.header('connection', 'close');
       return sendError(reply, request, new CryoError('UNAVAILABLE', 'the server is shutting down; retry shortly'));
+    }
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      reply.header('connection', 'close');
+      return sendError(reply, request, new CryoError('INVALID_REQUEST', 'headers: an HTTP/1.1 request needs a Host header'));
     }
     return undefined;
   });

@@ -111,6 +111,14 @@ describe("cryo's envelope for every answer (item 3)", () => {
     const bigHeaders = envelopeOf(await overSocket(url, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
     expect(bigHeaders.status).toBe(431);
     expect(bigHeaders.body.error).toMatchObject({ code: 'HEADERS_TOO_LARGE', message: expect.stringContaining('16384 bytes') });
+    const badChunk = envelopeOf(await overSocket(url, 'POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'));
+    expect(badChunk.body.error).toMatchObject({ code: 'INVALID_REQUEST', message: expect.stringContaining('chunk size') });
+    // Node itself answers these two with an empty body unless told not to.
+    const noHost = envelopeOf(await overSocket(url, 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'));
+    expect(noHost.status).toBe(400);
+    expect(noHost.body.error).toMatchObject({ code: 'INVALID_REQUEST', message: expect.stringContaining('Host header') });
+    const expectation = await overSocket(url, 'GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: something\r\nConnection: close\r\n\r\n');
+    expect(envelopeOf(expectation).status).toBe(200);
   });
 
   it('answers a request that arrives while the server shuts down with 503 in the envelope', async () => {
