@@ -1,6 +1,8 @@
 /**
  * The fastify instance: zod validation and serialization, OpenAPI from the same schemas, JSON
- * errors, bearer auth per prefix, request metrics, and the route plugins.
+ * errors (cryo's envelope for everything, router and malformed HTTP included), strict JSON and
+ * query parsing (http/json-body.ts), body limits, event-loop turns for public requests
+ * (http/turns.ts), bearer auth per prefix, request metrics, and the route plugins.
  */
 import fastifySwagger from '@fastify/swagger';
 import type { IncomingMessage, ServerResponse } from 'node:http';
