@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(snapshot clip-build clip-read lazy-restore reaper-latency)
+  names=(snapshot clip-build clip-read lazy-restore reaper-latency heartbeat-under-load)
 fi
 for n in "${names[@]}"; do
   echo "== bench $n"
-  if [ "$n" = reaper-latency ]; then npx tsx apps/server/bench/reaper-latency.ts; else npx tsx "bench/$n.ts"; fi
+  if [ -f "apps/server/bench/$n.ts" ]; then npx tsx "apps/server/bench/$n.ts"; else npx tsx "bench/$n.ts"; fi
 done

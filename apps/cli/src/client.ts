@@ -12,6 +12,7 @@ import {
   ExecResultSchema,
   ExecutorViewSchema,
   NAMESPACE_PATTERN,
+  SandboxListItemSchema,
   SandboxSchema,
   SnapshotSchema,
   pageOf,
@@ -22,6 +23,7 @@ import {
   type ExecutorView,
   type RestoreBody,
   type Sandbox,
+  type SandboxListItem,
   type SandboxStatus,
   type Snapshot,
   type SnapshotStatus,
@@ -41,7 +43,8 @@ export const DEFAULT_NAMESPACE = 'default';
 const SandboxResponse = SandboxSchema.loose();
 const SnapshotResponse = SnapshotSchema.loose();
 const ExecutorResponse = ExecutorViewSchema.loose();
-const SandboxPage = pageOf(SandboxResponse).loose();
+// List items leave out `command` (GET one sandbox for it).
+const SandboxPage = pageOf(SandboxListItemSchema.loose()).loose();
 const SnapshotPage = pageOf(SnapshotResponse).loose();
 const CreateSandboxResponse = CreateSandboxResponseSchema.loose();
 const CreateSnapshotResponse = CreateSnapshotResponseSchema.loose();
@@ -148,11 +151,11 @@ export class CryoClient {
     return this.call(CreateSandboxResponse, 'POST', this.ns('/sandboxes'), { body });
   }
 
-  listSandboxes(options: ListOptions = {}): Promise<Page<Sandbox>> {
+  listSandboxes(options: ListOptions = {}): Promise<Page<SandboxListItem>> {
     return this.call(SandboxPage, 'GET', this.ns('/sandboxes'), { query: listQuery(options) });
   }
 
-  listAllSandboxes(options: Omit<ListOptions, 'cursor'> = {}): Promise<Sandbox[]> {
+  listAllSandboxes(options: Omit<ListOptions, 'cursor'> = {}): Promise<SandboxListItem[]> {
     return collectPages((cursor) => this.listSandboxes({ ...options, cursor }));
   }
 

@@ -1,5 +1,5 @@
 /** How sandboxes, snapshots and executors look to people: tables for lists, key: value for one. */
-import type { ExecutorView, Outcome, Sandbox, Snapshot } from '@cryo/snapshot';
+import type { ExecutorView, Outcome, Sandbox, SandboxListItem, Snapshot } from '@cryo/snapshot';
 import {
   formatBytes,
   formatLabels,
@@ -24,13 +24,13 @@ export function formatCommand(command: readonly string[] | null): string | undef
 }
 
 /** The one thing worth knowing beyond the status: why it waits, how it ended, where it came from. */
-function sandboxDetail(sb: Sandbox): string {
+function sandboxDetail(sb: SandboxListItem): string {
   const detail = sb.pending_reason ?? describeOutcome(sb.outcome);
   if (detail !== undefined) return detail;
   return sb.restored_from_snapshot === null ? '' : `from ${sb.restored_from_snapshot}`;
 }
 
-export function sandboxTable(items: readonly Sandbox[], now: Date): string {
+export function sandboxTable(items: readonly SandboxListItem[], now: Date): string {
   return renderTable(
     ['SANDBOX', 'STATUS', 'IMAGE', 'EXECUTOR', 'CREATED', 'DETAIL'],
     items.map((sb) => [

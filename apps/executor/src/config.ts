@@ -2,11 +2,11 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
-import { LabelsSchema, RestoreModeSchema } from '@cryo/snapshot';
+import { ExecutorIdSchema, LabelsSchema, RestoreModeSchema } from '@cryo/snapshot';
 
 export const DataplaneConfigSchema = z.object({
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').default('http://127.0.0.1:8900'),
-  executor_id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'executor_id may use letters, digits, ".", "_", "-"').default(() => hostname()),
+  executor_id: ExecutorIdSchema.default(() => hostname()),
   token: z.string().min(1, 'token must not be empty'),
   docker: z.object({
     host: z.string().default('unix:///var/run/docker.sock'),

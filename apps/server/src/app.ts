@@ -1,6 +1,8 @@
 /**
  * The fastify instance: zod validation and serialization, OpenAPI from the same schemas (Swagger
- * UI at /docs), JSON errors, bearer auth per prefix, request metrics, the route plugins and the
+ * UI at /docs), JSON errors (cryo's envelope for everything, router and malformed HTTP included),
+ * strict JSON and query parsing (http/json-body.ts), body limits, event-loop turns for public
+ * requests (http/turns.ts), bearer auth per prefix, request metrics, the route plugins and the
  * dashboard at /ui.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -16,7 +18,9 @@ import { registerApiReference } from './api-reference/openapi';
 import type { ServerConfig } from './config';
 import type { Database } from './db/database';
 import { BearerKeys, requireBearer } from './http/auth';
-import { registerErrorHandlers } from './http/errors';
+import { answerClientError, frameworkError, MAX_PARAM_LENGTH, registerErrorHandlers, sendError } from './http/errors';
+import { parseJsonBody, parseQueryString, QUERY_ERROR, type ParsedQuery } from './http/json-body';
+import { PublicRequestTurns } from './http/turns';
 import { executorRoutes } from './routes/executors';
 import { internalRoutes } from './routes/internal';
 import { sandboxRoutes } from './routes/sandboxes';
@@ -32,7 +36,10 @@ import type { SnapshotService } from './services/snapshot-service';
 import type { ExecutorStore } from './store/executors';
 
 export const SERVER_VERSION = '0.1.0';
-const BODY_LIMIT = 8 * 1024 * 1024;
+/** Public request bodies: the largest valid one (command and env at 256 KiB each) fits twice. */
+export const BODY_LIMIT = 1024 * 1024;
+/** Executor protocol bodies: a result carries up to 4 MiB each of exec stdout and stderr. */
+export const INTERNAL_BODY_LIMIT = 8 * 1024 * 1024;
 
 export interface AppDeps {
   config: ServerConfig;
@@ -57,15 +64,51 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => newRequestId(),
     requestIdHeader: false,
     bodyLimit: BODY_LIMIT,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH, querystringParser: parseQueryString },
+    frameworkErrors: frameworkError,
+    clientErrorHandler: (error, socket) => answerClientError(deps.logger, error, socket),
+    // These three are answered below in cryo's envelope instead of by fastify or Node.
+    return503OnClosing: false,
+    http: { requireHostHeader: false },
   });
+  // RFC 9110 lets a server ignore an expectation it does not know; Node would answer 417 itself.
+  base.server.on('checkExpectation', (request, response) => base.server.emit('request', request, response));
   registerErrorHandlers(base);
-  acceptEmptyJsonBodies(base);
+  // JSON only: a text/plain body would reach the schemas as a string and be refused less clearly.
+  base.removeContentTypeParser(['application/json', 'text/plain']);
+  base.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(typeof body === 'string' ? Buffer.from(body, 'utf8') : body));
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)), undefined);
+    }
+  });
+  base.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/internal/')) route.bodyLimit ??= INTERNAL_BODY_LIMIT;
+  });
   const app = base.withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) {
+      reply.header('connection', 'close');
+      return sendError(reply, request, new CryoError('UNAVAILABLE', 'the server is shutting down; retry shortly'));
+    }
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      reply.header('connection', 'close');
+      return sendError(reply, request, new CryoError('INVALID_REQUEST', 'headers: an HTTP/1.1 request needs a Host header'));
+    }
+    return undefined;
+  });
+  app.addHook('preValidation', async (request) => {
+    const malformed = (request.query as ParsedQuery | undefined)?.[QUERY_ERROR];
+    if (malformed !== undefined) throw malformed;
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -83,8 +126,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const executorToken = new BearerKeys([deps.config.auth.executor_token]);
 
   await app.register(systemRoutes, { db: deps.db, metrics: deps.metrics, gauges: deps.gauges, version: SERVER_VERSION });
+  const turns = new PublicRequestTurns();
   await app.register(async (v1) => {
     v1.addHook('onRequest', requireBearer(apiKeys, 'API key'));
+    // One public request's validation and handler per event-loop turn; /internal never waits.
+    v1.addHook('preValidation', () => turns.wait());
     await v1.register(executorRoutes, { executors: deps.executorService });
     await v1.register(
       async (ns) => {
@@ -106,21 +152,4 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.ready();
   return base;
-}
-
-/** `{}` and an empty body mean the same to a route whose fields are all optional. */
-function acceptEmptyJsonBodies(app: FastifyInstance): void {
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    if (text.trim() === '') {
-      done(null, undefined);
-      return;
-    }
-    try {
-      done(null, JSON.parse(text));
-    } catch (err) {
-      done(new CryoError('INVALID_REQUEST', `body: not valid JSON (${err instanceof Error ? err.message : String(err)})`), undefined);
-    }
-  });
 }

@@ -30,6 +30,17 @@ describe('parseImageReference', () => {
     expect(() => parseImageReference('reg:5000/')).toThrow('no repository');
   });
 
+  it('follows the distribution grammar exactly: no trimming, host components, name length', () => {
+    for (const bad of [' ', ' busybox', 'busybox ', 'a\nb', 'UPPER-Case', '../../etc/passwd', 'a..b/app', 'a.-b/app', '-a.b/app', 'a_b.com/app']) {
+      expect(() => parseImageReference(bad), JSON.stringify(bad)).toThrow('invalid image reference');
+    }
+    expect(parseImageReference('my-registry.example.com:5000/a__b/c--d:v1').host).toBe('my-registry.example.com:5000');
+    const host = 'registry.example.com/';
+    const longest = `${host}${'a'.repeat(255 - host.length)}`;
+    expect(parseImageReference(`${longest}:v1`).repository).toHaveLength(255 - host.length);
+    expect(() => parseImageReference(`${longest}a`)).toThrow('at most 255');
+  });
+
   it('round-trips through formatImageReference', () => {
     const text = `127.0.0.1:5001/cryo/snapshots:t@${DIGEST}`;
     expect(formatImageReference(parseImageReference(text))).toBe(text);

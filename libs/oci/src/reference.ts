@@ -1,5 +1,9 @@
 /**
- * Image references the way Docker reads them: `[host[:port]/]path[:tag][@digest]`.
+ * Image references the way Docker reads them: `[host[:port]/]path[:tag][@digest]`, in the grammar
+ * of distribution/reference (reference.go): path components are lowercase `[a-z0-9]+` joined by
+ * `.`, `_`, `__` or `-`+; host names are `.`-separated components of letters, digits and inner
+ * `-` (or a bracketed IPv6 address), with an optional port; the name (host and path) is at most
+ * 255 characters. Nothing is trimmed: whitespace is not part of the grammar.
  * The first component is a host when it contains `.` or `:`, or is `localhost`; otherwise the
  * reference is on Docker Hub (`docker.io`), where one-component names live under `library/`.
  */
@@ -13,7 +17,9 @@ export interface ImageReference {
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]+)?$/;
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?$/;
+/** distribution/reference NameTotalLengthMax: host and path together. */
+const NAME_MAX_LENGTH = 255;
 
 export const DOCKER_HUB = 'docker.io';
 
@@ -26,7 +32,7 @@ export class ImageReferenceError extends Error {
 }
 
 export function parseImageReference(reference: string): ImageReference {
-  let rest = reference.trim();
+  let rest = reference;
   if (rest === '') throw new ImageReferenceError(reference, 'empty');
   let digest: string | undefined;
   const at = rest.indexOf('@');
@@ -53,6 +59,9 @@ export function parseImageReference(reference: string): ImageReference {
     if (!HOST.test(host)) throw new ImageReferenceError(reference, `bad registry host "${host}"`);
   }
   if (repository === '') throw new ImageReferenceError(reference, 'no repository');
+  if (rest.length > NAME_MAX_LENGTH) {
+    throw new ImageReferenceError(reference, `name is ${rest.length} characters; at most ${NAME_MAX_LENGTH}`);
+  }
   for (const component of repository.split('/')) {
     if (!COMPONENT.test(component)) {
       throw new ImageReferenceError(reference, `bad repository component "${component}" (lowercase letters, digits and . _ - only)`);

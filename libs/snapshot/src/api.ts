@@ -1,20 +1,140 @@
 /**
  * The public REST API (/v1), defined once. Server routes validate with these schemas, the
  * OpenAPI document is generated from them, and the CLI parses responses with them.
+ *
+ * Every request field is bounded (API_LIMITS) and every object is strict: what the server
+ * accepts is what a sandbox can run, and no field is silently dropped or changed. A rule that
+ * JSON Schema cannot state (a UTF-8 byte total, the image reference grammar) is said in the
+ * field's description, and the refusal names the field and repeats the rule.
  */
 import { z } from 'zod';
+import { parseImageReference } from '@cryo/oci/reference';
+import { EXECUTOR_ID_PATTERN, EXECUTOR_ID_RULE, ID_MAX_LENGTH, NAMESPACE_PATTERN } from './ids';
 import { TAG_PATTERN } from './naming';
 
 const MAX_TTL_SECS = 10 * 365 * 24 * 3600;
 
-export const EnvSchema = z.record(z.string().regex(/^[^=\0]+$/, 'env names must not contain "=" or NUL'), z.string());
-export const LabelsSchema = z.record(
-  z.string().min(1).max(63).regex(/^[A-Za-z0-9._/-]+$/, 'label keys use letters, digits, ".", "_", "/", "-"'),
-  z.string().max(255),
-);
-export const CommandSchema = z.array(z.string()).min(1, 'command must have at least one element');
+/** What one request may carry. Bytes are UTF-8 bytes. */
+export const API_LIMITS = {
+  /** Linux MAX_ARG_STRLEN (128 KiB) less the NUL: execve fails with E2BIG on a longer argument or NAME=value. */
+  argBytes: 128 * 1024 - 1,
+  commandElements: 1024,
+  /** All command elements together. */
+  commandBytes: 256 * 1024,
+  envVariables: 1024,
+  /** All NAME=value strings together. */
+  envBytes: 256 * 1024,
+  labels: 64,
+  labelKeyLength: 63,
+  labelValueLength: 255,
+  /** All keys and values together: bounds what every list item carries. */
+  labelBytes: 8 * 1024,
+  /** `label=k=v` filters on one list request (all must match). */
+  labelFilters: 16,
+  /** distribution allows a 255-character name plus a 128-character tag and a digest. */
+  imageLength: 512,
+  /** Items on one page of a list. */
+  pageItems: 500,
+} as const;
 
-export const ResourcesSchema = z.object({
+const utf8Bytes = (text: string): number => Buffer.byteLength(text, 'utf8');
+const NO_NUL = /^[^\u0000]*$/;
+const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
+
+/** One argument or environment string a process can receive: no NUL, at most MAX_ARG_STRLEN. */
+const ArgumentSchema = (what: string) =>
+  z.string()
+    .max(API_LIMITS.argBytes, `${what} is at most ${API_LIMITS.argBytes} bytes (Linux MAX_ARG_STRLEN)`)
+    .regex(NO_NUL, `${what} must not contain NUL bytes: no process can receive them`)
+    .refine((text) => utf8Bytes(text) <= API_LIMITS.argBytes, `${what} is at most ${API_LIMITS.argBytes} bytes of UTF-8 (Linux MAX_ARG_STRLEN)`);
+
+/** A record whose key refusals keep the key rule (zod's default says only "Invalid key in record"). */
+function recordOf<K extends z.ZodString, V extends z.ZodType>(key: K, value: V) {
+  return z.record(key, value, {
+    error: (issue) =>
+      issue.code === 'invalid_key' ? `invalid key: ${(issue.issues ?? []).map((i) => i.message).join('; ')}` : undefined,
+  });
+}
+
+const ENV_RULE = `at most ${API_LIMITS.envVariables} variables; names without "=" or NUL; values without NUL; ` +
+  `each NAME=value at most ${API_LIMITS.argBytes} bytes and all together at most ${API_LIMITS.envBytes} bytes (UTF-8)`;
+export const EnvSchema = recordOf(
+  z.string().min(1).regex(/^[^=\u0000]+$/, 'env names must not contain "=" or NUL'),
+  ArgumentSchema('an env value'),
+).check((ctx) => {
+  const entries = Object.entries(ctx.value);
+  if (entries.length > API_LIMITS.envVariables) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: `at most ${API_LIMITS.envVariables} variables; got ${entries.length}` });
+    return;
+  }
+  let total = 0;
+  for (const [name, value] of entries) {
+    const bytes = utf8Bytes(name) + 1 + utf8Bytes(value);
+    if (bytes > API_LIMITS.argBytes) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, path: [name], message: `NAME=value is ${bytes} bytes; at most ${API_LIMITS.argBytes} (Linux MAX_ARG_STRLEN)` });
+    }
+    total += bytes;
+  }
+  if (total > API_LIMITS.envBytes) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: `all NAME=value strings together are ${total} bytes; at most ${API_LIMITS.envBytes}` });
+  }
+}).meta({ maxProperties: API_LIMITS.envVariables, description: `Environment variables: ${ENV_RULE}.` });
+
+export const LABEL_KEY_PATTERN = /^[A-Za-z0-9._/-]{1,63}$/;
+const LABEL_KEY_RULE = 'label keys are 1-63 letters, digits, ".", "_", "/", "-"';
+const LABEL_VALUE_RULE = `label values are at most ${API_LIMITS.labelValueLength} characters without control characters`;
+export const LabelKeySchema = z.string().regex(LABEL_KEY_PATTERN, LABEL_KEY_RULE);
+export const LabelValueSchema = z.string().max(API_LIMITS.labelValueLength, LABEL_VALUE_RULE).regex(NO_CONTROL, LABEL_VALUE_RULE);
+export const LabelsSchema = recordOf(LabelKeySchema, LabelValueSchema).check((ctx) => {
+  const entries = Object.entries(ctx.value);
+  if (entries.length > API_LIMITS.labels) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: `at most ${API_LIMITS.labels} labels; got ${entries.length}` });
+    return;
+  }
+  const total = entries.reduce((sum, [key, value]) => sum + utf8Bytes(key) + utf8Bytes(value), 0);
+  if (total > API_LIMITS.labelBytes) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: `keys and values together are ${total} bytes; at most ${API_LIMITS.labelBytes}` });
+  }
+}).meta({
+  maxProperties: API_LIMITS.labels,
+  description: `Labels: at most ${API_LIMITS.labels}; ${LABEL_KEY_RULE}; ${LABEL_VALUE_RULE}; ` +
+    `keys and values together at most ${API_LIMITS.labelBytes} bytes (UTF-8).`,
+});
+
+const COMMAND_RULE = `1-${API_LIMITS.commandElements} elements without NUL; each at most ${API_LIMITS.argBytes} bytes and ` +
+  `all together at most ${API_LIMITS.commandBytes} bytes (UTF-8)`;
+export const CommandSchema = z.array(ArgumentSchema('a command element'))
+  .min(1, 'command must have at least one element')
+  .max(API_LIMITS.commandElements, `command has at most ${API_LIMITS.commandElements} elements`)
+  .check((ctx) => {
+    const total = ctx.value.reduce((sum, element) => sum + utf8Bytes(element), 0);
+    if (total > API_LIMITS.commandBytes) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `command elements together are ${total} bytes; at most ${API_LIMITS.commandBytes}` });
+    }
+  })
+  .meta({ description: `The process to run, as argv: ${COMMAND_RULE}.` });
+
+const IMAGE_RULE = 'an image reference in the distribution grammar, [host[:port]/]path[:tag][@digest]: ' +
+  'path components of lowercase letters and digits joined by ".", "_", "__" or "-", a tag of at most 128 ' +
+  '[A-Za-z0-9_.-] not starting with "." or "-", a digest algorithm:hex; no whitespace';
+/** `busybox`, `127.0.0.1:5001/team/app:v1`, `app@sha256:...`; checked with libs/oci's parser. */
+export const ImageReferenceSchema = z.string()
+  .min(1, 'image must not be empty')
+  .max(API_LIMITS.imageLength, `image is at most ${API_LIMITS.imageLength} characters`)
+  .check((ctx) => {
+    try {
+      parseImageReference(ctx.value);
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `${err instanceof Error ? err.message : String(err)}; expected ${IMAGE_RULE}` });
+    }
+  })
+  .meta({ description: `The image to run: ${IMAGE_RULE}.` });
+
+export const ExecutorIdSchema = z.string().regex(EXECUTOR_ID_PATTERN, EXECUTOR_ID_RULE);
+/** A sandbox or snapshot id as a client sends it; an id the server never made is answered 404. */
+export const ResourceIdSchema = z.string().min(1).max(ID_MAX_LENGTH, `ids are at most ${ID_MAX_LENGTH} characters`);
+
+export const ResourcesSchema = z.strictObject({
   cpus: z.number().positive().max(256).optional(),
   memory_mb: z.number().int().positive().max(1024 * 1024).optional(),
 });
@@ -31,16 +151,16 @@ export type Outcome = z.infer<typeof OutcomeSchema>;
 export const RestoreModeSchema = z.enum(['eager', 'lazy']);
 export type RestoreMode = z.infer<typeof RestoreModeSchema>;
 
-export const CreateSandboxBodySchema = z.object({
-  image: z.string().min(1).max(512),
+export const CreateSandboxBodySchema = z.strictObject({
+  image: ImageReferenceSchema,
   command: CommandSchema.optional(),
   env: EnvSchema.optional(),
   labels: LabelsSchema.optional(),
   resources: ResourcesSchema.optional(),
   timeout_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
-  snapshot_id: z.string().min(1).optional(),
-  executor_id: z.string().min(1).optional(),
-}).strict();
+  snapshot_id: ResourceIdSchema.optional(),
+  executor_id: ExecutorIdSchema.optional(),
+});
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBodySchema>;
 
 export const SandboxSchema = z.object({
@@ -64,16 +184,23 @@ export const SandboxSchema = z.object({
 });
 export type Sandbox = z.infer<typeof SandboxSchema>;
 
+/**
+ * A sandbox as lists show it: everything but `command`, which can be 256 KiB; GET
+ * /sandboxes/{id} has it. Keeps a page of 500 items small and cheap to serve.
+ */
+export const SandboxListItemSchema = SandboxSchema.omit({ command: true });
+export type SandboxListItem = z.infer<typeof SandboxListItemSchema>;
+
 export const CreateSandboxResponseSchema = z.object({
   sandbox_id: z.string(),
   status: SandboxStatusSchema,
   restored_from_snapshot: z.string().optional(),
 });
 
-export const ExecBodySchema = z.object({
+export const ExecBodySchema = z.strictObject({
   command: CommandSchema,
   timeout_secs: z.number().int().positive().max(24 * 3600).optional(),
-}).strict();
+});
 export type ExecBody = z.infer<typeof ExecBodySchema>;
 
 export const ExecResultSchema = z.object({
@@ -86,11 +213,11 @@ export type ExecResult = z.infer<typeof ExecResultSchema>;
 export const SnapshotStatusSchema = z.enum(['creating', 'active', 'failed', 'deleting', 'deleted', 'expired']);
 export type SnapshotStatus = z.infer<typeof SnapshotStatusSchema>;
 
-export const CreateSnapshotBodySchema = z.object({
+export const CreateSnapshotBodySchema = z.strictObject({
   ttl_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
   tag: z.string().regex(TAG_PATTERN, 'tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}').optional(),
   labels: LabelsSchema.optional(),
-}).strict();
+});
 export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBodySchema>;
 
 export const TimingsSchema = z.object({
@@ -139,27 +266,50 @@ export const CreateSnapshotResponseSchema = z.object({
   status: SnapshotStatusSchema,
 });
 
-export const PatchSnapshotBodySchema = z.object({
+export const PatchSnapshotBodySchema = z.strictObject({
   ttl_secs: z.number().int().min(0).max(MAX_TTL_SECS),
-}).strict();
+});
 
-export const RestoreBodySchema = z.object({
+export const RestoreBodySchema = z.strictObject({
   mode: RestoreModeSchema.optional(),
-  executor_id: z.string().min(1).optional(),
+  executor_id: ExecutorIdSchema.optional(),
   command: CommandSchema.optional(),
   env: EnvSchema.optional(),
   labels: LabelsSchema.optional(),
   timeout_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
-}).strict();
+});
 export type RestoreBody = z.infer<typeof RestoreBodySchema>;
 
-export const ListQuerySchema = z.object({
-  limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().optional(),
-  status: z.string().optional(),
-  label: z.union([z.string(), z.array(z.string())]).optional(),
-});
-export type ListQuery = z.infer<typeof ListQuerySchema>;
+const LABEL_FILTER_RULE = `key=value with ${LABEL_KEY_RULE} and ${LABEL_VALUE_RULE}`;
+const LabelFilterSchema = z.string().regex(
+  new RegExp(`^${LABEL_KEY_PATTERN.source.slice(1, -1)}=${NO_CONTROL.source.slice(1, -2)}{0,${API_LIMITS.labelValueLength}}$`),
+  `a label filter is ${LABEL_FILTER_RULE}`,
+);
+const LABEL_FILTERS_RULE = `at most ${API_LIMITS.labelFilters} label filters (repeat label=key=value; all must match)`;
+
+/**
+ * The query of a list: `limit` items (at most API_LIMITS.pageItems) after `cursor`, in one or
+ * more of `statuses` (comma-separated), carrying every `label=key=value`. Unknown parameters
+ * are refused, not ignored: a misspelt filter must not silently widen the answer.
+ */
+export function listQueryOf(statuses: readonly string[]) {
+  const one = `(?:${statuses.join('|')})`;
+  return z.strictObject({
+    limit: z.coerce.number().int().min(1).max(API_LIMITS.pageItems).default(50),
+    cursor: z.string().max(512).optional(),
+    status: z.string()
+      .regex(new RegExp(`^ *${one} *(?:, *${one} *)*$`), `status is one or more of ${statuses.join(', ')}, separated by commas`)
+      .optional(),
+    label: z.union([LabelFilterSchema, z.array(LabelFilterSchema).max(API_LIMITS.labelFilters)], {
+      error: (issue) => (Array.isArray(issue.input) && issue.input.length > API_LIMITS.labelFilters
+        ? `${LABEL_FILTERS_RULE}; got ${issue.input.length}`
+        : undefined),
+    }).optional().meta({ description: `Filter by labels: ${LABEL_FILTERS_RULE}; a filter is ${LABEL_FILTER_RULE}.` }),
+  });
+}
+export const SandboxListQuerySchema = listQueryOf(SandboxStatusSchema.options);
+export const SnapshotListQuerySchema = listQueryOf(SnapshotStatusSchema.options);
+export type ListQuery = z.infer<typeof SandboxListQuerySchema>;
 
 export const pageOf = <T extends z.ZodTypeAny>(item: T) =>
   z.object({ items: z.array(item), next_cursor: z.string().nullable() });
@@ -189,8 +339,8 @@ export const ErrorBodySchema = z.object({
 export type ErrorBody = z.infer<typeof ErrorBodySchema>;
 
 export const IdParamsSchema = z.object({
-  ns: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'namespace must match [a-z0-9][a-z0-9_-]{0,62}'),
-  id: z.string().min(1).max(64),
+  ns: z.string().regex(NAMESPACE_PATTERN, 'namespace must match [a-z0-9][a-z0-9_-]{0,62}'),
+  id: ResourceIdSchema,
 });
 export const NsParamsSchema = IdParamsSchema.pick({ ns: true });
 

@@ -3,7 +3,7 @@
  * heartbeats carry its full observed state, operations are leased through a long poll.
  */
 import { z } from 'zod';
-import { CommandSchema, EnvSchema, ProgressSchema, ResourcesSchema, RestoreModeSchema, TimingsSchema } from './api';
+import { CommandSchema, EnvSchema, ExecutorIdSchema, ProgressSchema, ResourcesSchema, RestoreModeSchema, TimingsSchema } from './api';
 
 export const ContainerStateSchema = z.enum(['created', 'running', 'paused', 'exited', 'missing']);
 export type ContainerState = z.infer<typeof ContainerStateSchema>;
@@ -146,6 +146,6 @@ export const OpResultBodySchema = z.discriminatedUnion('ok', [
 ]);
 export type OpResultBody = z.infer<typeof OpResultBodySchema>;
 
-export const ExecutorParamsSchema = z.object({ id: z.string().min(1).max(128) });
+export const ExecutorParamsSchema = z.object({ id: ExecutorIdSchema });
 export const OpParamsSchema = z.object({ op: z.string().min(1).max(64) });
 export const LongPollQuerySchema = z.object({ wait_ms: z.coerce.number().int().min(0).max(60_000).default(20_000) });

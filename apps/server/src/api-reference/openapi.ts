@@ -10,6 +10,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { createJsonSchemaTransform, createJsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { documentOptionalBodies } from '../http/openapi';
 import { ErrorBodySchema, ExecutorViewSchema, SandboxSchema, SnapshotSchema } from '@cryo/snapshot';
 
 /** Named schemas of the public API; everything else stays inline where it is used. */
@@ -23,8 +24,9 @@ const COMPONENTS = {
 const components = z.registry<{ id: string }>();
 for (const [id, schema] of Object.entries(COMPONENTS)) components.add(schema, { id });
 
-// OpenAPI 3.0 like the route schemas (nullable: true, not type: [..., "null"]).
-const namedSchemas = createJsonSchemaTransformObject({ schemaRegistry: components, zodToJsonConfig: { target: 'openapi-3.0' } });
+// OpenAPI 3.1 (JSON Schema 2020-12) like the route schemas: the key rules of labels and env
+// (propertyNames) survive, which 3.0 cannot express.
+const namedSchemas = createJsonSchemaTransformObject({ schemaRegistry: components });
 
 /**
  * The transform adds an input and an output variant of every named schema; drop the ones the
@@ -55,6 +57,7 @@ const DOCS_CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsaf
 export async function registerApiReference(app: FastifyInstance, version: string): Promise<void> {
   await app.register(fastifySwagger, {
     openapi: {
+      openapi: '3.1.0',
       info: {
         title: 'cryo server',
         description: 'Sandboxes, snapshots in an OCI registry, and the executor protocol.',
@@ -67,7 +70,7 @@ export async function registerApiReference(app: FastifyInstance, version: string
     transformObject: (input) => {
       const doc = namedSchemas(input);
       if ('components' in doc && doc.components?.schemas !== undefined) pruneUnusedSchemas(doc, doc.components.schemas);
-      return doc;
+      return documentOptionalBodies(doc);
     },
   });
   await app.register(fastifySwaggerUi, {

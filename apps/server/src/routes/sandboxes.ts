@@ -6,9 +6,10 @@ import {
   ExecBodySchema,
   ExecResultSchema,
   IdParamsSchema,
-  ListQuerySchema,
   NsParamsSchema,
   pageOf,
+  SandboxListItemSchema,
+  SandboxListQuerySchema,
   SandboxSchema,
 } from '@cryo/snapshot';
 import type { SandboxService } from '../services/sandbox-service';
@@ -52,11 +53,11 @@ export const sandboxRoutes: FastifyPluginAsyncZod<SandboxRoutesOptions> = async 
 
   app.get('/sandboxes', {
     schema: {
-      summary: 'List sandboxes, newest first',
+      summary: 'List sandboxes, newest first (filter with status=running, label=k=v); items leave out command',
       tags: ['sandboxes'],
       params: NsParamsSchema,
-      querystring: ListQuerySchema,
-      response: { 200: pageOf(SandboxSchema), ...errorReplies(400, 401) },
+      querystring: SandboxListQuerySchema,
+      response: { 200: pageOf(SandboxListItemSchema), ...errorReplies(400, 401) },
     },
   }, async (request) => sandboxes.list(request.params.ns, request.query));
 

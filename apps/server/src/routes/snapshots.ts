@@ -5,11 +5,11 @@ import {
   CreateSnapshotBodySchema,
   CreateSnapshotResponseSchema,
   IdParamsSchema,
-  ListQuerySchema,
   NsParamsSchema,
   pageOf,
   PatchSnapshotBodySchema,
   RestoreBodySchema,
+  SnapshotListQuerySchema,
   SnapshotSchema,
 } from '@cryo/snapshot';
 import type { SnapshotService } from '../services/snapshot-service';
@@ -38,7 +38,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       summary: "List a sandbox's snapshots, newest first",
       tags: ['snapshots'],
       params: IdParamsSchema,
-      querystring: ListQuerySchema,
+      querystring: SnapshotListQuerySchema,
       response: { 200: pageOf(SnapshotSchema), ...errorReplies(400, 401, 404) },
     },
   }, async (request) => snapshots.list(request.params.ns, request.query, request.params.id));
@@ -48,7 +48,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       summary: 'List snapshots, newest first (filter with status=expired, label=k=v)',
       tags: ['snapshots'],
       params: NsParamsSchema,
-      querystring: ListQuerySchema,
+      querystring: SnapshotListQuerySchema,
       response: { 200: pageOf(SnapshotSchema), ...errorReplies(400, 401) },
     },
   }, async (request) => snapshots.list(request.params.ns, request.query));

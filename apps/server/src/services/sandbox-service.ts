@@ -12,6 +12,7 @@ import {
   type ListQuery,
   type RestoreMode,
   type Sandbox,
+  type SandboxListItem,
 } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
@@ -150,7 +151,7 @@ export class SandboxService {
     return toSandboxView(this.row(namespace, id));
   }
 
-  list(namespace: string, query: ListQuery): Page<Sandbox> {
+  list(namespace: string, query: ListQuery): Page<SandboxListItem> {
     return this.deps.sandboxes.list(namespace, query);
   }
 

@@ -7,6 +7,7 @@ import {
   type Outcome,
   type RestoreMode,
   type Sandbox,
+  type SandboxListItem,
   type SandboxStatus,
 } from '@cryo/snapshot';
 import { toIsoOrNull, toIso } from '../clock';
@@ -60,7 +61,8 @@ export interface NewSandbox {
 /** Sandboxes that occupy an executor. */
 export const LIVE_SANDBOX_STATUSES: readonly SandboxStatus[] = ['pending', 'running', 'snapshotting'];
 
-export function toSandboxView(row: SandboxRow): Sandbox {
+/** A sandbox as lists show it: `command` (up to 256 KiB) is neither decoded nor sent. */
+export function toSandboxListItem(row: SandboxRow): SandboxListItem {
   const outcome = row.outcome_kind === null
     ? null
     : OutcomeSchema.parse(row.outcome_reason === null ? { kind: row.outcome_kind } : { kind: row.outcome_kind, reason: row.outcome_reason });
@@ -68,7 +70,6 @@ export function toSandboxView(row: SandboxRow): Sandbox {
     sandbox_id: row.id,
     namespace: row.namespace,
     image: row.image,
-    command: decodeJsonOrNull(StringListSchema, row.command, 'sandboxes.command'),
     labels: decodeJson(StringMapSchema, row.labels, 'sandboxes.labels'),
     resources: decodeJson(ResourcesSchema, row.resources, 'sandboxes.resources'),
     timeout_secs: row.timeout_secs,
@@ -83,6 +84,10 @@ export function toSandboxView(row: SandboxRow): Sandbox {
     terminated_at: toIsoOrNull(row.terminated_at),
     expires_at: toIsoOrNull(row.expires_at),
   };
+}
+
+export function toSandboxView(row: SandboxRow): Sandbox {
+  return { ...toSandboxListItem(row), command: decodeJsonOrNull(StringListSchema, row.command, 'sandboxes.command') };
 }
 
 export class SandboxStore {
@@ -110,13 +115,13 @@ export class SandboxStore {
       | undefined;
   }
 
-  list(namespace: string, query: ListQuery): Page<Sandbox> {
+  list(namespace: string, query: ListQuery): Page<SandboxListItem> {
     const where = new WhereClause().add('namespace = ?', namespace);
     addListFilters(where, query, SandboxStatusSchema.options);
     const rows = this.db
       .prepare(`SELECT * FROM sandboxes ${where.toSql()} ORDER BY created_at DESC, id DESC LIMIT ?`)
       .all(...where.params, query.limit + 1) as SandboxRow[];
-    return toPage(rows, query.limit, toSandboxView);
+    return toPage(rows, query.limit, toSandboxListItem);
   }
 
   liveOnExecutor(executorId: string): SandboxRow[] {
