@@ -21,8 +21,11 @@ const COMPONENTS = {
   Error: ErrorBodySchema,
 };
 
-const components = z.registry<{ id: string }>();
-for (const [id, schema] of Object.entries(COMPONENTS)) components.add(schema, { id });
+// The names go into zod's global registry, where the schemas' own metadata (descriptions,
+// maxProperties of labels and env) already lives: a separate registry would publish the names but
+// drop that metadata, and the document would no longer say what the server enforces.
+const components = z.globalRegistry;
+for (const [id, schema] of Object.entries(COMPONENTS)) components.add(schema, { ...components.get(schema), id });
 
 // OpenAPI 3.1 (JSON Schema 2020-12) like the route schemas: the key rules of labels and env
 // (propertyNames) survive, which 3.0 cannot express.
