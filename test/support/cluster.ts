@@ -2,7 +2,7 @@
  * A whole cryo installation for one test file: a real registry (htpasswd auth), one private
  * Docker engine per host, the real server and real executors spawned from their bins.
  */
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startDockerd, type TestDockerd } from './dockerd';
@@ -158,7 +158,6 @@ ${registryBlock(spec.registryPassword ?? registryPassword)}
       await server.kill();
       await Promise.all([...engines.values()].map((e) => e.stop()));
       await registry?.stop();
-      for (const engine of engines.values()) rmSync(engine.root, { recursive: true, force: true });
     },
   };
 }
