@@ -77,13 +77,13 @@ engines_on() {
 }
 
 sweep() {
-  local dev name alias owner start pid _
-  for dev in /sys/class/net/$PREFIX*; do
-    [ -e "$dev" ] || continue
-    name=${dev##*/}
-    alias=$(cat "$dev/ifalias" 2>/dev/null || true)
+  local line name owner start pid _
+  # `ip`, not /sys/class/net: under `nsenter --net` /sys still shows the namespace that mounted it.
+  while IFS= read -r line; do
+    [[ $line =~ ^[0-9]+:\ ($PREFIX[0-9]+): ]] || continue
+    name=${BASH_REMATCH[1]}
     # Not (yet) labelled: being created right now, or not ours.
-    [[ $alias =~ ^cryo\ engine\ bridge\ owner=([0-9]+)\ start=([0-9]+)$ ]] || continue
+    [[ $line =~ alias\ cryo\ engine\ bridge\ owner=([0-9]+)\ start=([0-9]+) ]] || continue
     owner=${BASH_REMATCH[1]} start=${BASH_REMATCH[2]}
     [ "$(start_time "$owner")" = "$start" ] && continue
     for pid in $(engines_on "$name"); do
@@ -93,7 +93,7 @@ sweep() {
     done
     echo "engine-bridge: deleted $name, left by process $owner that is gone" >&2
     ip link del "$name" 2>/dev/null || true
-  done
+  done < <(ip -o link show type bridge)
 }
 
 case "${1:-}" in
