@@ -52,19 +52,19 @@ fi
 mkdir -p "$CACHE_DIR"
 tar=$CACHE_DIR/demo-rootfs-$RECIPE.tar
 if [ ! -f "$tar" ]; then
-  build=$CACHE_DIR/demo-rootfs-$RECIPE.build
-  log "building the root filesystem once: debootstrap $SUITE + $PACKAGES (about a minute; log $CACHE_DIR/debootstrap.log)"
-  rm -rf "$build"
-  if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$build" >"$CACHE_DIR/debootstrap.log" 2>&1; then
-    log "debootstrap failed (it needs the Debian mirror of /etc/apt/sources.list); last lines of $CACHE_DIR/debootstrap.log:"
-    tail -5 "$CACHE_DIR/debootstrap.log" >&2
-    rm -rf "$build"
+  # Built in a dir of its own and renamed into place: two first runs at once do not collide.
+  build=$(mktemp -d "$CACHE_DIR/demo-rootfs-$RECIPE.build.XXXXXX")
+  trap 'rm -rf "$build" "$tar.$$"' EXIT
+  log "building the root filesystem once: debootstrap $SUITE + $PACKAGES (about a minute; log $build.log)"
+  if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$build/root" >"$build.log" 2>&1; then
+    log "debootstrap failed (it needs the Debian mirror of /etc/apt/sources.list); the end of $build.log:"
+    tail -5 "$build.log" >&2
     exit 1
   fi
-  (cd "$build" && shopt -s nullglob && rm -rf ${TRIM[*]})
-  tar -C "$build" --numeric-owner --xattrs --xattrs-include='*' -cf "$tar.tmp" .
-  mv "$tar.tmp" "$tar"
-  rm -rf "$build"
+  (cd "$build/root" && shopt -s nullglob && rm -rf ${TRIM[*]})
+  tar -C "$build/root" --numeric-owner --xattrs --xattrs-include='*' -cf "$tar.$$" .
+  mv "$tar.$$" "$tar"
+  rm -rf "$build" "$build.log"
 fi
 
 log "importing $tar and pushing $IMAGE"
