@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'node:http';
+import { mountsUnder, unmountPath } from '@cryo/clip/fuse';
 import { REPO_ROOT } from './processes';
 
 export interface TestDockerd {
@@ -72,19 +73,21 @@ let swept = false;
 
 /**
  * Once per process: what crashed runs left behind. Their bridges (and a dockerd still on one),
- * then the engine dirs of processes that are gone (a dir is `NAME-PID-BRIDGE`).
+ * then the data and exec roots of processes that are gone (named `NAME-PID-BRIDGE`).
  */
 function sweepAbandoned(base: string): void {
   if (swept) return;
   swept = true;
   engineBridge(['sweep']);
   process.once('exit', () => { for (const child of live) child.kill('SIGTERM'); });
-  let names: string[] = [];
-  try { names = readdirSync(base); } catch { /* no engines yet */ }
-  for (const name of names) {
-    const pid = /-(\d+)-cryobr\d+$/.exec(name)?.[1];
-    if (pid === undefined || existsSync(`/proc/${pid}`)) continue;
-    try { rmSync(join(base, name), { recursive: true, force: true }); } catch { /* still mounted: left alone */ }
+  for (const [parent, prefix] of [[base, ''], ['/run', 'cryo-test-']] as const) {
+    let names: string[] = [];
+    try { names = readdirSync(parent).filter((n) => n.startsWith(prefix)); } catch { /* no engines yet */ }
+    for (const name of names) {
+      const pid = /-(\d+)-cryobr\d+$/.exec(name)?.[1];
+      if (pid === undefined || existsSync(`/proc/${pid}`)) continue;
+      try { rmSync(join(parent, name), { recursive: true, force: true }); } catch { /* still mounted: left alone */ }
+    }
   }
 }
 
@@ -97,10 +100,18 @@ export async function startDockerd(name: string, opts: DockerdOptions = {}): Pro
   const dirName = `${name}-${process.pid}-${bridge}`;
   const root = join(base, dirName);
   const execRoot = `/run/cryo-test-${dirName}`; // exec-root paths must stay short (unix socket limit)
-  const cleanup = (): void => {
+  // What a dockerd that was killed, or slow to stop, leaves mounted: netns/default in its exec
+  // root, overlay mounts in its data root. Never throws: a stop must not end a test's cleanup.
+  const cleanup = async (): Promise<void> => {
     if (own) engineBridge(['delete', bridge]);
-    rmSync(execRoot, { recursive: true, force: true });
-    try { rmSync(root, { recursive: true, force: true }); } catch { /* a mount left by a killed engine: the next run sweeps it */ }
+    for (const dir of [execRoot, root]) {
+      try {
+        for (const m of mountsUnder(dir)) await unmountPath(m.mountpoint);
+        rmSync(dir, { recursive: true, force: true });
+      } catch (err) {
+        process.stderr.write(`dockerd ${name}: could not remove ${dir}: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
   };
   mkdirSync(root, { recursive: true });
   mkdirSync(execRoot, { recursive: true });
@@ -125,7 +136,7 @@ export async function startDockerd(name: string, opts: DockerdOptions = {}): Pro
       await waitExit(child, 5000);
     }
     live.delete(child);
-    cleanup();
+    await cleanup();
   };
   const deadline = Date.now() + 60_000;
   while (!(await pingSocket(socket))) {
