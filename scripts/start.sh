@@ -42,7 +42,11 @@ cleanup() {
     wait "${pids[i]}" 2>/dev/null || true
   done
   [ -z "$bridge" ] || bash scripts/engine-bridge.sh delete "$bridge"
-  [ -z "$exec_root" ] || rm -rf "$exec_root"
+  if [ -n "$exec_root" ]; then
+    # A dockerd slow to stop can leave its netns/default mounted in the exec root.
+    grep -o " $exec_root/[^ ]*" /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null || true
+    rm -rf "$exec_root" || true
+  fi
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
