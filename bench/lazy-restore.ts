@@ -9,8 +9,8 @@
  * for the throttled link, limits each direction with a token bucket. Every cryo process and both
  * Docker engines know the registry only by the proxy's address (it is the `snapshot_registry.url`
  * and the host in every image reference), so all registry traffic, docker pull and clip range
- * reads alike, crosses it. The cluster is set up here from test/support pieces rather than with
- * startCluster, whose registry address cannot be redirected.
+ * reads alike, crosses it: the cluster is test/support's startCluster with the proxy as its
+ * registryFront. The bench talks to the server with the typed CryoClient of @cryo/cli.
  *
  * Before every round host B is made cold: its sandbox deleted, every image removed from its
  * engine (`docker rmi`), its clip index cache (state_dir/clip) and span cache
@@ -30,16 +30,18 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { listMounts, mountsUnder, readMountStatus, stopMountProcess, unmountPath } from '@cryo/clip/fuse';
+import type { CryoClient } from '@cryo/cli';
+import type { Sandbox } from '@cryo/snapshot';
+import { listMounts, mountsUnder, readMountStatus, stopMountProcess, unmountPath, type MountStatus } from '@cryo/clip/fuse';
 import { TEST_CACHE_DIR, debianRootfsTar } from '../libs/clip/src/testing/debian';
-import { DOCKER_BIN, startDockerd, type TestDockerd } from '../test/support/dockerd';
-import { startRegistry, type TestRegistry } from '../test/support/registry';
-import { freePort, killAll, spawnCryo, waitFor, writeYaml, type CryoProcess } from '../test/support/processes';
+import { startCluster, type Cluster } from '../test/support/cluster';
+import { DOCKER_BIN, type TestDockerd } from '../test/support/dockerd';
+import { freePort, killAll, waitFor } from '../test/support/processes';
 import { median, printTable, writeResult } from './report';
 
 const rounds = Number(process.argv[2] ?? 3);
 const LINK_MBIT = 100;
-const NS = '/v1/namespaces/bench-lazy';
+const NAMESPACE = 'bench-lazy';
 /** Installed on top of debootstrap minbase + python3 to make a large, realistic image. */
 const EXTRA_PACKAGES = ['python3-numpy', 'python3-pip', 'python3-venv', 'git', 'curl', 'ca-certificates', 'gcc', 'libc6-dev', 'make', 'xz-utils'];
 const LARGE_TAR = join(TEST_CACHE_DIR, 'debian-bookworm-python3-large.tar');
@@ -75,8 +77,6 @@ class Direction {
   }
 }
 
-interface ProxyCounters { down: number; up: number; connections: number }
-
 class LinkProxy {
   readonly down = new Direction(); // registry -> clients
   readonly up = new Direction(); // clients -> registry
@@ -97,7 +97,7 @@ class LinkProxy {
     this.up.setRate(rate);
   }
 
-  counters(): ProxyCounters {
+  counters(): { down: number; up: number; connections: number } {
     return { down: this.down.bytes, up: this.up.bytes, connections: this.connections };
   }
 
@@ -188,124 +188,20 @@ function largeDebianRootfsTar(engine: TestDockerd, logDir: string): string {
   return LARGE_TAR;
 }
 
-// ---- a two-host cluster whose registry address is the proxy --------------------------------------
-
-interface Obj { [k: string]: unknown }
-const obj = (v: unknown): Obj => (typeof v === 'object' && v !== null ? v as Obj : {});
-const secret = (prefix: string): string => `${prefix}-${randomBytes(12).toString('hex')}`;
-
-interface Bench {
-  dir: string;
-  registry: TestRegistry;
-  proxy: LinkProxy;
-  engines: Map<string, TestDockerd>;
-  procs: CryoProcess[];
-  stateDir(host: string): string;
-  registryUser: string;
-  registryPassword: string;
-  api(method: string, path: string, body?: unknown): Promise<{ status: number; body: Obj }>;
-}
-
-async function startBench(dir: string, cleanups: Array<() => Promise<void>>): Promise<Bench> {
-  const apiKey = secret('apikey');
-  const executorToken = secret('exectoken');
-  const registryUser = 'cryouser';
-  const registryPassword = secret('regpass');
-  const registry = await startRegistry({ htpasswd: { username: registryUser, password: registryPassword } });
-  cleanups.push(() => registry.destroy());
-  const proxy = new LinkProxy(registry.port);
-  await proxy.start();
-  cleanups.push(() => proxy.stop());
-  const port = await freePort();
-  const serverUrl = `http://127.0.0.1:${port}`;
-  const registryBlock = (password: string): string => `
-snapshot_registry:
-  url: "${proxy.host}"
-  repository: "cryo/snapshots"
-  username: "${registryUser}"
-  password: "${password}"
-  insecure: true
-`;
-  const procs: CryoProcess[] = [];
-  const engines = new Map<string, TestDockerd>();
-  cleanups.push(async () => {
-    for (const p of [...procs].reverse()) await p.kill();
-    for (const e of engines.values()) {
-      await e.stop();
-      rmSync(e.root, { recursive: true, force: true });
-    }
-  });
-  for (const name of ['A', 'B']) engines.set(name, await startDockerd(`lz${name}-${port}`));
-
-  const serverConfig = writeYaml(join(dir, 'server-config.yaml'), `
-listen:
-  host: 127.0.0.1
-  port: ${port}
-database: ${join(dir, 'server.db')}
-auth:
-  api_keys: ["${apiKey}"]
-  executor_token: "\${CRYO_BENCH_EXECUTOR_TOKEN}"
-executors:
-  heartbeat_timeout_secs: 30
-log_level: info
-${registryBlock('${CRYO_BENCH_REGISTRY_PASSWORD}')}
-`);
-  procs.push(spawnCryo('server', 'cryo-server', serverConfig, dir, {
-    CRYO_BENCH_EXECUTOR_TOKEN: executorToken,
-    CRYO_BENCH_REGISTRY_PASSWORD: registryPassword,
-  }));
-  const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Obj }> => {
-    const res = await fetch(`${serverUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try { parsed = JSON.parse(text); } catch { /* keep the text */ }
-    return { status: res.status, body: typeof parsed === 'object' && parsed !== null ? parsed as Obj : { text: parsed } };
-  };
-  await waitFor('server /healthz', async () => ((await fetch(`${serverUrl}/healthz`).catch(() => undefined))?.ok === true ? true : undefined), 60_000);
-
-  const stateDir = (name: string): string => join(dir, `state-${name}`);
-  for (const [name, engine] of engines) {
-    const config = writeYaml(join(dir, `dataplane-${name}.yaml`), `
-server_url: ${serverUrl}
-executor_id: ${name}
-token: "${executorToken}"
-docker:
-  host: ${engine.host}
-  network: none
-labels:
-  host: ${name}
-state_dir: ${stateDir(name)}
-log_level: info
-${registryBlock(registryPassword)}
-`);
-    procs.push(spawnCryo(`executor-${name}`, 'cryo-executor', config, dir));
-  }
-  await waitFor('executors A, B ready', async () => {
-    const items = (obj((await api('GET', '/v1/executors')).body).items ?? []) as Array<{ executor_id: string; state: string }>;
-    const ready = new Set(items.filter((e) => e.state === 'ready').map((e) => e.executor_id));
-    return ready.has('A') && ready.has('B') ? true : undefined;
-  }, 60_000);
-  return { dir, registry, proxy, engines, procs, stateDir, registryUser, registryPassword, api };
-}
-
 // ---- helpers ------------------------------------------------------------------------------------
 
-async function waitSandbox(bench: Bench, id: string, statuses: string[], everyMs = 20, timeoutMs = 300_000): Promise<Obj> {
-  return waitFor(`sandbox ${id} in ${statuses.join('|')}`, async () => {
-    const body = (await bench.api('GET', `${NS}/sandboxes/${id}`)).body;
-    if (body.status === 'terminated' && !statuses.includes('terminated')) throw new Error(`sandbox ${id} terminated: ${JSON.stringify(body.outcome)}`);
-    return statuses.includes(String(body.status)) ? body : undefined;
-  }, timeoutMs, everyMs);
+interface Bench { cluster: Cluster; client: CryoClient; proxy: LinkProxy }
+
+/** Polls every `everyMs` until the sandbox is running; a sandbox that terminated instead fails. */
+async function running(bench: Bench, id: string, everyMs = 20): Promise<Sandbox> {
+  const sandbox = await bench.client.waitForSandbox(id, { intervalMs: everyMs, timeoutMs: 300_000 });
+  if (sandbox.status !== 'running') throw new Error(`sandbox ${id} terminated: ${JSON.stringify(sandbox.outcome)}`);
+  return sandbox;
 }
 
-async function exec(bench: Bench, id: string, command: string[]): Promise<Obj> {
-  const res = await bench.api('POST', `${NS}/sandboxes/${id}/exec`, { command, timeout_secs: 300 });
-  if (res.status !== 200) throw new Error(`exec answered ${res.status}: ${JSON.stringify(res.body)}`);
-  return res.body;
+async function remove(bench: Bench, id: string): Promise<void> {
+  await bench.client.deleteSandbox(id);
+  await bench.client.waitForSandbox(id, { until: ['terminated'], intervalMs: 100, timeoutMs: 60_000 });
 }
 
 /**
@@ -335,7 +231,7 @@ function emptyDir(dir: string): void {
 
 /** Host B holds nothing of the snapshot: no sandbox, no image, no cached index or span. */
 async function makeCold(bench: Bench): Promise<void> {
-  const engine = bench.engines.get('B');
+  const engine = bench.cluster.engines.get('B');
   if (engine === undefined) throw new Error('no engine B');
   // A deleted sandbox reads `terminated` while the executor may still be removing its container.
   const gone = await waitFor('containers on B removed', async () => (await dockerOut(engine, ['ps', '-aq']) === '' ? true : undefined), 30_000, 200)
@@ -347,9 +243,10 @@ async function makeCold(bench: Bench): Promise<void> {
   const images = [...new Set((await dockerOut(engine, ['images', '-aq'])).split('\n').filter((s) => s !== ''))];
   if (images.length > 0) await dockerOut(engine, ['rmi', '-f', ...images]);
   if (await dockerOut(engine, ['images', '-aq']) !== '') throw new Error('engine B still holds images');
-  emptyDir(join(bench.stateDir('B'), 'clip'));
-  emptyDir(join(bench.stateDir('B'), 'clip-cache'));
-  const left = mountsUnder(join(bench.stateDir('B'), 'lazy'));
+  const stateB = bench.cluster.stateDir('B');
+  emptyDir(join(stateB, 'clip'));
+  emptyDir(join(stateB, 'clip-cache'));
+  const left = mountsUnder(join(stateB, 'lazy'));
   if (left.length > 0) throw new Error(`mounts left on B: ${left.map((m) => m.mountpoint).join(', ')}`);
 }
 
@@ -373,7 +270,7 @@ interface Run {
   /** 1-minute load average when the round started (other work on the 2 cores shows here) */
   load1: number;
   /** lazy only: what the mount process's reader says it fetched (spans; the index is fetched by the executor) */
-  reader?: Obj | undefined;
+  reader?: MountStatus['fetch'];
 }
 
 async function restoreOnce(bench: Bench, snapshotId: string, link: string, mode: 'eager' | 'lazy', round: number): Promise<Run> {
@@ -381,26 +278,23 @@ async function restoreOnce(bench: Bench, snapshotId: string, link: string, mode:
   const load1 = loadavg()[0] ?? NaN;
   const c0 = bench.proxy.counters();
   const t0 = performance.now();
-  const res = await bench.api('POST', `${NS}/snapshots/${snapshotId}/restore`, { executor_id: 'B', mode, command: ['sleep', 'infinity'] });
-  if (res.status !== 202) throw new Error(`restore answered ${res.status}: ${JSON.stringify(res.body)}`);
-  const sandboxId = String(res.body.sandbox_id);
-  const running = await waitSandbox(bench, sandboxId, ['running']);
+  const { sandbox_id: sandboxId } = await bench.client.restoreSnapshot(snapshotId, { executor_id: 'B', mode, command: ['sleep', 'infinity'] });
+  const sandbox = await running(bench, sandboxId);
   const t1 = performance.now();
-  const out = await exec(bench, sandboxId, ['python3', '-c', 'print(1)']);
+  const out = await bench.client.exec(sandboxId, { command: ['python3', '-c', 'print(1)'], timeout_secs: 300 });
   const t2 = performance.now();
   const execEnd = Date.now();
   const c1 = bench.proxy.counters();
   if (out.exit_code !== 0 || out.stdout !== '1\n') throw new Error(`python3 in ${sandboxId} (${mode}): ${JSON.stringify(out)}`);
-  if (running.restore_mode !== mode) throw new Error(`sandbox ${sandboxId} runs in ${String(running.restore_mode)}, asked ${mode}`);
+  if (sandbox.restore_mode !== mode) throw new Error(`sandbox ${sandboxId} runs in ${String(sandbox.restore_mode)}, asked ${mode}`);
   // The mount process writes its fetch counters every 2 s: wait for a write after the exec.
   const status = mode === 'lazy'
     ? await waitFor('mount status after the exec', async () => {
-      const s = readMountStatus(join(bench.stateDir('B'), 'lazy', sandboxId, 'mount.json'));
+      const s = readMountStatus(join(bench.cluster.stateDir('B'), 'lazy', sandboxId, 'mount.json'));
       return s !== undefined && s.fetch !== undefined && Date.parse(s.updated_at) >= execEnd ? s : undefined;
     }, 5_000, 100).catch(() => undefined)
     : undefined;
-  await bench.api('DELETE', `${NS}/sandboxes/${sandboxId}`);
-  await waitSandbox(bench, sandboxId, ['terminated'], 100);
+  await remove(bench, sandboxId);
   await waitFor(`mounts of ${sandboxId} gone`, async () => (listMounts().some((m) => m.mountpoint.includes(sandboxId)) ? undefined : true), 60_000);
   const c2 = bench.proxy.counters();
   const run: Run = {
@@ -413,10 +307,10 @@ async function restoreOnce(bench: Bench, snapshotId: string, link: string, mode:
     connections: c1.connections - c0.connections,
     fetched_until_delete: c2.down - c0.down,
     load1,
-    reader: status?.fetch === undefined ? undefined : { ...status.fetch },
+    reader: status?.fetch,
   };
   console.error(`${link} ${mode} round ${round}: ${run.total_ms.toFixed(0)} ms (running after ${run.running_ms.toFixed(0)} ms, exec ${run.exec_ms.toFixed(0)} ms), `
-    + `fetched ${mb(run.fetched_bytes)}${run.reader === undefined ? '' : ` (spans ${mb(Number(run.reader.bytes))} in ${String(run.reader.requests)} requests)`}, load ${load1.toFixed(2)}`);
+    + `fetched ${mb(run.fetched_bytes)}${run.reader === undefined ? '' : ` (spans ${mb(run.reader.bytes)} in ${run.reader.requests} requests)`}, load ${load1.toFixed(2)}`);
   return run;
 }
 
@@ -447,50 +341,54 @@ async function sweepLazy(stateDir: string): Promise<void> {
 // ---- the run ------------------------------------------------------------------------------------
 
 const dir = mkdtempSync('/var/tmp/cryo-bench-lazy-');
-const cleanups: Array<() => Promise<void>> = [];
 const started = performance.now();
-let benchRef: Bench | undefined;
+let proxy: LinkProxy | undefined;
+let bench: Bench | undefined;
 try {
-  const bench = await startBench(dir, cleanups);
-  benchRef = bench;
-  const engineA = bench.engines.get('A');
+  const cluster = await startCluster({
+    hosts: [{ name: 'A' }, { name: 'B' }],
+    heartbeatTimeoutSecs: 30,
+    logLevel: 'info',
+    registryFront: async (registry) => {
+      proxy = new LinkProxy(registry.port);
+      await proxy.start();
+      return proxy.host;
+    },
+  });
+  if (proxy === undefined) throw new Error('the cluster started without its registry proxy');
+  bench = { cluster, client: cluster.client(NAMESPACE), proxy };
+  const engineA = cluster.engines.get('A');
   if (engineA === undefined) throw new Error('no engine A');
 
   mkdirSync(TEST_CACHE_DIR, { recursive: true });
   const tar = largeDebianRootfsTar(engineA, dir);
-  const image = `${bench.proxy.host}/bench/debian-large:v1`;
+  const image = `${proxy.host}/bench/debian-large:v1`;
   await dockerOut(engineA, ['import', '-c', `ENV ${PATH_ENV}`, tar, image]);
   const imageBytes = Number(await dockerOut(engineA, ['image', 'inspect', '-f', '{{.Size}}', image]));
   const dockerConfig = mkdtempSync(join(dir, 'docker-config-'));
-  await dockerOut(engineA, ['--config', dockerConfig, 'login', '-u', bench.registryUser, '--password-stdin', bench.proxy.host], bench.registryPassword);
+  await dockerOut(engineA, ['--config', dockerConfig, 'login', '-u', cluster.registryUser, '--password-stdin', proxy.host], cluster.registryPassword);
   let t = performance.now();
   await dockerOut(engineA, ['--config', dockerConfig, 'push', image]);
   console.error(`image ${image}: ${mb(imageBytes)} uncompressed (tar ${mb(statSync(tar).size)}), pushed in ${secs(performance.now() - t)}`);
 
-  const created = await bench.api('POST', `${NS}/sandboxes`, { image, command: ['sleep', 'infinity'], executor_id: 'A' });
-  if (created.status !== 201 && created.status !== 202) throw new Error(`create answered ${created.status}: ${JSON.stringify(created.body)}`);
-  const sandboxA = String(created.body.sandbox_id);
-  await waitSandbox(bench, sandboxA, ['running'], 200);
-  const wrote = await exec(bench, sandboxA, ['sh', '-c', 'echo written-on-A > /root/hello.txt']);
+  const { sandbox_id: sandboxA } = await bench.client.createSandbox({ image, command: ['sleep', 'infinity'], executor_id: 'A' });
+  await running(bench, sandboxA, 200);
+  const wrote = await bench.client.exec(sandboxA, { command: ['sh', '-c', 'echo written-on-A > /root/hello.txt'] });
   if (wrote.exit_code !== 0) throw new Error(`write on A: ${JSON.stringify(wrote)}`);
   t = performance.now();
-  const snap = await bench.api('POST', `${NS}/sandboxes/${sandboxA}/snapshots`, { ttl_secs: 0 });
-  if (snap.status !== 202) throw new Error(`snapshot answered ${snap.status}: ${JSON.stringify(snap.body)}`);
-  const snapshotId = String(snap.body.snapshot_id);
+  const { snapshot_id: snapshotId } = await bench.client.createSnapshot(sandboxA, { ttl_secs: 0 });
+  const { client } = bench;
   const indexed = await waitFor(`snapshot ${snapshotId} indexed`, async () => {
-    const body = (await bench.api('GET', `${NS}/snapshots/${snapshotId}`)).body;
-    if (body.status === 'failed' || (body.clip_error !== null && body.clip_error !== undefined)) {
-      throw new Error(`snapshot ${snapshotId}: ${String(body.error ?? body.clip_error)}`);
-    }
-    return body.clip_index_ref !== null && body.clip_index_ref !== undefined ? body : undefined;
+    const snap = await client.getSnapshot(snapshotId);
+    if (snap.status === 'failed' || snap.clip_error !== null) throw new Error(`snapshot ${snapshotId}: ${snap.error ?? snap.clip_error}`);
+    return snap.clip_index_ref !== null ? snap : undefined;
   }, 600_000, 200);
-  const timings = obj(indexed.timings);
-  console.error(`snapshot ${snapshotId} active and indexed in ${secs(performance.now() - t)}: ${String(indexed.clip_index_ref)} `
-    + `(index_ms ${String(timings.index_ms)})`);
-  await bench.api('DELETE', `${NS}/sandboxes/${sandboxA}`);
+  console.error(`snapshot ${snapshotId} active and indexed in ${secs(performance.now() - t)}: ${indexed.clip_index_ref} `
+    + `(index_ms ${String(indexed.timings.index_ms)})`);
+  await remove(bench, sandboxA);
 
-  const executors = (obj((await bench.api('GET', '/v1/executors')).body).items ?? []) as Array<{ executor_id: string; capabilities?: { lazy?: boolean } }>;
-  if (executors.find((e) => e.executor_id === 'B')?.capabilities?.lazy !== true) throw new Error('executor B reports no lazy capability');
+  const executors = (await bench.client.listExecutors()).items;
+  if (executors.find((e) => e.executor_id === 'B')?.capabilities.lazy !== true) throw new Error('executor B reports no lazy capability');
 
   const links: Array<{ name: string; mbit: number | undefined }> = [
     { name: 'loopback', mbit: undefined },
@@ -498,15 +396,15 @@ try {
   ];
   const runs: Run[] = [];
   for (const link of links) {
-    bench.proxy.setLimit(link.mbit);
+    proxy.setLimit(link.mbit);
     for (let round = 1; round <= rounds; round++) {
       for (const mode of ['eager', 'lazy'] as const) runs.push(await restoreOnce(bench, snapshotId, link.name, mode, round));
     }
   }
-  bench.proxy.setLimit(undefined);
+  proxy.setLimit(undefined);
 
   const rows: string[][] = [['link / mode', 'restore -> python3 exit (median, min..max)', 'of which until running', 'fetched from registry', 'sent']];
-  const summary: Obj = {};
+  const summary: Record<string, { eager_ms: number; lazy_ms: number; speedup: number; eager_fetched: number; lazy_fetched: number }> = {};
   for (const link of links) {
     const of = (mode: string): Run[] => runs.filter((r) => r.link === link.name && r.mode === mode);
     const med = (mode: string, key: 'total_ms' | 'running_ms' | 'fetched_bytes' | 'sent_bytes'): number => median(of(mode).map((r) => r[key]));
@@ -523,34 +421,29 @@ try {
     };
   }
   printTable(`Restore of a ${mb(imageBytes)} Debian image on a cold host -> python3 -c 'print(1)' exits; medians of ${rounds} rounds`, rows);
-  const throttled = obj(summary[links[1]?.name ?? '']);
-  const loop = obj(summary[links[0]?.name ?? '']);
-  console.log(`  targets: throttled speed-up ${Number(throttled.speedup).toFixed(2)}x (>= 5x: ${Number(throttled.speedup) >= 5 ? 'met' : 'MISSED'}), `
-    + `loopback lazy ${Number(loop.lazy_ms) <= Number(loop.eager_ms) ? 'not slower (met)' : 'SLOWER (missed)'}`);
+  const [loop, throttled] = links.map((l) => summary[l.name] ?? { eager_ms: NaN, lazy_ms: NaN, speedup: NaN });
+  console.log(`  targets: throttled speed-up ${throttled?.speedup.toFixed(2)}x (>= 5x: ${Number(throttled?.speedup) >= 5 ? 'met' : 'MISSED'}), `
+    + `loopback lazy ${Number(loop?.lazy_ms) <= Number(loop?.eager_ms) ? 'not slower (met)' : 'SLOWER (missed)'}`);
   console.log(`  whole run ${secs(performance.now() - started)}`);
   writeResult('lazy-restore', {
     rounds, link_mbit: LINK_MBIT, image_uncompressed_bytes: imageBytes, image_tar_bytes: statSync(tar).size,
-    extra_packages: EXTRA_PACKAGES, snapshot: { id: snapshotId, clip_index_ref: indexed.clip_index_ref, timings },
+    extra_packages: EXTRA_PACKAGES, snapshot: { id: snapshotId, clip_index_ref: indexed.clip_index_ref, timings: indexed.timings },
     summary, runs,
   });
 } finally {
   // Lazy sandboxes outlive their executor (detached mount processes, runc containers): end them
   // through the API first, then stop everything, then sweep whatever is left.
-  if (benchRef !== undefined) {
-    const list = obj((await benchRef.api('GET', `${NS}/sandboxes?limit=500`).catch(() => ({ body: {} }))).body).items;
-    for (const s of (Array.isArray(list) ? list : []) as Array<{ sandbox_id: string; status: string }>) {
-      if (s.status === 'terminated') continue;
-      await benchRef.api('DELETE', `${NS}/sandboxes/${s.sandbox_id}`).catch(() => undefined);
-      await waitSandbox(benchRef, s.sandbox_id, ['terminated'], 200, 60_000).catch(() => undefined);
-    }
+  if (bench !== undefined) {
+    const left = await bench.client.listAllSandboxes().catch(() => []);
+    for (const s of left.filter((sb) => sb.status !== 'terminated')) await remove(bench, s.sandbox_id).catch(() => undefined);
+    await bench.cluster.stop().catch((err: unknown) => console.error(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
+    for (const host of ['B', 'A']) await sweepLazy(bench.cluster.stateDir(host));
   }
-  for (const cleanup of cleanups.reverse()) {
-    await cleanup().catch((err: unknown) => console.error(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
-  }
-  await sweepLazy(join(dir, 'state-B'));
-  await sweepLazy(join(dir, 'state-A'));
+  await proxy?.stop();
   await killAll();
-  const left = mountsUnder(dir);
-  if (left.length > 0) console.error(`mounts left under ${dir}: ${left.map((m) => m.mountpoint).join(', ')}`);
-  else rmSync(dir, { recursive: true, force: true });
+  for (const d of [dir, bench?.cluster.dir]) {
+    const left = d === undefined ? [] : mountsUnder(d);
+    if (left.length > 0) console.error(`mounts left under ${d}: ${left.map((m) => m.mountpoint).join(', ')}`);
+    else if (d !== undefined) rmSync(d, { recursive: true, force: true });
+  }
 }

@@ -2,9 +2,10 @@
  * A whole cryo installation for one test file: a real registry (htpasswd auth), one private
  * Docker engine per host, the real server and real executors spawned from their bins.
  */
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { CryoClient } from '@cryo/cli';
 import { startDockerd, type TestDockerd } from './dockerd';
 import { startRegistry } from './registry';
 import { spawnCryo, freePort, writeYaml, waitFor, type CryoProcess } from './processes';
@@ -25,6 +26,14 @@ export interface ClusterOptions {
   openRegistry?: boolean;
   serverConfig?: string;
   heartbeatTimeoutSecs?: number;
+  /** log_level of the server and executors (default debug; benchmarks use info). */
+  logLevel?: 'debug' | 'info' | 'warn';
+  /**
+   * Something in front of the registry, e.g. a counting or throttling proxy: called with the
+   * started registry, answers the host:port that the server, the executors and image references
+   * use instead of the registry's own (Cluster.registryHost).
+   */
+  registryFront?: (registry: Registry) => Promise<string>;
 }
 
 export interface ApiResponse {
@@ -42,10 +51,16 @@ export interface Cluster {
   registryUser: string;
   registryPassword: string;
   registry: Registry | undefined;
+  /** The registry address every config uses: the registry's own, or what registryFront answered. */
+  registryHost: string | undefined;
   engines: Map<string, TestDockerd>;
   executors: Map<string, CryoProcess>;
   server: CryoProcess;
   api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse>;
+  /** The typed client of the CLI, with the cluster's API key, in `namespace`. */
+  client(namespace: string): CryoClient;
+  /** An executor's state_dir. */
+  stateDir(host: string): string;
   startExecutor(name: string, env?: NodeJS.ProcessEnv): Promise<CryoProcess>;
   waitExecutors(names: string[]): Promise<void>;
   logs(): string;
@@ -65,11 +80,14 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const registry = useRegistry ? await startRegistry(open ? {} : { htpasswd: { username: registryUser, password: registryPassword } }) : undefined;
   const engines = new Map<string, TestDockerd>();
   const executors = new Map<string, CryoProcess>();
+  const registryHost = registry === undefined ? undefined : await opts.registryFront?.(registry) ?? registry.host;
   const port = await freePort();
   const serverUrl = `http://127.0.0.1:${port}`;
-  const registryBlock = (password: string): string => registry === undefined ? '' : `
+  const logLevel = opts.logLevel ?? 'debug';
+  const stateDir = (name: string): string => join(dir, `state-${name}`);
+  const registryBlock = (password: string): string => registryHost === undefined ? '' : `
 snapshot_registry:
-  url: "${registry.host}"
+  url: "${registryHost}"
   repository: "cryo/snapshots"
 ${open ? '' : `  username: "${registryUser}"\n  password: "${password}"\n`}  insecure: true
 `;
@@ -84,7 +102,7 @@ auth:
   executor_token: "\${CRYO_TEST_EXECUTOR_TOKEN}"
 executors:
   heartbeat_timeout_secs: ${opts.heartbeatTimeoutSecs ?? 6}
-log_level: debug
+log_level: ${logLevel}
 ${registry === undefined ? '' : registryBlock('${CRYO_TEST_REGISTRY_PASSWORD}')}
 ${opts.serverConfig ?? ''}
 `);
@@ -127,8 +145,8 @@ docker:
   network: none
 labels:
   host: ${name}
-state_dir: ${join(dir, `state-${name}`)}
-log_level: debug
+state_dir: ${stateDir(name)}
+log_level: ${logLevel}
 ${registryBlock(spec.registryPassword ?? registryPassword)}
 `);
     const proc = spawnCryo(`executor-${name}`, 'cryo-executor', config, dir, { ...spec.env, ...env });
@@ -149,8 +167,9 @@ ${registryBlock(spec.registryPassword ?? registryPassword)}
   await waitExecutors(opts.hosts.map((h) => h.name));
 
   return {
-    dir, serverUrl, apiKey, executorToken, registryUser, registryPassword, registry, engines, executors, server,
-    api, startExecutor, waitExecutors,
+    dir, serverUrl, apiKey, executorToken, registryUser, registryPassword, registry, registryHost, engines, executors, server,
+    api, startExecutor, waitExecutors, stateDir,
+    client: (namespace) => new CryoClient({ server: serverUrl, apiKey, namespace }),
     logs: () => [server.logFile, ...[...executors.values()].map((e) => e.logFile)]
       .map((f) => readFileSync(f, 'utf8')).join('\n'),
     async stop() {
@@ -158,7 +177,6 @@ ${registryBlock(spec.registryPassword ?? registryPassword)}
       await server.kill();
       await Promise.all([...engines.values()].map((e) => e.stop()));
       await registry?.stop();
-      for (const engine of engines.values()) rmSync(engine.root, { recursive: true, force: true });
     },
   };
 }

@@ -374,6 +374,32 @@ describe('snapshots', () => {
     expect(bad.stderr).toContain('Allowed choices are eager, lazy.');
   });
 
+  it('restore --mode lazy --wait waits for the clip index the executor builds after the push, then restores', async () => {
+    const indexRef = `${String(snapshotFixture().image_ref)}.clip`;
+    const snapshots = [snapshotFixture({ status: 'creating', image_ref: null }), snapshotFixture(), snapshotFixture(), snapshotFixture({ clip_index_ref: indexRef })];
+    const ran = await cryo(['snap', 'restore', 'snap-1', '--mode', 'lazy', '--wait', '-q'], (req) => {
+      if (req.method === 'POST') return { status: 202, body: { sandbox_id: 'sbx-r', status: 'pending' } };
+      if (req.path.includes('/snapshots/')) return { body: snapshots.shift() ?? { error: { code: 'INTERNAL', message: 'polled once too often' } } };
+      return { body: sandboxFixture({ sandbox_id: 'sbx-r', restore_mode: 'lazy' }) };
+    });
+    expect(ran).toEqual({ code: 0, stdout: 'sbx-r\n', stderr: '' });
+    expect(snapshots).toEqual([]);
+    expect(fake.requests.map((r) => `${r.method} ${r.path.replace(NS, '')}`)).toEqual([
+      'GET /snapshots/snap-1', 'GET /snapshots/snap-1', 'GET /snapshots/snap-1', 'GET /snapshots/snap-1',
+      'POST /snapshots/snap-1/restore', 'GET /sandboxes/sbx-r',
+    ]);
+    // Without --quiet the wait is noted once; a local snapshot (never indexed) is restored at once
+    // and gets the server's answer.
+    const local = snapshotFixture({ image_ref: 'cryo-snapshots:sb-x-snap-y' });
+    fake.requests.length = 0;
+    const refused = await cryo(['snap', 'restore', 'snap-1', '--mode', 'lazy', '--wait'], (req) =>
+      req.method === 'POST'
+        ? { status: 422, body: { error: { code: 'UNPROCESSABLE', message: 'snapshot snap-1 has no clip index' } } }
+        : { body: local });
+    expect(refused).toEqual({ code: 1, stdout: '', stderr: 'error: snapshot snap-1 has no clip index (UNPROCESSABLE)\n' });
+    expect(fake.requests.map((r) => r.method)).toEqual(['GET', 'POST']);
+  });
+
   it('restore of an expired snapshot prints the server error', async () => {
     const ran = await cryo(['snap', 'restore', 'snap-1'], () => ({
       status: 410,
@@ -530,7 +556,7 @@ describe('help', () => {
       if (req.path.includes('/snapshots/')) {
         const status = deleted ? 'deleted' : 'active';
         deleted = false;
-        return { body: snapshotFixture({ status }) };
+        return { body: snapshotFixture({ status, clip_index_ref: `${String(snapshotFixture().image_ref)}.clip` }) };
       }
       return { body: sandboxFixture() };
     });

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { RestoreModeSchema, SnapshotStatusSchema, type RestoreMode, type Snapshot } from '@cryo/snapshot';
+import { LOCAL_SNAPSHOT_REPOSITORY, RestoreModeSchema, SnapshotStatusSchema, type RestoreMode, type Snapshot } from '@cryo/snapshot';
 import { collectKeyValue, parseInteger } from '../args';
 import type { Cli, CommandContext } from '../cli';
 import { CryoApiError, CryoClientError } from '../client-errors';
@@ -178,7 +178,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectKeyValue)
       .option('-l, --label <KEY=VALUE>', 'label of the new sandbox (repeatable)', collectKeyValue)
       .option('--timeout-secs <n>', 'lifetime limit of the new sandbox', parseInteger(0, MAX_TTL_SECS)),
-    'until the new sandbox is running, printing why it is pending; exits 1 if it terminated instead',
+    'until the new sandbox is running, printing why it is pending; exits 1 if it terminated instead (with --mode lazy, first until the clip index the executor builds after the push is there)',
   )
     .addHelpText(
       'after',
@@ -190,6 +190,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
     )
     .action(async (id: string, command: string[], flags: RestoreFlags, cmd: Command) => {
       const ctx = await cli.context(cmd);
+      if (flags.mode === 'lazy' && flags.wait === true) await waitUntilIndexed(ctx, id, flags);
       const created = await ctx.client.restoreSnapshot(id, {
         mode: flags.mode,
         executor_id: flags.executor,
@@ -230,6 +231,33 @@ async function waitUntilActive(ctx: CommandContext, id: string, flags: WaitFlags
     throw new CryoClientError(`SNAPSHOT_${snapshot.status.toUpperCase()}`, message);
   }
   return snapshot;
+}
+
+/**
+ * --wait of a lazy restore: the executor that pushed a snapshot builds its clip index after the
+ * snapshot is active, and the server refuses a lazy restore until the index is there. Waits while
+ * the snapshot is creating or indexing; then the restore request gets the server's answer for
+ * whatever state it is in (indexed, indexing failed, expired, local with no index).
+ */
+async function waitUntilIndexed(ctx: CommandContext, id: string, flags: WaitFlags): Promise<void> {
+  let noted = false;
+  await pollUntil(() => ctx.client.getSnapshot(id), (snap) => !indexPending(snap), {
+    intervalMs: ctx.pollIntervalMs,
+    timeoutMs: waitTimeoutMs(flags),
+    onUpdate: (snap) => {
+      if (noted || !indexPending(snap)) return;
+      ctx.out.note(`${id}: waiting for its clip index (a lazy restore reads through it)`);
+      noted = true;
+    },
+    describe: (snap) => `snapshot ${id} is ${snap.status} and has no clip index yet`,
+  });
+}
+
+/** Creating, or active in a registry with its clip index neither built nor failed yet. */
+function indexPending(snap: Snapshot): boolean {
+  if (snap.status === 'creating') return true;
+  const inRegistry = snap.image_ref !== null && !snap.image_ref.startsWith(`${LOCAL_SNAPSHOT_REPOSITORY}:`);
+  return snap.status === 'active' && inRegistry && snap.clip_index_ref === null && snap.clip_error === null;
 }
 
 /** --wait of delete: until deleted (or expired); a snapshot the server no longer knows is deleted too. */
