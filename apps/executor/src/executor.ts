@@ -210,10 +210,7 @@ export class Executor {
           }, progress);
           log.info({ image_ref: outcome.imageRef, digest: outcome.digest, timings: outcome.timings }, 'snapshot taken');
           this.heartbeat.nudge();
-          return {
-            image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings,
-            clip_index_ref: null, clip_error: null,
-          };
+          return { image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings };
         });
       }
       case 'delete_image': {

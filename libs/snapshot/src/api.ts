@@ -228,10 +228,13 @@ export const TimingsSchema = z.object({
 });
 export type Timings = z.infer<typeof TimingsSchema>;
 
+const ByteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** How far a snapshot's push (or a restore's pull) has come: a phase name and bytes. */
 export const ProgressSchema = z.object({
-  phase: z.string(),
-  bytes_done: z.number(),
-  bytes_total: z.number().nullable(),
+  phase: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'phase is a short lowercase word such as "push"'),
+  bytes_done: ByteCount,
+  bytes_total: ByteCount.nullable(),
 });
 export type Progress = z.infer<typeof ProgressSchema>;
 
@@ -314,6 +317,18 @@ export type ListQuery = z.infer<typeof SandboxListQuerySchema>;
 export const pageOf = <T extends z.ZodTypeAny>(item: T) =>
   z.object({ items: z.array(item), next_cursor: z.string().nullable() });
 
+/** What an executor offers: CPUs, memory in MiB (0: not counted), and how many sandboxes it runs at most. */
+export const CapacitySchema = z.object({
+  cpus: z.number().min(0).max(65_536),
+  memory_mb: z.number().int().min(0).max(1024 ** 3),
+  max_sandboxes: z.number().int().min(0).max(100_000),
+});
+export type Capacity = z.infer<typeof CapacitySchema>;
+
+/** Whether an executor can restore lazily, and if not, why. */
+export const CapabilitiesSchema = z.object({ lazy: z.boolean(), lazy_unavailable_reason: z.string().max(4096).nullable() });
+export type Capabilities = z.infer<typeof CapabilitiesSchema>;
+
 export const ExecutorViewSchema = z.object({
   executor_id: z.string(),
   host: z.string(),
@@ -321,8 +336,8 @@ export const ExecutorViewSchema = z.object({
   state: z.enum(['ready', 'lost', 'draining']),
   last_heartbeat_at: z.string(),
   version: z.string(),
-  capacity: z.object({ cpus: z.number(), memory_mb: z.number(), max_sandboxes: z.number() }),
-  capabilities: z.object({ lazy: z.boolean(), lazy_unavailable_reason: z.string().nullable() }),
+  capacity: CapacitySchema,
+  capabilities: CapabilitiesSchema,
   sandboxes: z.number().int(),
   cached_snapshot_images: z.array(z.string()),
 });
@@ -339,7 +354,7 @@ export const ErrorBodySchema = z.object({
 export type ErrorBody = z.infer<typeof ErrorBodySchema>;
 
 export const IdParamsSchema = z.object({
-  ns: z.string().regex(NAMESPACE_PATTERN, 'namespace must match [a-z0-9][a-z0-9_-]{0,62}'),
+  ns: z.string().regex(NAMESPACE_PATTERN, `namespace must match ${NAMESPACE_PATTERN.source.slice(1, -1)}`),
   id: ResourceIdSchema,
 });
 export const NsParamsSchema = IdParamsSchema.pick({ ns: true });

@@ -5,7 +5,7 @@
  * on a live executor is offered again a few times and then failed with a message that says so.
  */
 import type { Logger } from 'pino';
-import { CreateSandboxOpSchema, CryoError } from '@cryo/snapshot';
+import { CryoError, OPERATIONS } from '@cryo/snapshot';
 import { toIso, type Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
@@ -87,7 +87,7 @@ export class ExecutorMonitor {
     const { sandboxes, operations, placement, queue, clock } = this.deps;
     const sandbox = op.sandbox_id === null ? undefined : sandboxes.get(op.sandbox_id);
     if (sandbox === undefined || sandbox.pinned === 1) return false;
-    const payload = CreateSandboxOpSchema.shape.payload.parse(JSON.parse(op.payload));
+    const payload = OPERATIONS.create_sandbox.payload.parse(JSON.parse(op.payload));
     try {
       const target = placement.choose({
         resources: payload.resources,

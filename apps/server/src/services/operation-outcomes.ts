@@ -4,20 +4,16 @@
  * reaches a clear state. A report for an operation that has already ended is ignored.
  */
 import type { Logger } from 'pino';
-import type { z } from 'zod';
 import {
-  CreateSandboxResultSchema,
   CryoError,
-  ExecOpResultSchema,
-  SnapshotResultSchema,
+  parseOperationResult,
   type OpResultBody,
   type Outcome,
   type Progress,
-  BuildIndexResultSchema,
 } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { Database } from '../db/database';
-import type { OperationEnd, OperationRow, OperationStore } from '../store/operations';
+import type { DoneEnd, OperationEnd, OperationRow, OperationStore } from '../store/operations';
 import type { SandboxStore } from '../store/sandboxes';
 import { isLocalSnapshotRef, type SnapshotStore } from '../store/snapshots';
 import type { Metrics, OperationOutcome } from './metrics';
@@ -76,7 +72,7 @@ export class OperationOutcomes {
       return { ignored: true, reason: stale };
     }
     const end: OperationEnd = body.ok
-      ? { state: 'done', result: checkResult(op, body.result) }
+      ? checkResult(op, body.result)
       : { state: 'failed', code: body.error.code, message: body.error.message };
     const applied = db.transaction(() => {
       if (!operations.finish(op.id, end, this.deps.clock.now())) return false;
@@ -95,11 +91,11 @@ export class OperationOutcomes {
    */
   private cleanUpLatePush(op: OperationRow, result: unknown): void {
     if (op.kind !== 'snapshot' || op.snapshot_id === null) return;
-    const parsed = SnapshotResultSchema.safeParse(result);
-    if (!parsed.success || isLocalSnapshotRef(parsed.data.image_ref)) return;
-    if (this.deps.snapshots.scheduleLateCleanup(op.snapshot_id, parsed.data.digest, this.deps.clock.now())) {
+    const parsed = parseOperationResult('snapshot', result);
+    if (!parsed.ok || isLocalSnapshotRef(parsed.result.image_ref)) return;
+    if (this.deps.snapshots.scheduleLateCleanup(op.snapshot_id, parsed.result.digest, this.deps.clock.now())) {
       this.deps.logger.warn(
-        { op_id: op.id, snapshot_id: op.snapshot_id, digest: parsed.data.digest },
+        { op_id: op.id, snapshot_id: op.snapshot_id, digest: parsed.result.digest },
         'a push finished after its snapshot ended; deleting the manifest it left',
       );
       this.deps.onDeletionReady();
@@ -129,8 +125,8 @@ export class OperationOutcomes {
         if (op.sandbox_id === null) return;
         const sandbox = sandboxes.get(op.sandbox_id);
         if (sandbox === undefined) return;
-        if (end.state === 'done') {
-          const { container_id } = CreateSandboxResultSchema.parse(end.result);
+        if (end.state === 'done' && end.kind === 'create_sandbox') {
+          const { container_id } = end.result;
           const expiresAt = sandbox.timeout_secs > 0 ? now + sandbox.timeout_secs * 1000 : null;
           if (sandboxes.markRunning(sandbox.id, container_id, now, expiresAt)) {
             log.info({ executor_id: op.executor_id }, 'sandbox running');
@@ -153,16 +149,15 @@ export class OperationOutcomes {
         if (op.snapshot_id === null) return;
         const snapshot = snapshots.get(op.snapshot_id);
         if (snapshot === undefined) return;
-        if (end.state === 'done') {
-          const result = SnapshotResultSchema.parse(end.result);
+        if (end.state === 'done' && end.kind === 'snapshot') {
+          const result = end.result;
           snapshots.recordPushed(snapshot.id, result, now);
           metrics.inc('cryo_snapshots_created_total');
           metrics.snapshotTimings(result.timings);
           log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
           // Lazy restore needs a clip index; the executor that pushed builds it next, while the
           // snapshot is already active (restorable eagerly) in the meantime.
-          if (result.digest !== null && !isLocalSnapshotRef(result.image_ref) && result.clip_index_ref === null
-            && op.executor_id !== null && snapshot.status === 'creating') {
+          if (result.digest !== null && !isLocalSnapshotRef(result.image_ref) && snapshot.status === 'creating') {
             this.deps.queue.enqueue('build_index', op.executor_id,
               { snapshot_id: snapshot.id, image_ref: result.image_ref, digest: result.digest }, { snapshotId: snapshot.id });
           }
@@ -186,8 +181,8 @@ export class OperationOutcomes {
       }
       case 'build_index': {
         if (op.snapshot_id === null) return;
-        if (end.state === 'done') {
-          const result = BuildIndexResultSchema.parse(end.result);
+        if (end.state === 'done' && end.kind === 'build_index') {
+          const result = end.result;
           snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
           this.deps.metrics.snapshotTimings({ index_ms: result.index_ms });
           log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms }, 'clip index pushed');
@@ -210,20 +205,13 @@ function staleReason(opId: string, op: OperationRow | undefined): string | null 
   return `operation ${opId} has already ended (${op.state})`;
 }
 
-const RESULT_SCHEMAS: Partial<Record<OperationRow['kind'], z.ZodType>> = {
-  create_sandbox: CreateSandboxResultSchema,
-  exec: ExecOpResultSchema,
-  snapshot: SnapshotResultSchema,
-  build_index: BuildIndexResultSchema,
-};
-
-/** A result must have the shape its kind promises; the error names the field that does not. */
-function checkResult(op: OperationRow, result: unknown): unknown {
-  const schema = RESULT_SCHEMAS[op.kind];
-  if (schema === undefined) return result;
-  const parsed = schema.safeParse(result);
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  const path = ['result', ...(issue?.path ?? [])].map(String).join('.');
-  throw new CryoError('INVALID_REQUEST', `${path}: ${issue?.message ?? 'invalid'} (for a ${op.kind} operation)`);
+/**
+ * A result must have the shape its kind promises (parsed once, here); the error names the field
+ * that does not. Unknown fields are dropped before anything is stored.
+ */
+function checkResult(op: OperationRow, result: unknown): DoneEnd {
+  const parsed = parseOperationResult(op.kind, result);
+  if (!parsed.ok) throw new CryoError('INVALID_REQUEST', `${parsed.problem} (for a ${op.kind} operation)`);
+  // parseOperationResult checked `result` with the schema of `op.kind`: the pair is consistent.
+  return { state: 'done', kind: op.kind, result: parsed.result } as DoneEnd;
 }

@@ -3,7 +3,7 @@
  * operations; each one it takes is leased for a time that fits its kind (a snapshot push may take
  * long, a delete should not). Queueing wakes the executor's poll at once.
  */
-import { ExecOpSchema, newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
+import { OPERATIONS, newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import { toWireOperation, type OperationRow, type OperationStore, type PayloadOf } from '../store/operations';
@@ -44,7 +44,7 @@ export class OperationQueue {
       case 'create_sandbox':
         return this.config.create_sandbox_lease_secs * 1000;
       case 'exec': {
-        const payload = ExecOpSchema.shape.payload.safeParse(JSON.parse(row.payload));
+        const payload = OPERATIONS.exec.payload.safeParse(JSON.parse(row.payload));
         const timeoutSecs = payload.success ? payload.data.timeout_secs : 0;
         return (timeoutSecs + this.config.exec_lease_grace_secs) * 1000;
       }

@@ -2,7 +2,6 @@
 import type { Logger } from 'pino';
 import {
   CryoError,
-  ExecOpResultSchema,
   isErrorCode,
   newSandboxId,
   notFound,
@@ -207,7 +206,10 @@ export class SandboxService {
         `exec in sandbox ${id} did not finish within ${timeoutSecs}s (plus ${config.operations.exec_lease_grace_secs}s for executor ${row.executor_id} to answer)`,
       );
     }
-    if (end.state === 'done') return ExecOpResultSchema.parse(end.result);
+    if (end.state === 'done') {
+      if (end.kind === 'exec') return end.result;
+      throw new CryoError('INTERNAL', `operation ${opId} of sandbox ${id} is a ${end.kind}, not an exec`);
+    }
     if (end.state === 'cancelled') throw new CryoError('UNAVAILABLE', `exec in sandbox ${id} was cancelled: ${end.message}`);
     const code = isErrorCode(end.code) && end.code !== 'INTERNAL' ? end.code : 'UNAVAILABLE';
     throw new CryoError(code, `exec in sandbox ${id} failed on executor ${row.executor_id}: ${end.message}`, {

@@ -1,6 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Harness, REGISTRY, runningSandbox, type FakeExecutor } from '../testing/harness';
 
+const DIGEST_PUSHED = `sha256:${'1'.repeat(64)}`;
+const DIGEST_ORPHAN = `sha256:${'2'.repeat(64)}`;
+const DIGEST_LATE = `sha256:${'3'.repeat(64)}`;
+
 let h: Harness;
 beforeEach(async () => {
   h = await Harness.start({
@@ -159,7 +163,7 @@ describe('TTL expiry', () => {
       h.registry.push(ref, digest);
       snapshots.recordPushed(id, {
         image_ref: ref, digest, size_bytes: 10, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
-        clip_index_ref: null, clip_error: null,
+       
       }, now);
     }
     h.clock.advanceSecs(2);
@@ -212,29 +216,29 @@ describe('DELETE', () => {
     expect(await snapshot(id)).toMatchObject({ status: 'deleting' });
 
     const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
-    h.registry.push(ref, 'sha256:pushed');
+    h.registry.push(ref, DIGEST_PUSHED);
     await executor.ok(op.op_id, {
-      image_ref: ref, digest: 'sha256:pushed', size_bytes: 77,
-      timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null }, clip_index_ref: null, clip_error: null,
+      image_ref: ref, digest: DIGEST_PUSHED, size_bytes: 77,
+      timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
     });
     expect((await h.api('GET', `/sandboxes/${sandboxId}`)).json.status).toBe('running');
     await h.server.reaper.runOnce();
-    expect(h.registry.has('sha256:pushed')).toBe(false);
+    expect(h.registry.has(DIGEST_PUSHED)).toBe(false);
     await executor.ok((await executor.pollOne('delete_image')).op_id, { removed: [] });
     await h.server.reaper.runOnce();
-    expect(await snapshot(id)).toMatchObject({ status: 'deleted', digest: 'sha256:pushed' });
+    expect(await snapshot(id)).toMatchObject({ status: 'deleted', digest: DIGEST_PUSHED });
   });
 
   it('looks the pushed manifest up by tag when the executor vanished mid-push', async () => {
     const { executor, sandboxId } = await runningSandbox(h);
     const id = (await h.api('POST', `/sandboxes/${sandboxId}/snapshots`, {})).json.snapshot_id as string;
     const op = await executor.pollOne('snapshot');
-    h.registry.push(`${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`, 'sha256:orphan');
+    h.registry.push(`${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`, DIGEST_ORPHAN);
     h.clock.advanceSecs(60); // the executor stops heartbeating
     await h.server.monitor.runOnce();
     expect(await snapshot(id)).toMatchObject({ status: 'failed', error: expect.stringContaining('lost during snapshot') });
     await h.server.reaper.runOnce();
-    expect(h.registry.has('sha256:orphan')).toBe(false);
+    expect(h.registry.has(DIGEST_ORPHAN)).toBe(false);
   });
 });
 
@@ -252,14 +256,14 @@ describe('late pushes', () => {
     expect((await snapshot(id)).status).toBe('failed');
 
     const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
-    h.registry.push(ref, 'sha256:late');
+    h.registry.push(ref, DIGEST_LATE);
     const late = await executor.ok(op.op_id, {
-      image_ref: ref, digest: 'sha256:late', size_bytes: 1,
-      timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null }, clip_index_ref: null, clip_error: null,
+      image_ref: ref, digest: DIGEST_LATE, size_bytes: 1,
+      timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
     });
     expect(late.json).toMatchObject({ ignored: true });
     await h.server.reaper.runOnce();
-    expect(h.registry.has('sha256:late')).toBe(false);
+    expect(h.registry.has(DIGEST_LATE)).toBe(false);
     expect((await snapshot(id)).status).toBe('failed');
   });
 });

@@ -10,7 +10,7 @@
  * 3. then it becomes `expired` or `deleted`, with a reaper record of what was removed.
  */
 import type { Logger } from 'pino';
-import { clipIndexTag, DeleteImageResultSchema } from '@cryo/snapshot';
+import { clipIndexTag, parseOperationResult } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
@@ -171,8 +171,8 @@ export class SnapshotReaper {
   private record(row: SnapshotRow, reason: 'expired' | 'deleted', now: number): void {
     const { operations, records, metrics } = this.deps;
     const removed = operations.finishedForSnapshot(row.id, 'delete_image').flatMap((op) => {
-      const parsed = op.result === null ? null : DeleteImageResultSchema.safeParse(JSON.parse(op.result));
-      return parsed?.success === true ? parsed.data.removed : [];
+      const parsed = op.result === null ? null : parseOperationResult('delete_image', JSON.parse(op.result));
+      return parsed?.ok === true ? parsed.result.removed : [];
     });
     const inRegistry = registryTargets(row).length > 0;
     const bytes = row.size_bytes ?? 0;

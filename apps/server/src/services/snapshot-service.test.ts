@@ -1,6 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Harness, REGISTRY, runningSandbox, type FakeExecutor } from '../testing/harness';
 
+const DIGEST_ABC = `sha256:${'a'.repeat(64)}`;
+
 let h: Harness;
 beforeEach(async () => {
   h = await Harness.start({ snapshots: { default_ttl_secs: 3600 } });
@@ -43,12 +45,12 @@ describe('snapshot creation', () => {
 
     const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
     await executor.ok(op.op_id, {
-      image_ref: ref, digest: 'sha256:abc', size_bytes: 1234,
-      timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null }, clip_index_ref: null, clip_error: null,
+      image_ref: ref, digest: DIGEST_ABC, size_bytes: 1234,
+      timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null },
     });
     const snapshot = (await h.api('GET', `/snapshots/${id}`)).json;
     expect(snapshot).toMatchObject({
-      status: 'active', image_ref: ref, digest: 'sha256:abc', size_bytes: 1234, base_image: 'busybox:latest',
+      status: 'active', image_ref: ref, digest: DIGEST_ABC, size_bytes: 1234, base_image: 'busybox:latest',
       executor_id: 'exec-a', ttl_secs: 3600, progress: null, labels: { kind: 'test' }, error: null,
       timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null },
       expires_at: new Date(Date.parse(snapshot.created_at as string) + 3600_000).toISOString(),
@@ -178,7 +180,7 @@ describe('restore', () => {
     expect(op.payload.tag).toBe(`sb-${sandboxId}-snap-${snapshotId}`);
     await a.ok(op.op_id, {
       image_ref: `cryo-snapshots:${op.payload.tag}`, digest: null, size_bytes: 10,
-      timings: { pause_ms: 1, commit_ms: 2, push_ms: null, index_ms: null }, clip_index_ref: null, clip_error: null,
+      timings: { pause_ms: 1, commit_ms: 2, push_ms: null, index_ms: null },
     });
     const elsewhere = await h.api('POST', `/snapshots/${snapshotId}/restore`, { executor_id: 'exec-b' });
     expect(elsewhere.status).toBe(422);

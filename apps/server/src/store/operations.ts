@@ -1,4 +1,4 @@
-import { OperationSchema, type Operation, type OperationKind, type OperationOf } from '@cryo/snapshot';
+import { OperationSchema, type Operation, type OperationKind, type OperationOf, type OperationResultOf } from '@cryo/snapshot';
 import { toIso } from '../clock';
 import type { Database } from '../db/database';
 import { statement } from '../db/statements';
@@ -23,8 +23,11 @@ export interface OperationRow {
   updated_at: number;
 }
 
+/** A successful end carries the result of its kind, already checked (`parseOperationResult`). */
+export type DoneEnd = { [K in OperationKind]: { state: 'done'; kind: K; result: OperationResultOf<K> } }[OperationKind];
+
 export type OperationEnd =
-  | { state: 'done'; result: unknown }
+  | DoneEnd
   | { state: 'failed'; code: string; message: string }
   | { state: 'cancelled'; message: string };
 
@@ -103,7 +106,7 @@ export class OperationStore {
    * made it try). Sandbox environments are dropped from finished payloads: they may hold secrets.
    */
   finish(id: string, end: OperationEnd, now: number): boolean {
-    const result = end.state === 'done' ? JSON.stringify(end.result ?? null) : null;
+    const result = end.state === 'done' ? JSON.stringify(end.result) : null;
     const code = end.state === 'failed' ? end.code : end.state === 'cancelled' ? 'CANCELLED' : null;
     const message = end.state === 'done' ? null : end.message;
     return statement(this.db, 

@@ -162,14 +162,13 @@ export class SnapshotStore {
     statement(this.db, 
       `UPDATE snapshots SET
           status = CASE WHEN status = 'creating' THEN 'active' ELSE status END,
-          image_ref = ?, digest = ?, size_bytes = ?, timings = ?, clip_index_ref = ?, clip_error = ?,
+          image_ref = ?, digest = ?, size_bytes = ?, timings = ?,
           progress = NULL, error = NULL,
           next_attempt_at = CASE WHEN status = 'deleting' THEN ? ELSE next_attempt_at END,
           updated_at = ?
         WHERE id = ? AND status IN ('creating', 'deleting')`,
     ).run(
-      result.image_ref, result.digest, result.size_bytes, JSON.stringify(result.timings), result.clip_index_ref,
-      result.clip_error, now, now, id,
+      result.image_ref, result.digest, result.size_bytes, JSON.stringify(result.timings), now, now, id,
     );
   }
 

@@ -189,7 +189,7 @@ export class FakeExecutor {
     return sandboxId;
   }
 
-  /** Takes the next snapshot operation and reports it pushed to the (fake) registry. */
+  /** Takes the next snapshot operation and reports it pushed to the (fake) registry (and indexed, with `clip`). */
   async pushNext(options: { sizeBytes?: number; clip?: boolean } = {}): Promise<{ snapshotId: string; digest: string; ref: string }> {
     const op = await this.pollOne('snapshot');
     const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
@@ -201,9 +201,12 @@ export class FakeExecutor {
       digest,
       size_bytes: options.sizeBytes ?? 1000,
       timings: { pause_ms: 15, commit_ms: 70, push_ms: 300, index_ms: null },
-      clip_index_ref: options.clip === true ? `${ref}.clip` : null,
-      clip_error: null,
     });
+    if (options.clip === true) {
+      // The server asks the pushing executor to index the image next (lazy restore needs it).
+      const index = await this.pollOne('build_index');
+      await this.ok(index.op_id, { clip_index_ref: `${ref}.clip`, index_ms: 40, index_size_bytes: 2000, image_size_bytes: options.sizeBytes ?? 1000 });
+    }
     return { snapshotId: op.payload.snapshot_id, digest, ref };
   }
 }
