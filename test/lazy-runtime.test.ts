@@ -1,7 +1,8 @@
 /**
  * The runc-lazy driver end to end, without the server: a small two-layer image (busybox + a
  * layer with setuid files, hard links, symlinks, owners, a whiteout and a large file) pushed to a
- * real registry with @cryo/oci, indexed with buildIndex, run lazily (FUSE + overlay + runc),
+ * real registry with @cryo/oci, indexed and its index pushed next to it (ClipArtifacts, as the
+ * executor's build_index does), run lazily (FUSE + overlay + runc),
  * written to, snapshotted (no Docker), and the snapshot pulled and run by a real dockerd. Also:
  * killing a mount process and recovering, an executor restart (a new driver adopting its
  * sandboxes), a lazy restore of the lazy snapshot, and no mount left behind.
@@ -13,11 +14,12 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildIndex } from '@cryo/clip';
 import { isStaleMount, listMounts, mountsUnder, processAlive } from '@cryo/clip/fuse';
 import { MediaType, RegistryClient } from '@cryo/oci';
 import { SNAPSHOT_LABELS } from '@cryo/snapshot';
-import { RuncLazyDriver } from '../apps/executor/src/runtime/runc-lazy';
+import { ClipArtifacts } from '../apps/executor/src/clip-artifacts';
+import { RegistryCredentialSource } from '../apps/executor/src/registry-credentials';
+import { RuncLazyDriver, type RuncLazyDriverOptions } from '../apps/executor/src/runtime/runc-lazy';
 import type { SandboxSpec } from '../apps/executor/src/runtime/driver';
 import { lazyCapabilities } from '../apps/executor/src/runtime/lazy-capabilities';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
@@ -40,6 +42,7 @@ const digestOf = (b: Buffer): string => `sha256:${sha256(b)}`;
 let registry: TestRegistry;
 let engine: TestDockerd;
 let driver: RuncLazyDriver;
+let driverOptions: RuncLazyDriverOptions;
 let baseRef: string;
 let appRef: string;
 const created: string[] = [];
@@ -111,19 +114,30 @@ async function pushBaseImages(): Promise<void> {
   appRef = `${registry.host}/${BASE_REPO}:app`;
 }
 
-async function indexOf(ref: string, name: string): Promise<{ indexPath: string; digest: string }> {
-  const built = await buildIndex(ref, { credentials: { username: USER, password: PASS } });
-  const indexPath = join(work, `${name}.clip`);
-  writeFileSync(indexPath, built.index);
-  return { indexPath, digest: built.image.manifestDigest };
+/** Index the image and push the index next to it, as the executor that pushed a snapshot does. */
+async function clipIndexOf(ref: string): Promise<{ clipIndexRef: string; digest: string }> {
+  const client = new RegistryClient({ host: registry.host, insecure: true, credentials: { username: USER, password: PASS } });
+  try {
+    const [repository = '', tag = ''] = ref.slice(registry.host.length + 1).split(':');
+    const digest = (await client.headManifest(repository, tag))?.digest ?? '';
+    const published = await clipArtifacts().publish(ref, digest);
+    return { clipIndexRef: published.clip_index_ref, digest };
+  } finally {
+    await client.close();
+  }
+}
+
+function clipArtifacts(): ClipArtifacts {
+  const access = { snapshot_registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true } };
+  return new ClipArtifacts(access.snapshot_registry, new RegistryCredentialSource(access), join(work, 'clip'));
 }
 
 async function lazySandbox(sandboxId: string, ref: string, over: Partial<SandboxSpec> = {}): Promise<string> {
-  const { indexPath, digest } = await indexOf(ref, sandboxId);
+  const { clipIndexRef, digest } = await clipIndexOf(ref);
   created.push(sandboxId);
   return driver.create({
     sandboxId, namespace: 'test', image: ref, command: null, env: { SANDBOX_VAR: 'from-sandbox' }, labels: {}, resources: {},
-    lazy: { indexPath, imageRef: ref, digest }, ...over,
+    restore: { snapshotId: `snap-of-${sandboxId}`, imageRef: ref, digest, clipIndexRef, mode: 'lazy' }, ...over,
   }, () => undefined);
 }
 
@@ -149,10 +163,11 @@ beforeAll(async () => {
   engine = await startDockerd('lazy-runtime');
   docker(['login', '-u', USER, '--password-stdin', registry.host], PASS);
   await pushBaseImages();
-  driver = new RuncLazyDriver({
-    stateDir, executorId: 'exec-lazy-test', log,
+  driverOptions = {
+    stateDir, executorId: 'exec-lazy-test', log, clipIndexes: clipArtifacts(),
     registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true },
-  });
+  };
+  driver = new RuncLazyDriver(driverOptions);
 });
 
 afterAll(async () => {
@@ -179,7 +194,7 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     const firstExec = await driver.exec('lazy-a', ['cat', '/data/hello.txt'], 30);
     const firstExecMs = performance.now() - started;
     expect(containerId).toBe('cryo-lazy-a');
-    expect([driver.owns('lazy-a'), driver.owns('other'), driver.owns('../x')]).toEqual([true, false, false]);
+    expect(await Promise.all([driver.owns('lazy-a'), driver.owns('other'), driver.owns('../x')])).toEqual([true, false, false]);
     expect(firstExec).toEqual({ exit_code: 0, stdout: 'hello from the base image\n', stderr: '' });
     log.info({ first_exec_ms: firstExecMs, ...driver.createTimings.get('lazy-a') }, 'lazy create -> first exec');
     expect(driver.createTimings.get('lazy-a')?.total_ms).toBeGreaterThan(0);
@@ -199,8 +214,9 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
 
   it('writes no registry secret into the index, the bundle or the sandbox dir', async () => {
     const dir = join(stateDir, 'lazy', 'lazy-a');
-    const files = execFileSync('find', [dir, join(work, 'lazy-a.clip'), '-maxdepth', '1', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n');
-    expect(files).toEqual(expect.arrayContaining([join(dir, 'config.json'), join(dir, 'sandbox.json'), join(dir, 'mount.json'), join(work, 'lazy-a.clip')]));
+    const indexPath = (JSON.parse(readFileSync(join(dir, 'sandbox.json'), 'utf8')) as { index_path: string }).index_path;
+    const files = execFileSync('find', [dir, indexPath, '-maxdepth', '1', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n');
+    expect(files).toEqual(expect.arrayContaining([join(dir, 'config.json'), join(dir, 'sandbox.json'), join(dir, 'mount.json'), indexPath]));
     for (const file of files) expect(readFileSync(file).includes(PASS), file).toBe(false);
     const pid = driver.mountStatus('lazy-a')?.pid ?? 0;
     expect(readFileSync(`/proc/${pid}/cmdline`).includes(PASS)).toBe(false);
@@ -297,10 +313,11 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
   });
 
   it('creating an existing sandbox again keeps it and its files', async () => {
-    const { indexPath, digest } = await indexOf(baseRef, 'lazy-a-again');
+    const { clipIndexRef, digest } = await clipIndexOf(baseRef);
     const pid = driver.mountStatus('lazy-a')?.pid;
     expect(await driver.create({
-      sandboxId: 'lazy-a', namespace: 'test', image: baseRef, command: null, env: {}, labels: {}, resources: {}, lazy: { indexPath, imageRef: baseRef, digest },
+      sandboxId: 'lazy-a', namespace: 'test', image: baseRef, command: null, env: {}, labels: {}, resources: {},
+      restore: { snapshotId: 'snap-again', imageRef: baseRef, digest, clipIndexRef, mode: 'lazy' },
     }, () => undefined)).toBe('cryo-lazy-a');
     expect(driver.mountStatus('lazy-a')?.pid).toBe(pid);
     expect(await sh('lazy-a', 'cat /root/written.txt')).toBe('written-in-the-lazy-sandbox\n');
@@ -318,10 +335,7 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
 
   it('a restarted executor adopts running lazy sandboxes', async () => {
     const pid = driver.mountStatus('lazy-a')?.pid;
-    driver = new RuncLazyDriver({
-      stateDir, executorId: 'exec-lazy-test', log,
-      registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true },
-    });
+    driver = new RuncLazyDriver(driverOptions);
     expect(await driver.recover()).toEqual([{ sandbox_id: 'lazy-a', action: 'adopted', reason: expect.any(String) }]);
     expect(driver.mountStatus('lazy-a')?.pid).toBe(pid);
     expect(await sh('lazy-a', 'cat /root/written.txt')).toBe('written-in-the-lazy-sandbox\n');

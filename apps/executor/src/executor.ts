@@ -1,28 +1,32 @@
-/** Wires the executor: driver, journals, heartbeat, operation loop, reconciler, recovery. */
+/**
+ * Wires the executor: runtime drivers, journals, heartbeat, operation loop, reconciler, recovery;
+ * and runs each operation kind against the driver that owns its sandbox.
+ */
 import { hostname, cpus, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import {
   CryoError,
-  localSnapshotRef,
   type HeartbeatBody,
+  type ObservedSandbox,
   type Operation,
+  type OperationKind,
+  type OperationOf,
+  type OperationResultOf,
   type Progress,
-  type SnapshotResult,
 } from '@cryo/snapshot';
 import type { DataplaneConfig } from './config';
-import { DockerDriver, dockerFromHost } from './runtime/docker';
-import { ServerClient } from './server-client';
-import { PauseJournal } from './state/pause-journal';
-import { OpJournal } from './state/op-journal';
-import { OperationLoop } from './services/operation-loop';
-import { HeartbeatService } from './services/heartbeat';
-import { Reconciler } from './services/reconciler';
-import { RegistryCredentialSource } from './registry-credentials';
 import { ClipArtifacts } from './clip-artifacts';
-import { join, resolve } from 'node:path';
+import { RegistryCredentialSource } from './registry-credentials';
+import { DockerDriver, dockerFromHost } from './runtime/docker';
+import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec } from './runtime/driver';
 import { RuncLazyDriver } from './runtime/runc-lazy';
-import { lazyCapabilities, type LazyCapabilities } from './runtime/lazy-capabilities';
-import type { RuntimeDriver } from './runtime/driver';
+import { ServerClient } from './server-client';
+import { HeartbeatService } from './services/heartbeat';
+import { OperationLoop } from './services/operation-loop';
+import { Reconciler } from './services/reconciler';
+import { OpJournal } from './state/op-journal';
+import { PauseJournal } from './state/pause-journal';
 
 export const EXECUTOR_VERSION = '0.1.0';
 
@@ -33,52 +37,63 @@ export interface ExecutorOptions {
   holdPausedMs?: number;
 }
 
+type Handlers = { [K in OperationKind]: (op: OperationOf<K>, log: Logger, progress: ProgressSink) => Promise<OperationResultOf<K>> };
+
 export class Executor {
   private readonly server: ServerClient;
-  private readonly driver: DockerDriver;
   private readonly ops: OpJournal;
   private readonly loop: OperationLoop;
   private readonly heartbeat: HeartbeatService;
   private readonly reconciler: Reconciler;
   private readonly busySandboxes = new Map<string, number>();
   private readonly clip: ClipArtifacts;
-  private readonly lazy: RuncLazyDriver;
-  private capabilities: LazyCapabilities = { lazy: false, lazy_unavailable_reason: 'not checked yet' };
+  /** Every way this executor can run sandboxes, the lazy one first (its `owns` is a directory check). */
+  private readonly drivers: RuntimeDriver[];
+  private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
 
   constructor(private readonly config: DataplaneConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.server = new ServerClient(config.server_url, config.executor_id, config.token);
     this.ops = new OpJournal(config.state_dir);
     const credentials = new RegistryCredentialSource(config);
     this.clip = new ClipArtifacts(config.snapshot_registry, credentials, join(config.state_dir, 'clip'));
-    this.driver = new DockerDriver({
-      docker: dockerFromHost(config.docker.host),
-      executorId: config.executor_id,
-      network: config.docker.network,
-      registry: config.snapshot_registry,
-      credentials,
-      pauseJournal: new PauseJournal(config.state_dir),
-      log,
-      ...(opts.holdPausedMs === undefined ? {} : { holdPausedMs: opts.holdPausedMs }),
-    });
-    this.lazy = new RuncLazyDriver({
-      stateDir: config.state_dir,
-      executorId: config.executor_id,
-      registry: config.snapshot_registry,
-      dockerConfig: config.docker_config,
-      configFile: opts.configFile === undefined ? undefined : resolve(opts.configFile),
-      log,
-    });
+    this.drivers = [
+      new RuncLazyDriver({
+        stateDir: config.state_dir,
+        executorId: config.executor_id,
+        registry: config.snapshot_registry,
+        dockerConfig: config.docker_config,
+        configFile: opts.configFile === undefined ? undefined : resolve(opts.configFile),
+        clipIndexes: this.clip,
+        log,
+      }),
+      new DockerDriver({
+        docker: dockerFromHost(config.docker.host),
+        executorId: config.executor_id,
+        network: config.docker.network,
+        registry: config.snapshot_registry,
+        credentials,
+        pauseJournal: new PauseJournal(config.state_dir),
+        log,
+        ...(opts.holdPausedMs === undefined ? {} : { holdPausedMs: opts.holdPausedMs }),
+      }),
+    ];
     this.loop = new OperationLoop(this.server, this.ops, (op, opLog) => this.handle(op, opLog), log);
-    const drivers = { observe: () => this.observeSandboxes(), remove: (id: string) => this.driverFor(id).remove(id) };
-    this.reconciler = new Reconciler(drivers, (id) => (this.busySandboxes.get(id) ?? 0) > 0, log);
+    const target = {
+      observe: () => this.observeSandboxes(),
+      remove: async (id: string) => (await this.driverOf(id))?.remove(id) ?? false,
+    };
+    this.reconciler = new Reconciler(target, (id) => (this.busySandboxes.get(id) ?? 0) > 0, log);
     this.heartbeat = new HeartbeatService(this.server, () => this.observe(), async (res) => {
       await this.reconciler.reconcile(res.desired_sandboxes);
     }, log);
   }
 
   async start(): Promise<void> {
-    this.capabilities = await lazyCapabilities();
-    if (!this.capabilities.lazy) this.log.warn({ reason: this.capabilities.lazy_unavailable_reason }, 'lazy restore unavailable on this host');
+    for (const driver of this.drivers) {
+      const caps = await driver.capabilities();
+      this.capabilities.set(driver, caps);
+      if (!caps.available) this.log.warn({ driver: driver.name, reason: caps.reason }, `the ${driver.name} driver is unavailable on this host`);
+    }
     await this.recover();
     // Register before taking work; keep trying while the server is not up yet.
     for (let attempt = 0; ; attempt++) {
@@ -99,12 +114,16 @@ export class Executor {
     await Promise.all([this.heartbeat.stop(), this.loop.stop()]);
   }
 
-  /** Undo what a crash left half-done: paused containers, operations that never finished. */
+  /** Drivers this host can run (capabilities probed at start). */
+  private get active(): RuntimeDriver[] {
+    return this.drivers.filter((d) => this.capabilities.get(d)?.available === true);
+  }
+
+  /** Undo what a crash left half-done: paused sandboxes, broken mounts, operations that never finished. */
   private async recover(): Promise<void> {
-    const unpaused = new Set(await this.driver.recoverPaused());
-    if (this.capabilities.lazy) {
-      for (const r of await this.lazy.recover()) this.log.warn({ sandbox_id: r.sandbox_id, action: r.action, reason: r.reason }, 'lazy sandbox recovered');
-    }
+    const recovered: Recovery[] = [];
+    for (const driver of this.active) recovered.push(...await driver.recover());
+    const unpaused = new Set(recovered.filter((r) => r.action === 'unpaused' || r.action === 'resumed').map((r) => r.sandbox_id));
     for (const record of this.ops.all()) {
       if (record.state === 'running' && record.pid !== process.pid) {
         const sandboxNote = record.sandbox_id !== null && unpaused.has(record.sandbox_id)
@@ -123,7 +142,11 @@ export class Executor {
   }
 
   private async observe(): Promise<HeartbeatBody> {
-    const [sandboxes, images] = await Promise.all([this.observeSandboxes(), this.driver.cachedSnapshotImages()]);
+    const [sandboxes, images] = await Promise.all([
+      this.observeSandboxes(),
+      Promise.all(this.active.map((d) => d.images?.list() ?? [])).then((lists) => lists.flat()),
+    ]);
+    const lazy = [...this.capabilities.values()].find((c) => c.restoreModes.includes('lazy'));
     return {
       host: hostname(),
       version: EXECUTOR_VERSION,
@@ -133,8 +156,7 @@ export class Executor {
         memory_mb: this.config.capacity.memory_mb ?? Math.floor(totalmem() / 1024 / 1024),
         max_sandboxes: this.config.capacity.max_sandboxes,
       },
-      capabilities: this.capabilities.lazy && this.config.snapshot_registry !== undefined ? this.capabilities
-        : { lazy: false, lazy_unavailable_reason: this.capabilities.lazy_unavailable_reason ?? 'lazy restore needs snapshot_registry in the dataplane config' },
+      capabilities: { lazy: lazy?.available === true, lazy_unavailable_reason: lazy?.available === true ? null : lazy?.reason ?? 'no lazy runtime driver' },
       registry: this.config.snapshot_registry === undefined ? null
         : { url: this.config.snapshot_registry.url, repository: this.config.snapshot_registry.repository },
       sandboxes,
@@ -142,18 +164,35 @@ export class Executor {
     };
   }
 
-  private async observeSandboxes() {
-    const [docker, lazy] = await Promise.all([this.driver.observe(), this.capabilities.lazy ? this.lazy.observe() : Promise.resolve([])]);
-    return [...docker, ...lazy];
+  private async observeSandboxes(): Promise<ObservedSandbox[]> {
+    return (await Promise.all(this.active.map((d) => d.observe()))).flat();
   }
 
-  /** The driver that runs a sandbox: lazy sandboxes are known to the runc-lazy driver. */
-  private driverFor(sandboxId: string): RuntimeDriver {
-    return this.lazy.owns(sandboxId) ? this.lazy : this.driver;
+  /** The driver that runs `sandboxId` on this host, if any does. */
+  private async driverOf(sandboxId: string): Promise<RuntimeDriver | undefined> {
+    for (const driver of this.active) if (await driver.owns(sandboxId)) return driver;
+    return undefined;
   }
 
-  private progressSink(opId: string, log: Logger): (p: Progress) => void {
-    return (progress) => {
+  private async owningDriver(sandboxId: string): Promise<RuntimeDriver> {
+    const driver = await this.driverOf(sandboxId);
+    if (driver === undefined) throw new CryoError('NOT_FOUND', `sandbox ${sandboxId} has no container on this executor`);
+    return driver;
+  }
+
+  /** A sandbox that exists already stays with its driver; a new one goes to the driver of its restore mode. */
+  private async driverFor(spec: SandboxSpec): Promise<RuntimeDriver> {
+    const owner = await this.driverOf(spec.sandboxId);
+    if (owner !== undefined) return owner;
+    const mode = spec.restore?.mode ?? 'eager';
+    const driver = this.active.find((d) => this.capabilities.get(d)?.restoreModes.includes(mode));
+    if (driver !== undefined) return driver;
+    const reason = [...this.capabilities.values()].find((c) => c.restoreModes.includes(mode))?.reason ?? 'no driver for it';
+    throw new CryoError('UNPROCESSABLE', `executor ${this.config.executor_id} cannot restore ${mode === 'lazy' ? 'lazily' : 'eagerly'}: ${reason}`);
+  }
+
+  private progressSink(opId: string, log: Logger): ProgressSink {
+    return (progress: Progress) => {
       this.server.progress(opId, progress).catch((err: unknown) => {
         log.debug({ err: err instanceof Error ? err.message : String(err) }, 'progress report failed');
       });
@@ -169,65 +208,50 @@ export class Executor {
     }
   }
 
-  private async handle(op: Operation, log: Logger): Promise<unknown> {
-    const progress = this.progressSink(op.op_id, log);
-    switch (op.kind) {
-      case 'create_sandbox': {
-        const p = op.payload;
-        return this.withBusy(p.sandbox_id, async () => {
-          const spec = { sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources };
-          if (p.restore !== null && p.restore.mode === 'lazy') {
-            if (!this.capabilities.lazy) {
-              throw new CryoError('UNPROCESSABLE', `executor ${this.config.executor_id} cannot restore lazily: ${this.capabilities.lazy_unavailable_reason ?? 'unavailable'}`);
-            }
-            if (p.restore.clip_index_ref === null) throw new CryoError('UNPROCESSABLE', `snapshot ${p.restore.snapshot_id} has no clip index`);
-            progress({ phase: 'fetch-index', bytes_done: 0, bytes_total: null });
-            const indexPath = await this.clip.fetch(p.restore.clip_index_ref, p.restore.digest);
-            const containerId = await this.lazy.create({ ...spec, image: p.restore.image_ref, lazy: { indexPath, imageRef: p.restore.image_ref, digest: p.restore.digest } }, progress);
-            this.heartbeat.nudge();
-            return { container_id: containerId, runtime: this.lazy.name };
-          }
-          const image = p.restore === null ? p.image : await this.driver.ensureSnapshotImage(p.restore.image_ref, p.restore.digest, progress);
-          const containerId = await this.driver.create({ ...spec, image }, progress);
-          this.heartbeat.nudge();
-          return { container_id: containerId, runtime: this.driver.name };
-        });
-      }
-      case 'delete_sandbox': {
-        const removed = await this.driverFor(op.payload.sandbox_id).remove(op.payload.sandbox_id);
-        this.heartbeat.nudge();
-        return { removed };
-      }
-      case 'exec': {
-        const p = op.payload;
-        return this.driverFor(p.sandbox_id).exec(p.sandbox_id, p.command, p.timeout_secs);
-      }
-      case 'snapshot': {
-        const p = op.payload;
-        return this.withBusy(p.sandbox_id, async (): Promise<SnapshotResult> => {
-          const outcome = await this.driverFor(p.sandbox_id).snapshot({
-            opId: op.op_id, sandboxId: p.sandbox_id, snapshotId: p.snapshot_id, namespace: p.namespace, tag: p.tag, baseImage: p.base_image,
-          }, progress);
-          log.info({ image_ref: outcome.imageRef, digest: outcome.digest, timings: outcome.timings }, 'snapshot taken');
-          this.heartbeat.nudge();
-          return { image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings };
-        });
-      }
-      case 'delete_image': {
-        const refs = new Set(op.payload.image_refs);
-        for (const ref of op.payload.image_refs) {
-          const tag = ref.slice(ref.lastIndexOf(':') + 1);
-          refs.add(localSnapshotRef(tag));
-        }
-        const removed = await this.driver.removeImages([...refs]);
-        this.heartbeat.nudge();
-        return { removed };
-      }
-      case 'build_index': {
-        const result = await this.clip.publish(op.payload.image_ref, op.payload.digest);
-        log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes }, 'clip index pushed');
-        return result;
-      }
-    }
+  private handle(op: Operation, log: Logger): Promise<unknown> {
+    // `op.kind` picks the handler of the same kind: the pair always agrees.
+    const handler = this.handlers[op.kind] as (op: Operation, log: Logger, progress: ProgressSink) => Promise<unknown>;
+    return handler(op, log, this.progressSink(op.op_id, log));
   }
+
+  private readonly handlers: Handlers = {
+    create_sandbox: ({ payload: p }, _log, progress) => this.withBusy(p.sandbox_id, async () => {
+      const spec: SandboxSpec = {
+        sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources,
+        restore: p.restore === null ? null : {
+          snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
+        },
+      };
+      const driver = await this.driverFor(spec);
+      const containerId = await driver.create(spec, progress);
+      this.heartbeat.nudge();
+      return { container_id: containerId, runtime: driver.name };
+    }),
+    delete_sandbox: async ({ payload: p }) => {
+      const removed = (await (await this.driverOf(p.sandbox_id))?.remove(p.sandbox_id)) ?? false;
+      this.heartbeat.nudge();
+      return { removed };
+    },
+    exec: async ({ payload: p }) => (await this.owningDriver(p.sandbox_id)).exec(p.sandbox_id, p.command, p.timeout_secs),
+    snapshot: ({ op_id: opId, payload: p }, log, progress) => this.withBusy(p.sandbox_id, async () => {
+      const driver = await this.owningDriver(p.sandbox_id);
+      const outcome = await driver.snapshot({
+        opId, sandboxId: p.sandbox_id, snapshotId: p.snapshot_id, namespace: p.namespace, tag: p.tag, baseImage: p.base_image,
+      }, progress);
+      log.info({ image_ref: outcome.imageRef, digest: outcome.digest, timings: outcome.timings }, 'snapshot taken');
+      this.heartbeat.nudge();
+      return { image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings };
+    }),
+    delete_image: async ({ payload: p }) => {
+      const removed = new Set<string>();
+      for (const driver of this.active) for (const ref of await driver.images?.remove(p.image_refs) ?? []) removed.add(ref);
+      this.heartbeat.nudge();
+      return { removed: [...removed] };
+    },
+    build_index: async ({ payload: p }, log) => {
+      const result = await this.clip.publish(p.image_ref, p.digest);
+      log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes }, 'clip index pushed');
+      return result;
+    },
+  };
 }

@@ -13,17 +13,28 @@ import {
   SNAPSHOT_LABELS,
   localSnapshotRef,
   registrySnapshotRef,
+  type CachedImage,
   type ContainerState,
   type ExecResult,
   type ObservedSandbox,
 } from '@cryo/snapshot';
 import type { SnapshotRegistry } from '@cryo/registry-auth';
-import type { ProgressSink, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
+import {
+  snapshotLabels,
+  type DriverCapabilities,
+  type ImageCache,
+  type ProgressSink,
+  type Recovery,
+  type RuntimeDriver,
+  type SandboxSpec,
+  type SnapshotOutcome,
+  type SnapshotSpec,
+} from './driver';
 import { ProgressTracker, followDockerStream } from './docker-progress';
 import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
+import { pauseWithResume, resumeWithRetries, roundMs } from './pause-window';
 import { RegistryCredentialSource, registryHostOf } from '../registry-credentials';
 import type { PauseJournal } from '../state/pause-journal';
-
 
 export interface DockerDriverOptions {
   docker: Docker;
@@ -75,13 +86,26 @@ function mapState(state: string): ContainerState {
 
 export class DockerDriver implements RuntimeDriver {
   readonly name = 'docker' as const;
+  readonly images: ImageCache = {
+    list: () => this.cachedSnapshotImages(),
+    remove: (refs) => this.removeSnapshotImages(refs),
+  };
+
   constructor(private readonly opts: DockerDriverOptions) {}
+
+  async capabilities(): Promise<DriverCapabilities> {
+    return { available: true, reason: null, restoreModes: ['eager'] };
+  }
+
+  async owns(sandboxId: string): Promise<boolean> {
+    return (await this.findContainer(sandboxId)) !== undefined;
+  }
 
   private get docker(): Docker {
     return this.opts.docker;
   }
 
-  async imageExists(ref: string): Promise<boolean> {
+  private async imageExists(ref: string): Promise<boolean> {
     try {
       await this.docker.getImage(ref).inspect();
       return true;
@@ -92,7 +116,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   /** Pull with the credentials for the image's registry; every progress line is scanned. */
-  async pull(ref: string, progress: ProgressSink): Promise<void> {
+  private async pull(ref: string, progress: ProgressSink): Promise<void> {
     const host = registryHostOf(ref);
     const authconfig = host === undefined ? undefined : await this.opts.credentials.dockerAuth(host);
     let stream: NodeJS.ReadableStream;
@@ -135,7 +159,8 @@ export class DockerDriver implements RuntimeDriver {
       if (!existing.State.Running) await this.docker.getContainer(existing.Id).start();
       return existing.Id;
     }
-    if (!(await this.imageExists(spec.image))) await this.pull(spec.image, progress);
+    const image = spec.restore === null ? spec.image : await this.ensureSnapshotImage(spec.restore.imageRef, spec.restore.digest, progress);
+    if (spec.restore === null && !(await this.imageExists(image))) await this.pull(image, progress);
     const labels: Record<string, string> = {
       ...spec.labels,
       [SANDBOX_LABELS.sandboxId]: spec.sandboxId,
@@ -144,7 +169,7 @@ export class DockerDriver implements RuntimeDriver {
     };
     const container = await this.docker.createContainer({
       name: containerName(spec.sandboxId),
-      Image: spec.image,
+      Image: image,
       ...(spec.command === null ? {} : { Cmd: spec.command }),
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       Labels: labels,
@@ -227,12 +252,7 @@ export class DockerDriver implements RuntimeDriver {
     this.opts.pauseJournal.willPause({
       container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
     });
-    const pausedAt = performance.now();
-    let commitMs: number;
-    let pauseMs: number;
-    let imageId: string;
-    try {
-      await container.pause();
+    const paused = await pauseWithResume({ pause: () => container.pause(), resume: () => this.unpause(container, info.Id) }, async () => {
       if (this.opts.holdPausedMs !== undefined && this.opts.holdPausedMs > 0) await sleep(this.opts.holdPausedMs);
       progress({ phase: 'commit', bytes_done: 0, bytes_total: null });
       const commitStart = performance.now();
@@ -241,20 +261,12 @@ export class DockerDriver implements RuntimeDriver {
         tag: localTag,
         pause: false, // already paused: one pause window, measured here
         comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`,
-        changes: [
-          `LABEL ${SNAPSHOT_LABELS.snapshotId}=${spec.snapshotId}`,
-          `LABEL ${SNAPSHOT_LABELS.sandboxId}=${spec.sandboxId}`,
-          `LABEL ${SNAPSHOT_LABELS.namespace}=${spec.namespace}`,
-          `LABEL ${SNAPSHOT_LABELS.baseImage}=${JSON.stringify(spec.baseImage)}`,
-        ],
+        changes: Object.entries(snapshotLabels(spec)).map(([key, value]) => `LABEL ${key}=${JSON.stringify(value)}`),
       }) as { Id: string };
-      imageId = committed.Id;
-      commitMs = performance.now() - commitStart;
-    } finally {
-      await this.unpause(container, info.Id);
-      pauseMs = performance.now() - pausedAt;
-    }
-    const timings = { pause_ms: round(pauseMs), commit_ms: round(commitMs), push_ms: null, index_ms: null };
+      return { imageId: committed.Id, commitMs: performance.now() - commitStart };
+    }, (err) => this.opts.log.error({ err: errorText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'));
+    const { imageId, commitMs } = paused.value;
+    const timings = { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: null, index_ms: null };
     const image = await this.docker.getImage(imageId).inspect();
     const registry = this.opts.registry;
     if (registry === undefined) {
@@ -267,7 +279,7 @@ export class DockerDriver implements RuntimeDriver {
     try {
       await this.docker.getImage(imageId).tag({ repo: remoteRepo, tag: remoteTag });
       const digest = await this.push(remoteRef, registry.url, progress);
-      return { imageRef: remoteRef, digest, sizeBytes: image.Size, timings: { ...timings, push_ms: round(performance.now() - pushStart) } };
+      return { imageRef: remoteRef, digest, sizeBytes: image.Size, timings: { ...timings, push_ms: roundMs(performance.now() - pushStart) } };
     } catch (err) {
       // Nothing half-made stays behind: the sandbox keeps running, the images go.
       await this.removeImages([remoteRef, localRef]);
@@ -275,25 +287,15 @@ export class DockerDriver implements RuntimeDriver {
     }
   }
 
-  /** Unpause, retrying briefly: leaving a sandbox frozen is the one outcome never allowed. */
+  /** Unpause when paused, and strike it from the pause journal; a container that is gone counts as unpaused. */
   private async unpause(container: Docker.Container, containerId: string): Promise<void> {
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        const state = (await container.inspect()).State;
-        if (state.Paused) await container.unpause();
-        this.opts.pauseJournal.unpaused(containerId);
-        return;
-      } catch (err) {
-        if (statusCode(err) === 404) {
-          this.opts.pauseJournal.unpaused(containerId);
-          return;
-        }
-        lastError = err;
-        await sleep(100 * (attempt + 1));
-      }
+    try {
+      const state = (await container.inspect()).State;
+      if (state.Paused) await container.unpause();
+    } catch (err) {
+      if (statusCode(err) !== 404) throw err;
     }
-    this.opts.log.error({ err: lastError, container_id: containerId }, 'unpause failed; the reconciler will retry');
+    this.opts.pauseJournal.unpaused(containerId);
   }
 
   private async push(ref: string, host: string, progress: ProgressSink): Promise<string> {
@@ -322,7 +324,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   /** Remove image refs (tags); a ref that is already gone counts as removed. */
-  async removeImages(refs: string[]): Promise<string[]> {
+  private async removeImages(refs: string[]): Promise<string[]> {
     const removed: string[] = [];
     for (const ref of refs) {
       try {
@@ -337,7 +339,7 @@ export class DockerDriver implements RuntimeDriver {
   }
 
   /** Restore: use the snapshot image if this engine has it, else pull it (pinned by digest). */
-  async ensureSnapshotImage(imageRef: string, digest: string | null, progress: ProgressSink): Promise<string> {
+  private async ensureSnapshotImage(imageRef: string, digest: string | null, progress: ProgressSink): Promise<string> {
     if (await this.imageExists(imageRef)) return imageRef;
     const host = registryHostOf(imageRef);
     if (host === undefined) {
@@ -362,19 +364,30 @@ export class DockerDriver implements RuntimeDriver {
     });
   }
 
-  async cachedSnapshotImages(): Promise<Array<{ ref: string; snapshot_id: string | null; size_bytes: number | null }>> {
+  private async cachedSnapshotImages(): Promise<CachedImage[]> {
     const images = await this.docker.listImages({ filters: { label: [SNAPSHOT_LABELS.snapshotId] } });
     return images.flatMap((img) => (img.RepoTags ?? [])
       .filter((t) => t !== '<none>:<none>')
       .map((ref) => ({ ref, snapshot_id: img.Labels?.[SNAPSHOT_LABELS.snapshotId] ?? null, size_bytes: img.Size })));
   }
 
+  /** Snapshot images go with their local twin: a commit is tagged `cryo-snapshots:<tag>` before it is pushed. */
+  private async removeSnapshotImages(refs: string[]): Promise<string[]> {
+    const all = new Set(refs);
+    for (const ref of refs) all.add(localSnapshotRef(splitRef(ref)[1]));
+    return this.removeImages([...all]);
+  }
+
   /** Unpause every container a crashed snapshot left paused (from the on-disk journal). */
-  async recoverPaused(): Promise<string[]> {
-    const recovered: string[] = [];
+  async recover(): Promise<Recovery[]> {
+    const recovered: Recovery[] = [];
     for (const record of this.opts.pauseJournal.pending()) {
-      await this.unpause(this.docker.getContainer(record.container_id), record.container_id);
-      recovered.push(record.sandbox_id);
+      const stuck = await resumeWithRetries(() => this.unpause(this.docker.getContainer(record.container_id), record.container_id));
+      if (stuck !== undefined) {
+        this.opts.log.error({ err: errorText(stuck), sandbox_id: record.sandbox_id }, 'cannot unpause a container left paused by an interrupted snapshot');
+        continue;
+      }
+      recovered.push({ sandbox_id: record.sandbox_id, action: 'unpaused', reason: `snapshot operation ${record.op_id} was interrupted while it was paused` });
       this.opts.log.warn({ sandbox_id: record.sandbox_id, op_id: record.op_id }, 'unpaused a container left paused by an interrupted snapshot');
     }
     return recovered;
@@ -388,5 +401,3 @@ export function splitRef(ref: string): [string, string] {
   if (colon > slash) return [ref.slice(0, colon), ref.slice(colon + 1)];
   return [ref, 'latest'];
 }
-
-const round = (ms: number): number => Math.round(ms * 10) / 10;

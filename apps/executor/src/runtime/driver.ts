@@ -1,9 +1,22 @@
 /**
- * One small interface for every way the executor runs sandboxes. `docker` runs them with a
- * Docker engine; `runc-lazy` (lazy restore) runs them from a FUSE-mounted clip index.
+ * The whole contract between the executor and a way of running sandboxes (the shape of Nomad's
+ * DriverPlugin): create / exec / snapshot / remove / observe for sandboxes, recover() after a
+ * restart, capabilities() for what this host can do with it, and an optional image cache.
+ * `docker` runs sandboxes with a Docker engine; `runc-lazy` (lazy restore) runs them from a
+ * FUSE-mounted clip index. The executor holds a list of drivers and routes by `owns()`.
  */
-import type { ExecResult, ObservedSandbox, Progress, Timings } from '@cryo/snapshot';
+import {
+  SNAPSHOT_LABELS,
+  type CachedImage,
+  type ExecResult,
+  type ObservedSandbox,
+  type Progress,
+  type RestoreMode,
+  type RuntimeName,
+  type Timings,
+} from '@cryo/snapshot';
 
+/** A sandbox to create: from an image, or restored from a snapshot. */
 export interface SandboxSpec {
   sandboxId: string;
   namespace: string;
@@ -12,16 +25,18 @@ export interface SandboxSpec {
   env: Record<string, string>;
   labels: Record<string, string>;
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
-  /** Lazy restore: run from this clip index (already downloaded) instead of a pulled image. */
-  lazy?: LazySource;
+  /** Restore from this snapshot (`mode` picks the driver) instead of creating from `image`. */
+  restore: RestoreSpec | null;
 }
 
-export interface LazySource {
-  /** Local path of the snapshot image's clip index file. */
-  indexPath: string;
-  /** The snapshot image (registry ref) the index describes, and its manifest digest. */
+export interface RestoreSpec {
+  snapshotId: string;
+  /** The snapshot image (registry ref, or a local ref of the executor that made it) and its manifest digest. */
   imageRef: string;
   digest: string | null;
+  /** Where the snapshot image's clip index was pushed (needed for a lazy restore). */
+  clipIndexRef: string | null;
+  mode: RestoreMode;
 }
 
 export interface SnapshotSpec {
@@ -42,13 +57,55 @@ export interface SnapshotOutcome {
 
 export type ProgressSink = (progress: Progress) => void;
 
+/** What a driver can do on this host. An unavailable driver takes no sandboxes. */
+export interface DriverCapabilities {
+  available: boolean;
+  /** Why not, when unavailable (shown to users: "install runc", "needs snapshot_registry"...). */
+  reason: string | null;
+  /** The restore modes this driver serves; a create without a snapshot counts as `eager`. */
+  restoreModes: readonly RestoreMode[];
+}
+
+/** What recover() did with one sandbox after a restart. */
+export interface Recovery {
+  sandbox_id: string;
+  /** `unpaused`/`resumed`: a snapshot interrupted by the crash had left it paused; it runs again. */
+  action: 'unpaused' | 'resumed' | 'adopted' | 'restarted' | 'ended' | 'exited';
+  reason: string;
+}
+
+/** Images a driver keeps on this host (snapshot images committed or pulled), reported in heartbeats. */
+export interface ImageCache {
+  list(): Promise<CachedImage[]>;
+  /** Remove these refs (snapshot images); returns those that are gone now (already gone counts). */
+  remove(refs: string[]): Promise<string[]>;
+}
+
 export interface RuntimeDriver {
-  readonly name: 'docker' | 'runc-lazy';
+  readonly name: RuntimeName;
+  /** The probe runs once, at start; the answer is cached by the executor. */
+  capabilities(): Promise<DriverCapabilities>;
+  /** Whether this driver runs `sandboxId` now (routing of exec, snapshot and remove). */
+  owns(sandboxId: string): Promise<boolean>;
   /** Create and start a sandbox; idempotent for the same sandbox id. Returns the container id. */
   create(spec: SandboxSpec, progress: ProgressSink): Promise<string>;
   exec(sandboxId: string, command: string[], timeoutSecs: number): Promise<ExecResult>;
   /** Remove the sandbox and everything it holds; false when there was nothing to remove. */
   remove(sandboxId: string): Promise<boolean>;
+  /** Pause, capture, resume (always), push. The sandbox keeps running whatever happens. */
   snapshot(spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome>;
   observe(): Promise<ObservedSandbox[]>;
+  /** Undo what a crash left half-done (paused sandboxes, broken mounts); called once before work starts. */
+  recover(): Promise<Recovery[]>;
+  readonly images?: ImageCache;
+}
+
+/** The labels every snapshot image carries, whichever driver made it. */
+export function snapshotLabels(spec: Pick<SnapshotSpec, 'snapshotId' | 'sandboxId' | 'namespace' | 'baseImage'>): Record<string, string> {
+  return {
+    [SNAPSHOT_LABELS.snapshotId]: spec.snapshotId,
+    [SNAPSHOT_LABELS.sandboxId]: spec.sandboxId,
+    [SNAPSHOT_LABELS.namespace]: spec.namespace,
+    [SNAPSHOT_LABELS.baseImage]: spec.baseImage,
+  };
 }
