@@ -16,9 +16,9 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isStaleMount, listMounts, mountsUnder, processAlive } from '@cryo/clip/fuse';
 import { MediaType, RegistryClient } from '@cryo/oci';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { SNAPSHOT_LABELS } from '@cryo/snapshot';
 import { ClipArtifacts } from '../apps/executor/src/clip-artifacts';
-import { RegistryCredentialSource } from '../apps/executor/src/registry-credentials';
 import { RuncLazyDriver, type RuncLazyDriverOptions } from '../apps/executor/src/runtime/runc-lazy';
 import type { SandboxSpec } from '../apps/executor/src/runtime/driver';
 import { lazyCapabilities } from '../apps/executor/src/runtime/lazy-capabilities';
@@ -127,9 +127,12 @@ async function clipIndexOf(ref: string): Promise<{ clipIndexRef: string; digest:
   }
 }
 
+function registryAccess(): RegistryAccessSettings {
+  return { snapshot_registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true } };
+}
+
 function clipArtifacts(): ClipArtifacts {
-  const access = { snapshot_registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true } };
-  return new ClipArtifacts(access.snapshot_registry, new RegistryCredentialSource(access), join(work, 'clip'));
+  return new ClipArtifacts(registryAccess(), join(work, 'clip'));
 }
 
 async function lazySandbox(sandboxId: string, ref: string, over: Partial<SandboxSpec> = {}): Promise<string> {
@@ -163,10 +166,7 @@ beforeAll(async () => {
   engine = await startDockerd('lazy-runtime');
   docker(['login', '-u', USER, '--password-stdin', registry.host], PASS);
   await pushBaseImages();
-  driverOptions = {
-    stateDir, executorId: 'exec-lazy-test', log, clipIndexes: clipArtifacts(),
-    registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true },
-  };
+  driverOptions = { stateDir, executorId: 'exec-lazy-test', log, clipIndexes: clipArtifacts(), access: registryAccess() };
   driver = new RuncLazyDriver(driverOptions);
 });
 
@@ -218,8 +218,10 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     const files = execFileSync('find', [dir, indexPath, '-maxdepth', '1', '-type', 'f'], { encoding: 'utf8' }).trim().split('\n');
     expect(files).toEqual(expect.arrayContaining([join(dir, 'config.json'), join(dir, 'sandbox.json'), join(dir, 'mount.json'), indexPath]));
     for (const file of files) expect(readFileSync(file).includes(PASS), file).toBe(false);
+    // The mount process got its registry access on stdin: not in its argv, not in its environment.
     const pid = driver.mountStatus('lazy-a')?.pid ?? 0;
     expect(readFileSync(`/proc/${pid}/cmdline`).includes(PASS)).toBe(false);
+    expect(readFileSync(`/proc/${pid}/environ`).includes(PASS)).toBe(false);
   });
 
   it('exec reports exit codes, stderr, missing commands and timeouts', async () => {

@@ -425,6 +425,7 @@ describe('executors and health', () => {
             capabilities: { lazy: true, lazy_unavailable_reason: null },
             sandboxes: 3,
             cached_snapshot_images: ['a', 'b'],
+            warnings: ['executor exec-a pushes snapshots to r:5000/x, not to the server\'s snapshot_registry'],
           },
         ],
         next_cursor: null,
@@ -435,6 +436,7 @@ describe('executors and health', () => {
       'EXECUTOR   STATE   HOST     SANDBOXES   CAPACITY                 LAZY   IMAGES   HEARTBEAT   VERSION\n' +
         'exec-a     ready   host-a   3           2 cpu, 4.0 GiB, max 10   yes    2        2s ago      0.1.0\n',
     );
+    expect(ran.stderr).toBe('warning: executor exec-a pushes snapshots to r:5000/x, not to the server\'s snapshot_registry\n');
   });
 
   it('health prints the answer; --quiet only the exit code', async () => {

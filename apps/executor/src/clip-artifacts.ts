@@ -7,11 +7,10 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildIndex, isLoopbackHost } from '@cryo/clip';
-import { MediaType, RegistryClient, parseImageReference } from '@cryo/oci';
+import { buildIndex } from '@cryo/clip';
+import { MediaType, connectRegistry, parseImageReference, type RegistryClient } from '@cryo/oci';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
-import type { SnapshotRegistry } from '@cryo/registry-auth';
-import type { RegistryCredentialSource } from './registry-credentials';
 
 export const CLIP_INDEX_MEDIA_TYPE = 'application/vnd.cryo.clip.index.v2';
 export const CLIP_CONFIG_MEDIA_TYPE = 'application/vnd.cryo.clip.config.v1+json';
@@ -21,16 +20,14 @@ const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).d
 
 export class ClipArtifacts {
   constructor(
-    private readonly registry: SnapshotRegistry | undefined,
-    private readonly credentials: RegistryCredentialSource,
+    private readonly access: RegistryAccessSettings,
     private readonly cacheDir: string,
   ) {
     mkdirSync(cacheDir, { recursive: true });
   }
 
-  private async client(host: string): Promise<RegistryClient> {
-    const insecure = this.registry !== undefined && this.registry.url === host ? this.registry.insecure : isLoopbackHost(host);
-    return new RegistryClient({ host, insecure, credentials: await this.credentials.credentials(host), userAgent: 'cryo-executor' });
+  private client(host: string): Promise<RegistryClient> {
+    return connectRegistry(host, this.access, { userAgent: 'cryo-executor' });
   }
 
   private localPath(indexDigest: string): string {

@@ -15,6 +15,7 @@ import {
   type OperationResultOf,
   type Progress,
 } from '@cryo/snapshot';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import type { DataplaneConfig } from './config';
 import { ClipArtifacts } from './clip-artifacts';
 import { RegistryCredentialSource } from './registry-credentials';
@@ -31,8 +32,6 @@ import { PauseJournal } from './state/pause-journal';
 export const EXECUTOR_VERSION = '0.1.0';
 
 export interface ExecutorOptions {
-  /** The config file path: lazy mount processes read registry credentials from it themselves. */
-  configFile?: string;
   /** Fault injection for tests: hold a snapshot's pause this long before the commit. */
   holdPausedMs?: number;
 }
@@ -54,15 +53,18 @@ export class Executor {
   constructor(private readonly config: DataplaneConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.server = new ServerClient(config.server_url, config.executor_id, config.token);
     this.ops = new OpJournal(config.state_dir);
-    const credentials = new RegistryCredentialSource(config);
-    this.clip = new ClipArtifacts(config.snapshot_registry, credentials, join(config.state_dir, 'clip'));
+    // One registry-access policy (@cryo/registry-auth) for every client of this executor.
+    const access: RegistryAccessSettings = {
+      ...(config.snapshot_registry === undefined ? {} : { snapshot_registry: config.snapshot_registry }),
+      ...(config.docker_config === undefined ? {} : { docker_config: resolve(config.docker_config) }),
+    };
+    const credentials = new RegistryCredentialSource(access);
+    this.clip = new ClipArtifacts(access, join(config.state_dir, 'clip'));
     this.drivers = [
       new RuncLazyDriver({
         stateDir: config.state_dir,
         executorId: config.executor_id,
-        registry: config.snapshot_registry,
-        dockerConfig: config.docker_config,
-        configFile: opts.configFile === undefined ? undefined : resolve(opts.configFile),
+        access,
         clipIndexes: this.clip,
         log,
       }),

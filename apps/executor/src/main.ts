@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger('cryo-executor', config.log_level);
   const holdPausedMs = Number(process.env.CRYO_FAULT_HOLD_PAUSED_MS ?? '0');
-  const executor = new Executor(config, log, { configFile: values.config, ...(holdPausedMs > 0 ? { holdPausedMs } : {}) });
+  const executor = new Executor(config, log, holdPausedMs > 0 ? { holdPausedMs } : {});
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;

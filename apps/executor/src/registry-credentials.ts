@@ -1,9 +1,9 @@
 /**
- * Where the executor's registry credentials come from: the `snapshot_registry` block for its own
- * registry, Docker's config.json (auths, credsStore, credHelpers) for any other host.
+ * The executor's registry credentials, in the forms its clients need (Docker's X-Registry-Auth,
+ * a user description for messages), decided by @cryo/registry-auth's `registryAccess` policy:
+ * the `snapshot_registry` block for its own registry, Docker's config.json for any other host.
  */
-import { resolveCredentials, describeRegistryUser, type RegistryCredentials } from '@cryo/registry-auth';
-import type { DataplaneConfig } from './config';
+import { describeRegistryUser, registryAccess, type RegistryAccessSettings, type RegistryCredentials } from '@cryo/registry-auth';
 
 export interface DockerAuthConfig {
   username?: string;
@@ -13,14 +13,10 @@ export interface DockerAuthConfig {
 }
 
 export class RegistryCredentialSource {
-  constructor(private readonly config: Pick<DataplaneConfig, 'snapshot_registry' | 'docker_config'>) {}
+  constructor(readonly settings: RegistryAccessSettings) {}
 
   async credentials(host: string): Promise<RegistryCredentials | undefined> {
-    const registry = this.config.snapshot_registry;
-    const explicit = registry !== undefined && registry.url === host
-      ? { username: registry.username, password: registry.password }
-      : undefined;
-    return resolveCredentials(host, { explicit, dockerConfigPath: this.config.docker_config });
+    return (await registryAccess(host, this.settings)).credentials;
   }
 
   async dockerAuth(host: string): Promise<DockerAuthConfig | undefined> {

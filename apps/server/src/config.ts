@@ -5,7 +5,7 @@
  */
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { loadConfigFile, SnapshotRegistrySchema, validateConfig } from '@cryo/registry-auth';
+import { isLoopbackHost, loadConfigFile, SnapshotRegistrySchema, validateConfig } from '@cryo/registry-auth';
 
 const secs = (fallback: number) => z.number().int().min(0).default(fallback);
 const positiveSecs = (fallback: number) => z.number().int().positive().default(fallback);
@@ -121,12 +121,6 @@ export function serverConfig(input: ServerConfigInput): ServerConfig {
 
 function resolvePaths(config: ServerConfig): ServerConfig {
   return config.database === ':memory:' ? config : { ...config, database: resolve(config.database) };
-}
-
-const LOOPBACK_HOSTS = new Set(['localhost', '::1', '[::1]']);
-
-export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK_HOSTS.has(host) || /^127(?:\.\d{1,3}){3}$/.test(host);
 }
 
 /** Without API keys anyone who can reach the port owns the server: only loopback is allowed then. */

@@ -25,7 +25,7 @@ export type { FetchStats } from './reader/span-store';
 export { SpanDiskCache } from './reader/disk-cache';
 export { FallbackLayerSource, MemoryLayerSource } from './source';
 export type { LayerSource } from './source';
-export { RegistryLayerSource, isLoopbackHost, registryClient } from './registry-source';
+export { RegistryLayerSource, registryClient } from './registry-source';
 export type { RegistryAccess } from './registry-source';
 export { verifyIndex } from './verify';
 export type { LayerVerifyResult, VerifyProgress, VerifyReport } from './verify';

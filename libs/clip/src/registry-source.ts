@@ -4,7 +4,7 @@
  * lives for days keeps reading. Nothing secret ends up in the index.
  */
 import { RegistryClient } from '@cryo/oci';
-import type { RegistryCredentials } from '@cryo/registry-auth';
+import { isLoopbackHost, type RegistryCredentials } from '@cryo/registry-auth';
 import type { LayerSource } from './source';
 
 export interface RegistryAccess {
@@ -15,11 +15,6 @@ export interface RegistryAccess {
   credentials?: RegistryCredentials | undefined;
   /** an existing client (shares its connection pool and token cache) */
   client?: RegistryClient;
-}
-
-export function isLoopbackHost(host: string): boolean {
-  const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-  return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 export function registryClient(host: string, access: RegistryAccess = {}): RegistryClient {

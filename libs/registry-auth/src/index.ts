@@ -4,6 +4,8 @@ export { expandEnv } from './env';
 export { SnapshotRegistrySchema, loadConfigFile, parseConfig, validateConfig } from './config';
 export type { SnapshotRegistry } from './config';
 export { resolveCredentials, describeRegistryUser } from './credentials';
+export { RegistryAccessSettingsSchema, hostName, isLoopbackHost, registryAccess } from './access';
+export type { RegistryAccess, RegistryAccessSettings } from './access';
 export type { RegistryCredentials, ResolveCredentialsOptions } from './credentials';
 export {
   DOCKER_HUB_SERVER,

@@ -340,6 +340,8 @@ export const ExecutorViewSchema = z.object({
   capabilities: CapabilitiesSchema,
   sandboxes: z.number().int(),
   cached_snapshot_images: z.array(z.string()),
+  /** Problems with this executor's setup an operator should fix (e.g. it pushes to another registry than the server's). */
+  warnings: z.array(z.string()).default([]),
 });
 export type ExecutorView = z.infer<typeof ExecutorViewSchema>;
 

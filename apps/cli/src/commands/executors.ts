@@ -23,6 +23,7 @@ export function registerExecutorCommands(program: Command, cli: Cli): void {
         id: (ex) => ex.executor_id,
         table: (items) => executorTable(items, ctx.now),
       });
+      if (!ctx.out.json) for (const ex of page.items) for (const warning of ex.warnings) ctx.out.note(`warning: ${warning}`);
     });
 }
 

@@ -14,9 +14,9 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ClipIndex } from '@cryo/clip';
-import { listMounts, readMountStatus, resolveAccess, type MountStatus, type RegistryAccessConfig } from '@cryo/clip/fuse';
-import { RegistryClient } from '@cryo/oci';
-import type { SnapshotRegistry } from '@cryo/registry-auth';
+import { listMounts, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
+import { connectRegistry, type RegistryClient } from '@cryo/oci';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
 import { lazyCapabilities } from './lazy-capabilities';
@@ -38,16 +38,13 @@ export interface RuncLazyDriverOptions {
   /** the executor's state_dir: sandboxes go to lazy/, runc's state to runc/, spans to clip-cache/ */
   stateDir: string;
   executorId: string;
-  /** where snapshots are pushed (a lazy sandbox can only be snapshotted to a registry) */
-  registry: SnapshotRegistry | undefined;
-  /** Docker's config.json for other registries' credentials */
-  dockerConfig?: string | undefined;
   /**
-   * The executor's config file: mount processes read `snapshot_registry` / `docker_config` from it
-   * themselves (and read it again when the registry rejects their credentials). Without it they
-   * get `registry` and `dockerConfig` in their environment.
+   * Registry access: `snapshot_registry` is where snapshots are pushed (a lazy sandbox can only
+   * be snapshotted to a registry), `docker_config` answers for other registries. Mount processes
+   * are handed the same settings at mount time (on their stdin) and resolve credentials from them
+   * again whenever a registry rejects them.
    */
-  configFile?: string | undefined;
+  access: RegistryAccessSettings;
   /** fetches the clip index a lazy restore names */
   clipIndexes: ClipIndexFetcher;
   /** host-wide span cache shared by all mounts (default state_dir/clip-cache) */
@@ -101,8 +98,7 @@ export class RuncLazyDriver implements RuntimeDriver {
       runc: this.runc,
       cacheDir: resolve(opts.clipCacheDir ?? join(stateDir, 'clip-cache')),
       executorId: opts.executorId,
-      configFile: opts.configFile,
-      registryAccess: () => this.registryAccess(),
+      registryAccess: opts.access,
       mountTimeoutMs: opts.mountTimeoutMs,
       log: opts.log,
     });
@@ -116,7 +112,7 @@ export class RuncLazyDriver implements RuntimeDriver {
   async capabilities(): Promise<DriverCapabilities> {
     const probe = await (this.opts.probe ?? lazyCapabilities)();
     const reason = !probe.lazy ? probe.lazy_unavailable_reason ?? 'unavailable'
-      : this.opts.registry === undefined ? 'lazy restore needs snapshot_registry in the executor config' : null;
+      : this.opts.access.snapshot_registry === undefined ? 'lazy restore needs snapshot_registry in the executor config' : null;
     return { available: reason === null, reason, restoreModes: ['lazy'] };
   }
 
@@ -132,16 +128,8 @@ export class RuncLazyDriver implements RuntimeDriver {
     return next;
   }
 
-  private registryAccess(): RegistryAccessConfig {
-    return {
-      ...(this.opts.registry === undefined ? {} : { snapshot_registry: this.opts.registry }),
-      ...(this.opts.dockerConfig === undefined ? {} : { docker_config: this.opts.dockerConfig }),
-    };
-  }
-
-  private async client(host: string): Promise<RegistryClient> {
-    const access = await resolveAccess(this.registryAccess(), host);
-    return new RegistryClient({ host, insecure: access.insecure, credentials: access.credentials, userAgent: 'cryo-executor' });
+  private client(host: string): Promise<RegistryClient> {
+    return connectRegistry(host, this.opts.access, { userAgent: 'cryo-executor' });
   }
 
   async create(spec: SandboxSpec, progress: ProgressSink): Promise<string> {
@@ -236,7 +224,7 @@ export class RuncLazyDriver implements RuntimeDriver {
   }
 
   async snapshot(spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {
-    const registry = this.opts.registry;
+    const registry = this.opts.access.snapshot_registry;
     if (registry === undefined) {
       throw new CryoError('UNPROCESSABLE', `lazy sandbox ${spec.sandboxId} can only be snapshotted to a registry, and snapshot_registry is not configured`);
     }

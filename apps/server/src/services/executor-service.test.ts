@@ -57,3 +57,34 @@ describe('heartbeat reconciliation', () => {
     expect(await executor.poll()).toEqual([]); // not asked again right away
   });
 });
+
+describe('registry agreement', () => {
+  it('warns (API field and one log line) when an executor pushes to another registry than the server', async () => {
+    const same = h.executor('exec-same');
+    const other = h.executor('exec-other', { registry: { url: 'registry.elsewhere:5000', repository: 'cryo/snapshots' } });
+    const local = h.executor('exec-local', { registry: null });
+    for (const e of [same, other, local]) await e.heartbeat();
+    await other.heartbeat();
+    const items = (await h.request('GET', '/v1/executors')).json.items as Array<{ executor_id: string; warnings: string[] }>;
+    const warnings = Object.fromEntries(items.map((e) => [e.executor_id, e.warnings]));
+    expect(warnings['exec-same']).toEqual([]);
+    expect(warnings['exec-local']).toEqual([]);
+    expect(warnings['exec-other']).toEqual([
+      "executor exec-other pushes snapshots to registry.elsewhere:5000/cryo/snapshots, not to the server's snapshot_registry " +
+        "127.0.0.1:5001/cryo/snapshots: the reaper deletes snapshots with the server's registry settings and may fail on this executor's; " +
+        'configure the same snapshot_registry on both',
+    ]);
+    // Logged once, not on every heartbeat; never with the server's registry password.
+    const logged = h.logs.filter((line) => line.includes('pushes snapshots to registry.elsewhere:5000'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain('"level":40');
+    expect(logged[0]).not.toContain('registry-secret-pw');
+  });
+
+  it('warns when the server has no snapshot_registry to delete an executor\'s snapshots with', async () => {
+    const { registryWarning } = await import('./executor-service');
+    expect(registryWarning('e', { url: 'r:5000', repository: 'a/b' }, undefined)).toMatch(/^executor e pushes snapshots to r:5000\/a\/b, but the server has no snapshot_registry/);
+    expect(registryWarning('e', { url: 'r:5000', repository: 'a/b' }, { url: 'r:5000', repository: 'a/c' })).toMatch(/not to the server's snapshot_registry r:5000\/a\/c/);
+    expect(registryWarning('e', null, undefined)).toBeNull();
+  });
+});

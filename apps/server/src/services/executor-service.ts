@@ -4,7 +4,7 @@
  * of a snapshot that no longer exists should go) and answers with the sandboxes it wants kept.
  */
 import type { Logger } from 'pino';
-import type { ExecutorView, HeartbeatBody, HeartbeatResponse, ObservedSandbox } from '@cryo/snapshot';
+import type { ExecutorView, HeartbeatBody, HeartbeatResponse, ObservedSandbox, ReportedRegistry } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
@@ -30,6 +30,9 @@ export interface ExecutorServiceDeps {
 }
 
 export class ExecutorService {
+  /** The registry warning last logged per executor: logged when it appears or changes, not every beat. */
+  private readonly registryWarned = new Map<string, string | null>();
+
   constructor(private readonly deps: ExecutorServiceDeps) {}
 
   heartbeat(id: string, body: HeartbeatBody): HeartbeatResponse {
@@ -43,6 +46,7 @@ export class ExecutorService {
       this.reconcileImages(id, body.images, now);
       return sandboxes.liveOnExecutor(id).map((s) => s.id);
     })();
+    this.logRegistryWarning(id, body.registry);
     return {
       executor_id: id,
       heartbeat_interval_ms: Math.round(config.executors.heartbeat_interval_secs * 1000),
@@ -52,7 +56,24 @@ export class ExecutorService {
 
   list(): ExecutorView[] {
     const reserved = this.deps.sandboxes.reservationsByExecutor();
-    return this.deps.executors.list().map((e) => toExecutorView(e, reserved.get(e.id)?.sandboxes ?? 0));
+    return this.deps.executors.list().map((e) => {
+      const warning = registryWarning(e.id, e.registry, this.deps.config.snapshot_registry);
+      return toExecutorView(e, reserved.get(e.id)?.sandboxes ?? 0, warning === null ? [] : [warning]);
+    });
+  }
+
+  private logRegistryWarning(id: string, reported: ReportedRegistry | null): void {
+    const warning = registryWarning(id, reported, this.deps.config.snapshot_registry);
+    if (this.registryWarned.has(id) && this.registryWarned.get(id) === warning) return;
+    const hadWarning = (this.registryWarned.get(id) ?? null) !== null;
+    this.registryWarned.set(id, warning);
+    if (warning !== null) this.deps.logger.warn({ executor_id: id, registry: reported, snapshot_registry: this.serverRegistry() }, warning);
+    else if (hadWarning) this.deps.logger.info({ executor_id: id }, "executor now pushes to the server's snapshot_registry");
+  }
+
+  private serverRegistry(): ReportedRegistry | null {
+    const own = this.deps.config.snapshot_registry;
+    return own === undefined ? null : { url: own.url, repository: own.repository };
   }
 
   /** Running sandboxes whose container the executor no longer has (or that exited) have ended. */
@@ -92,6 +113,27 @@ export class ExecutorService {
       this.deps.logger.info({ snapshot_id: snapshotId, executor_id: executorId, refs }, 'asking executor to remove a stale snapshot image');
     }
   }
+}
+
+/**
+ * An executor that pushes snapshots somewhere else than the server's `snapshot_registry` leaves
+ * the reaper without the registry settings it needs to delete them (it deletes with the server's
+ * own settings). Null when they agree, or when the executor keeps snapshots local.
+ */
+export function registryWarning(
+  executorId: string,
+  reported: ReportedRegistry | null,
+  own: { url: string; repository: string } | undefined,
+): string | null {
+  if (reported === null) return null;
+  const theirs = `${reported.url}/${reported.repository}`;
+  if (own === undefined) {
+    return `executor ${executorId} pushes snapshots to ${theirs}, but the server has no snapshot_registry: ` +
+      'expired and deleted snapshots cannot be removed from that registry; give the server the same snapshot_registry block';
+  }
+  if (own.url === reported.url && own.repository === reported.repository) return null;
+  return `executor ${executorId} pushes snapshots to ${theirs}, not to the server's snapshot_registry ${own.url}/${own.repository}: ` +
+    "the reaper deletes snapshots with the server's registry settings and may fail on this executor's; configure the same snapshot_registry on both";
 }
 
 function endedReason(sandbox: SandboxRow, executorId: string, seen: ObservedSandbox | undefined): string {

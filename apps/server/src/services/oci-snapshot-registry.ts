@@ -1,6 +1,9 @@
-/** SnapshotImageRegistry over @cryo/oci, with the credentials of the server's `snapshot_registry`. */
-import { RegistryClient, parseImageReference } from '@cryo/oci';
-import { resolveCredentials, type SnapshotRegistry } from '@cryo/registry-auth';
+/**
+ * SnapshotImageRegistry over @cryo/oci. Credentials and http/https come from the one
+ * registry-access policy (@cryo/registry-auth), with the server's `snapshot_registry` block.
+ */
+import { connectRegistry, parseImageReference, type RegistryClient } from '@cryo/oci';
+import type { SnapshotRegistry } from '@cryo/registry-auth';
 import type { SnapshotImageRegistry } from './snapshot-registry';
 
 export class OciSnapshotRegistry implements SnapshotImageRegistry {
@@ -38,16 +41,7 @@ export class OciSnapshotRegistry implements SnapshotImageRegistry {
     return client;
   }
 
-  private async connect(host: string): Promise<RegistryClient> {
-    const ours = host === this.config.url;
-    const credentials = await resolveCredentials(host, {
-      explicit: ours ? { username: this.config.username, password: this.config.password } : undefined,
-    });
-    return new RegistryClient({
-      host,
-      insecure: ours ? this.config.insecure : false,
-      credentials,
-      userAgent: 'cryo-server',
-    });
+  private connect(host: string): Promise<RegistryClient> {
+    return connectRegistry(host, { snapshot_registry: this.config }, { userAgent: 'cryo-server' });
   }
 }

@@ -3,6 +3,7 @@ import {
   CachedImageSchema,
   HeartbeatBodySchema,
   ObservedSandboxSchema,
+  ReportedRegistrySchema,
   type ExecutorView,
   type HeartbeatBody,
 } from '@cryo/snapshot';
@@ -47,7 +48,6 @@ export interface Executor {
 
 const CapacitySchema = HeartbeatBodySchema.shape.capacity;
 const CapabilitiesSchema = HeartbeatBodySchema.shape.capabilities;
-const RegistrySchema = z.object({ url: z.string(), repository: z.string() });
 
 function decode(row: ExecutorRow): Executor {
   return {
@@ -57,7 +57,7 @@ function decode(row: ExecutorRow): Executor {
     labels: decodeJson(StringMapSchema, row.labels, 'executors.labels'),
     capacity: decodeJson(CapacitySchema, row.capacity, 'executors.capacity'),
     capabilities: decodeJson(CapabilitiesSchema, row.capabilities, 'executors.capabilities'),
-    registry: decodeJsonOrNull(RegistrySchema, row.registry, 'executors.registry'),
+    registry: decodeJsonOrNull(ReportedRegistrySchema, row.registry, 'executors.registry'),
     state: row.state,
     sandboxes: decodeJson(z.array(ObservedSandboxSchema), row.observed_sandboxes, 'executors.observed_sandboxes'),
     images: decodeJson(z.array(CachedImageSchema), row.images, 'executors.images'),
@@ -66,7 +66,7 @@ function decode(row: ExecutorRow): Executor {
   };
 }
 
-export function toExecutorView(executor: Executor, liveSandboxes: number): ExecutorView {
+export function toExecutorView(executor: Executor, liveSandboxes: number, warnings: string[] = []): ExecutorView {
   return {
     executor_id: executor.id,
     host: executor.host,
@@ -78,6 +78,7 @@ export function toExecutorView(executor: Executor, liveSandboxes: number): Execu
     capabilities: executor.capabilities,
     sandboxes: liveSandboxes,
     cached_snapshot_images: executor.images.filter((i) => i.snapshot_id !== null).map((i) => i.ref),
+    warnings,
   };
 }
 

@@ -21,15 +21,7 @@ export {
 export type { MountEntry } from './mounts';
 export { readMountStatus, writeMountStatus } from './mount-status';
 export type { MountState, MountStatus } from './mount-status';
-export { MOUNT_MAIN, isMountProcess, mountProcessCommand, processAlive, startMountProcess, stopMountProcess } from './mount-process';
+export { MOUNT_MAIN, REGISTRY_ACCESS_STDIN, isMountProcess, mountProcessCommand, processAlive, startMountProcess, stopMountProcess } from './mount-process';
 export type { MountProcessOptions } from './mount-process';
-export {
-  REGISTRY_CONFIG_ENV,
-  REGISTRY_INLINE_ENV,
-  RefreshingRegistrySource,
-  RegistryAccessConfigSchema,
-  loadRegistryAccess,
-  parseRegistryAccess,
-  resolveAccess,
-} from './registry-access';
-export type { RegistryAccessConfig, ResolvedAccess } from './registry-access';
+export { RefreshingRegistrySource } from './registry-access';
+export type { RefreshingSourceOptions } from './registry-access';

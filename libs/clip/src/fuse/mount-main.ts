@@ -3,11 +3,13 @@
  * that started them: `spawn.ts` starts it detached, in its own session.
  *
  *   node --import tsx libs/clip/src/fuse/mount-main.ts --index FILE --mountpoint DIR \
- *     [--cache-dir DIR] [--registry-config FILE] [--status-file FILE] [--debug]
+ *     [--cache-dir DIR] [--registry-access-stdin] [--status-file FILE] [--debug]
  *
- * Registry access comes from --registry-config or $CRYO_CLIP_REGISTRY_CONFIG (a dataplane-config
- * like YAML: `snapshot_registry`, `docker_config`; `${VAR}` expanded from this process's env), or
- * from $CRYO_CLIP_REGISTRY (the same keys as JSON). Nothing secret is written anywhere.
+ * With --registry-access-stdin, registry access (@cryo/registry-auth's RegistryAccessSettings as
+ * JSON: the snapshot registry block and Docker's config.json path) is read from stdin, which the
+ * starting process writes and closes; without it, Docker's default config.json answers. The
+ * process keeps it in memory only, and resolves credentials from it again whenever the registry
+ * rejects them. Nothing secret is written anywhere.
  *
  * SIGTERM, SIGINT or SIGHUP unmount and exit 0. When the mount disappears underneath (someone ran
  * fusermount -u), the process exits too. An exception anywhere is logged, never fatal: dying
@@ -17,9 +19,9 @@ import { parseArgs } from 'node:util';
 import { mountClip, type ClipMount } from './mount';
 import { mountsAt } from './mounts';
 import { writeMountStatus, type MountStatus } from './mount-status';
-import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, loadRegistryAccess, parseRegistryAccess, type RegistryAccessConfig } from './registry-access';
+import { RegistryAccessSettingsSchema, validateConfig, type RegistryAccessSettings } from '@cryo/registry-auth';
 
-const USAGE = 'usage: mount-main --index FILE --mountpoint DIR [--cache-dir DIR] [--registry-config FILE] [--status-file FILE] [--debug]';
+const USAGE = 'usage: mount-main --index FILE --mountpoint DIR [--cache-dir DIR] [--registry-access-stdin] [--status-file FILE] [--debug]';
 
 function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg, ...fields })}\n`);
@@ -29,12 +31,18 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function registryAccess(file: string | undefined): RegistryAccessConfig {
-  const path = file ?? process.env[REGISTRY_CONFIG_ENV];
-  if (path !== undefined && path !== '') return loadRegistryAccess(path);
-  const inline = process.env[REGISTRY_INLINE_ENV];
-  if (inline !== undefined && inline !== '') return parseRegistryAccess(JSON.parse(inline), `$${REGISTRY_INLINE_ENV}`);
-  return {};
+/** The registry access the starting process wrote to our stdin (then closed). */
+async function registryAccessFromStdin(): Promise<RegistryAccessSettings> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  const text = Buffer.concat(chunks).toString('utf8');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new Error('the registry access on stdin is not JSON');
+  }
+  return validateConfig(value, RegistryAccessSettingsSchema, 'registry access on stdin');
 }
 
 async function main(): Promise<void> {
@@ -43,7 +51,7 @@ async function main(): Promise<void> {
       index: { type: 'string' },
       mountpoint: { type: 'string' },
       'cache-dir': { type: 'string' },
-      'registry-config': { type: 'string' },
+      'registry-access-stdin': { type: 'boolean' },
       'status-file': { type: 'string' },
       debug: { type: 'boolean' },
     },
@@ -75,8 +83,9 @@ async function main(): Promise<void> {
   status('starting');
   let mount: ClipMount;
   try {
+    const registry = values['registry-access-stdin'] === true ? await registryAccessFromStdin() : {};
     mount = await mountClip(index, mountpoint, {
-      registry: registryAccess(values['registry-config']),
+      registry,
       ...(values['cache-dir'] === undefined ? {} : { cacheDir: values['cache-dir'] }),
       debug: values.debug === true,
       log: (level, msg, fields) => log(level, msg, fields),

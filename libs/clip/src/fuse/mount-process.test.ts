@@ -110,6 +110,30 @@ describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('mount proce
     expect(mountsAt(mnt)).toEqual([]);
   });
 
+  it('takes its registry access on stdin: never in its argv, environment, status or log', async () => {
+    const secret = 'handed-over-on-stdin-only';
+    const access = { mountpoint: join(dir, 'mnt-access'), statusFile: join(dir, 'access.json'), logFile: join(dir, 'access.log') };
+    const status = await startMountProcess({
+      ...opts, ...access,
+      registryAccess: { snapshot_registry: { url: 'test.local', repository: 'clip/test', username: 'reader', password: secret, insecure: false } },
+    });
+    try {
+      expect(status.state).toBe('mounted');
+      for (const file of [`/proc/${status.pid}/cmdline`, `/proc/${status.pid}/environ`, access.statusFile, access.logFile]) {
+        expect(readFileSync(file).includes(secret), file).toBe(false);
+      }
+    } finally {
+      await stopMountProcess(status.pid, access.mountpoint);
+    }
+  });
+
+  it('refuses registry access that is not registry access settings, naming the key', async () => {
+    const access = { mountpoint: join(dir, 'mnt-bad'), statusFile: join(dir, 'bad.json'), logFile: join(dir, 'bad.log') };
+    const notSettings = { server_url: 'http://127.0.0.1:1', token: 'x' } as unknown as Parameters<typeof startMountProcess>[0]['registryAccess'];
+    await expect(startMountProcess({ ...opts, ...access, registryAccess: notSettings })).rejects.toThrow(/registry access on stdin: server_url: unknown key/);
+    expect(mountsAt(access.mountpoint)).toEqual([]);
+  });
+
   it('fails with the reason when the index is unreadable', async () => {
     await expect(startMountProcess({ ...opts, indexPath: join(dir, 'missing.clip') })).rejects.toThrow(/cannot read clip index/);
     expect(mountsAt(mnt)).toEqual([]);

@@ -9,7 +9,10 @@ import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mountsAt, unmountFuse } from './mounts';
 import { readMountStatus, type MountStatus } from './mount-status';
-import { REGISTRY_CONFIG_ENV, REGISTRY_INLINE_ENV, type RegistryAccessConfig } from './registry-access';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
+
+/** The flag that tells the mount process to read its RegistryAccessSettings (JSON) from stdin. */
+export const REGISTRY_ACCESS_STDIN = '--registry-access-stdin';
 
 /** Absolute path of the mount process entry (a .ts file run through tsx). */
 export const MOUNT_MAIN = fileURLToPath(new URL('./mount-main.ts', import.meta.url));
@@ -22,11 +25,12 @@ export interface MountProcessOptions {
   /** the process's stdout and stderr (JSON lines), appended */
   logFile: string;
   cacheDir?: string;
-  /** a dataplane-config-like YAML with `snapshot_registry` / `docker_config` (read by the process) */
-  registryConfigFile?: string;
-  /** the same, handed over in the process's environment instead of a file */
-  registryAccess?: RegistryAccessConfig;
-  /** extra environment (the parent's is inherited: `${VAR}` in the config expands from it) */
+  /**
+   * How the process reaches the registry. Handed over on its stdin (a pipe, read once at start):
+   * never in its argv, its environment or a file, where other users or logs could see it.
+   */
+  registryAccess?: RegistryAccessSettings;
+  /** extra environment (the parent's is inherited: credential helpers and DOCKER_CONFIG see it) */
   env?: NodeJS.ProcessEnv;
   /** how long to wait for the mount to come up (default 30 s) */
   timeoutMs?: number;
@@ -73,19 +77,20 @@ export async function startMountProcess(opts: MountProcessOptions): Promise<Moun
   const mountpoint = resolve(opts.mountpoint);
   const argv = [...args, '--index', resolve(opts.indexPath), '--mountpoint', mountpoint, '--status-file', resolve(opts.statusFile)];
   if (opts.cacheDir !== undefined) argv.push('--cache-dir', resolve(opts.cacheDir));
-  if (opts.registryConfigFile !== undefined) argv.push('--registry-config', resolve(opts.registryConfigFile));
+  if (opts.registryAccess !== undefined) argv.push(REGISTRY_ACCESS_STDIN);
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  // The child reads these itself; never let an inherited setting point it elsewhere.
-  delete env[REGISTRY_CONFIG_ENV];
-  delete env[REGISTRY_INLINE_ENV];
-  if (opts.registryAccess !== undefined) env[REGISTRY_INLINE_ENV] = JSON.stringify(opts.registryAccess);
   const log = openSync(opts.logFile, 'a');
   let exited: { code: number | null; signal: string | null } | undefined;
   let child;
   try {
-    child = spawn(command, argv, { detached: true, stdio: ['ignore', log, log], env, cwd: '/' });
+    child = spawn(command, argv, { detached: true, stdio: [opts.registryAccess === undefined ? 'ignore' : 'pipe', log, log], env, cwd: '/' });
   } finally {
     closeSync(log);
+  }
+  if (child.stdin !== null) {
+    // A child that died at once makes the write fail with EPIPE; its exit is reported below.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(JSON.stringify(opts.registryAccess));
   }
   child.on('exit', (code, signal) => {
     exited = { code, signal };

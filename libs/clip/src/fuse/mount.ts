@@ -19,7 +19,8 @@ import type { LayerSource } from '../source';
 import { ClipFilesystem, Errno, METADATA_TTL_SECS, type ClipFsLog, type ClipFsStats } from './clip-fs';
 import { cleanupStaleMount, isStaleMount, mountsAt, unmountFuse } from './mounts';
 import { loadFuse, type FuseInstance, type FuseSignal } from './native';
-import { RefreshingRegistrySource, resolveAccess, type RegistryAccessConfig } from './registry-access';
+import { registryAccess, type RegistryAccessSettings } from '@cryo/registry-auth';
+import { RefreshingRegistrySource } from './registry-access';
 import type { FetchStats } from '../reader/span-store';
 
 export interface MountClipOptions {
@@ -27,8 +28,8 @@ export interface MountClipOptions {
   cacheDir?: string;
   /** bytes of spans kept in memory (default 64 MiB) */
   memoryBytes?: number;
-  /** how to reach the registry named in the index; credentials are resolved now */
-  registry?: RegistryAccessConfig;
+  /** how to reach the registry named in the index; credentials are resolved now, and again when rejected */
+  registry?: RegistryAccessSettings;
   /** serve layers from here instead of the registry (tests, a content cache) */
   source?: LayerSource;
   /** libfuse debug output on stderr */
@@ -98,9 +99,9 @@ function fuseCall(fn: (cb: (err: Error | null) => void) => void): Promise<void> 
 async function layerSource(reader: ClipReader, opts: MountClipOptions): Promise<{ source: LayerSource; close: () => Promise<void> }> {
   if (opts.source !== undefined) return { source: opts.source, close: async () => undefined };
   const image = reader.index.image;
-  const config = opts.registry ?? {};
+  const settings = opts.registry ?? {};
   const source = await RefreshingRegistrySource.create(image.registry, image.repository, {
-    resolve: () => resolveAccess(config, image.registry),
+    resolve: () => registryAccess(image.registry, settings),
     log: (message, fields) => opts.log?.('warn', message, fields),
   });
   return { source, close: () => source.close() };

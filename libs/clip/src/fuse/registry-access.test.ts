@@ -1,32 +1,31 @@
 /**
- * Credentials under a long-lived mount: resolved at mount time, resolved again (re-reading the
- * config) when the registry rejects them, transient failures retried. A tiny HTTP registry with
- * Basic auth whose password changes under the reader plays the registry.
+ * Credentials under a long-lived mount: resolved at mount time, resolved again (re-reading
+ * Docker's config.json) when the registry rejects them, transient failures retried. A tiny HTTP
+ * registry with Basic auth whose password changes under the reader plays the registry.
  */
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshingRegistrySource, loadRegistryAccess, resolveAccess } from './registry-access';
+import { registryAccess } from '@cryo/registry-auth';
+import { RefreshingRegistrySource } from './registry-access';
 
 const BLOB = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz');
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
 describe('RefreshingRegistrySource', () => {
   const dir = mkdtempSync(join(tmpdir(), 'clip-access-'));
-  const configFile = join(dir, 'dataplane-config.yaml');
+  const dockerConfig = join(dir, 'config.json');
   let server: Server;
   let host = '';
   let password = 'first-pass';
   let failNext = 0;
   const seen: string[] = [];
 
+  // Docker's config.json, as `docker login` (or a credential helper's rotation) rewrites it.
   const writeConfig = (pass: string): void => {
-    writeFileSync(configFile, [
-      'server_url: http://127.0.0.1:1', 'token: ${EXECUTOR_TOKEN}', 'state_dir: /x',
-      'snapshot_registry:', `  url: "${host}"`, '  repository: cryo/snapshots', '  username: reader', `  password: "${pass}"`, '',
-    ].join('\n'));
+    writeFileSync(dockerConfig, JSON.stringify({ auths: { [host]: { auth: Buffer.from(`reader:${pass}`).toString('base64') } } }));
   };
 
   beforeAll(async () => {
@@ -59,20 +58,14 @@ describe('RefreshingRegistrySource', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('reads the registry keys of a dataplane config and ignores the rest', () => {
-    const access = loadRegistryAccess(configFile, { EXECUTOR_TOKEN: 't' });
-    expect(access.snapshot_registry).toMatchObject({ url: host, username: 'reader', password: 'first-pass', insecure: false });
-  });
-
   it('resolves credentials again when the registry starts rejecting them', async () => {
-    const env = { EXECUTOR_TOKEN: 't' };
     const source = await RefreshingRegistrySource.create(host, 'cryo/snapshots', {
-      resolve: async () => ({ ...(await resolveAccess(loadRegistryAccess(configFile, env), host)), insecure: true }),
+      resolve: () => registryAccess(host, { docker_config: dockerConfig }),
       reresolveEveryMs: 0,
     });
     try {
       expect((await source.readRange(DIGEST, 0, 3)).toString()).toBe('0123');
-      // The password rotates on the registry and in the executor's config, under a live mount.
+      // The password rotates on the registry and in Docker's config, under a live mount.
       password = 'second-pass';
       writeConfig(password);
       expect((await source.readRange(DIGEST, 10, 15)).toString()).toBe('abcdef');

@@ -1,57 +1,20 @@
 /**
- * How a mount reaches the registry. Credentials are resolved when the mount starts, from the
- * same inputs the executor uses (its dataplane config's `snapshot_registry` block and Docker's
- * config.json), and never written anywhere. Bearer tokens are refreshed by the client's
- * RegistryAuthenticator before they expire; when the registry still rejects the credentials
- * (a rotated password, a credential helper with a new secret), they are resolved again and the
- * request retried, so a mount that lives for days keeps reading.
+ * How a mount reaches the registry. It is handed its registry access as plain data
+ * (@cryo/registry-auth's RegistryAccessSettings: the snapshot registry block and where Docker's
+ * config.json is) and resolves credentials from it when the mount starts; nothing is written
+ * anywhere. Bearer tokens are refreshed by the client's RegistryAuthenticator before they expire;
+ * when the registry still rejects the credentials (a credential helper with a new secret, a
+ * rotated config.json), they are resolved again and the request retried, so a mount that lives
+ * for days keeps reading.
  */
 import { RegistryClient, isRegistryError } from '@cryo/oci';
-import { SnapshotRegistrySchema, loadConfigFile, resolveCredentials, validateConfig, type RegistryCredentials } from '@cryo/registry-auth';
-import { z } from 'zod';
-import { isLoopbackHost, RegistryLayerSource } from '../registry-source';
+import type { RegistryAccess } from '@cryo/registry-auth';
+import { RegistryLayerSource } from '../registry-source';
 import type { LayerSource } from '../source';
 
-/** The keys of a dataplane config that concern registry access; every other key is ignored. */
-export const RegistryAccessConfigSchema = z.looseObject({
-  snapshot_registry: SnapshotRegistrySchema.optional(),
-  docker_config: z.string().optional(),
-});
-export type RegistryAccessConfig = z.infer<typeof RegistryAccessConfigSchema>;
-
-/** Env var naming a dataplane-config-like YAML file (the executor's own config works). */
-export const REGISTRY_CONFIG_ENV = 'CRYO_CLIP_REGISTRY_CONFIG';
-/** Env var holding the same keys as JSON, for callers whose config is not a file. */
-export const REGISTRY_INLINE_ENV = 'CRYO_CLIP_REGISTRY';
-
-/** Reads registry access from a dataplane-config-like YAML file (`${VAR}` expanded from env). */
-export function loadRegistryAccess(file: string, env: NodeJS.ProcessEnv = process.env): RegistryAccessConfig {
-  return loadConfigFile(file, RegistryAccessConfigSchema, env);
-}
-
-export function parseRegistryAccess(value: unknown, source?: string): RegistryAccessConfig {
-  return validateConfig(value, RegistryAccessConfigSchema, source);
-}
-
-export interface ResolvedAccess {
-  credentials: RegistryCredentials | undefined;
-  insecure: boolean;
-}
-
-/** Credentials and scheme for `host`: the snapshot registry's block when it names that host, else Docker's config. */
-export async function resolveAccess(config: RegistryAccessConfig, host: string): Promise<ResolvedAccess> {
-  const registry = config.snapshot_registry;
-  const own = registry !== undefined && registry.url === host;
-  const credentials = await resolveCredentials(host, {
-    explicit: own ? { username: registry.username, password: registry.password } : undefined,
-    dockerConfigPath: config.docker_config,
-  });
-  return { credentials, insecure: own ? registry.insecure : isLoopbackHost(host) };
-}
-
 export interface RefreshingSourceOptions {
-  /** re-resolves access (re-reading config files) when the registry rejects the credentials */
-  resolve: () => Promise<ResolvedAccess>;
+  /** re-resolves access (re-reading Docker's config, asking its credential helper) when the registry rejects the credentials */
+  resolve: () => Promise<RegistryAccess>;
   /** attempts per request on network errors and 5xx answers (default 4) */
   attempts?: number;
   /** shortest time between two credential re-resolutions (default 5 s) */
@@ -76,7 +39,7 @@ export class RefreshingRegistrySource implements LayerSource {
   private constructor(
     readonly host: string,
     readonly repository: string,
-    access: ResolvedAccess,
+    access: RegistryAccess,
     private readonly opts: RefreshingSourceOptions,
   ) {
     this.source = new RegistryLayerSource(this.makeClient(access), repository);
@@ -87,7 +50,7 @@ export class RefreshingRegistrySource implements LayerSource {
     return new RefreshingRegistrySource(host, repository, await opts.resolve(), opts);
   }
 
-  private makeClient(access: ResolvedAccess): RegistryClient {
+  private makeClient(access: RegistryAccess): RegistryClient {
     return new RegistryClient({ host: this.host, insecure: access.insecure, credentials: access.credentials, userAgent: 'cryo-clip-mount' });
   }
 

@@ -22,8 +22,8 @@ import {
   unmountFuse,
   unmountPath,
   type MountEntry,
-  type RegistryAccessConfig,
 } from '@cryo/clip/fuse';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, SANDBOX_LABELS } from '@cryo/snapshot';
 import type { ProgressSink } from '../driver';
 import { roundMs } from '../pause-window';
@@ -49,9 +49,8 @@ export interface LazySandboxesOptions {
   /** host-wide span cache shared by all mounts */
   cacheDir: string;
   executorId: string;
-  /** The executor's config file for mount processes to read registry access from; else `registryAccess`. */
-  configFile?: string | undefined;
-  registryAccess: () => RegistryAccessConfig;
+  /** handed to each mount process at mount time (on its stdin, never in argv, env or a file) */
+  registryAccess: RegistryAccessSettings;
   /** how long a mount may take to come up (default 30 s) */
   mountTimeoutMs?: number | undefined;
   log: Logger;
@@ -91,7 +90,7 @@ export class LazySandboxes {
       statusFile: layout.mountStatus,
       logFile: layout.mountLog,
       cacheDir: this.opts.cacheDir,
-      ...(this.opts.configFile === undefined ? { registryAccess: this.opts.registryAccess() } : { registryConfigFile: this.opts.configFile }),
+      registryAccess: this.opts.registryAccess,
       ...(this.opts.mountTimeoutMs === undefined ? {} : { timeoutMs: this.opts.mountTimeoutMs }),
     });
     const mounted = performance.now();
