@@ -21,7 +21,13 @@ import {
   verifyIndex,
   type ClipStat,
 } from '@cryo/clip';
-import { SnapshotRegistrySchema, loadConfigFile, resolveCredentials, type RegistryCredentials } from '@cryo/registry-auth';
+import {
+  RegistryAccessSettingsSchema,
+  loadConfigFile,
+  registryAccess as accessUnderPolicy,
+  resolveCredentials,
+  type RegistryCredentials,
+} from '@cryo/registry-auth';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ProgressLine } from '../progress';
@@ -34,7 +40,8 @@ interface RegistryFlags {
   registryConfig?: string;
 }
 
-const RegistryConfigFile = z.looseObject({ snapshot_registry: SnapshotRegistrySchema.optional() });
+/** The registry keys of a cryo config file (server or executor); its other keys are not ours to check. */
+const RegistryConfigFile = z.looseObject(RegistryAccessSettingsSchema.shape);
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -43,31 +50,28 @@ async function readStdin(): Promise<string> {
 }
 
 /**
- * Credentials for `host`: --username with the password from stdin or
- * CRYO_REGISTRY_PASSWORD, else the snapshot_registry block of a cryo config
- * file, else Docker's config.json (auths, credsStore, credHelpers).
+ * Credentials and scheme for `host`: --username with the password from stdin or
+ * CRYO_REGISTRY_PASSWORD; else cryo's registry policy (@cryo/registry-auth registryAccess) over
+ * the `snapshot_registry` and `docker_config` of --registry-config, else Docker's config.json.
+ * --insecure forces plain http.
  */
-async function registryAccess(host: string, flags: RegistryFlags): Promise<{ credentials: RegistryCredentials | undefined; insecure?: boolean }> {
-  let username = flags.username;
-  let password = flags.passwordStdin ? await readStdin() : process.env.CRYO_REGISTRY_PASSWORD;
-  let insecure = flags.insecure;
-  if (flags.registryConfig) {
-    const cfg = loadConfigFile(flags.registryConfig, RegistryConfigFile).snapshot_registry;
-    if (cfg) {
-      username ??= cfg.username;
-      password ??= cfg.password;
-      insecure ??= cfg.insecure;
-    }
-  }
-  const credentials = await resolveCredentials(host, { explicit: { username, password: username ? password : undefined } });
-  return insecure === undefined ? { credentials } : { credentials, insecure };
+async function registryAccess(host: string, flags: RegistryFlags): Promise<{ credentials: RegistryCredentials | undefined; insecure: boolean }> {
+  const file = flags.registryConfig === undefined ? {} : loadConfigFile(flags.registryConfig, RegistryConfigFile);
+  const access = await accessUnderPolicy(host, {
+    ...(file.snapshot_registry === undefined ? {} : { snapshot_registry: file.snapshot_registry }),
+    ...(file.docker_config === undefined ? {} : { docker_config: file.docker_config }),
+  });
+  const insecure = flags.insecure ?? access.insecure;
+  if (flags.username === undefined) return { credentials: access.credentials, insecure };
+  const password = flags.passwordStdin === true ? await readStdin() : process.env.CRYO_REGISTRY_PASSWORD;
+  return { credentials: await resolveCredentials(host, { explicit: { username: flags.username, password } }), insecure };
 }
 
 function registryOptions(cmd: Command): Command {
   return cmd
     .option('--username <user>', 'registry user (password from --password-stdin or env CRYO_REGISTRY_PASSWORD)')
     .option('--password-stdin', 'read the registry password from standard input')
-    .option('--registry-config <file>', 'take the registry credentials from the snapshot_registry block of a cryo config file')
+    .option('--registry-config <file>', 'reach registries as a cryo config file says (its snapshot_registry block and docker_config)')
     .option('--insecure', 'plain http to the registry (default for loopback addresses)');
 }
 
