@@ -30,11 +30,3 @@ export class RegistryCredentialSource {
     return describeRegistryUser(await this.credentials(host));
   }
 }
-
-/** The registry host of an image reference, or undefined for Docker Hub style short names. */
-export function registryHostOf(ref: string): string | undefined {
-  const slash = ref.indexOf('/');
-  if (slash < 0) return undefined;
-  const first = ref.slice(0, slash);
-  return first.includes('.') || first.includes(':') || first === 'localhost' ? first : undefined;
-}

@@ -33,6 +33,6 @@ export {
   serializeManifest,
 } from './manifest';
 export type { ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest, ManifestDocument, Platform } from './manifest';
-export { DOCKER_HUB, ImageReferenceError, formatImageReference, parseImageReference } from './reference';
+export { DOCKER_HUB, ImageReferenceError, familiarName, formatImageReference, parseImageReference } from './reference';
 export type { ImageReference } from './reference';
 export { VerifyingStream, digestLike, isDigest, sha256Digest } from './digest';

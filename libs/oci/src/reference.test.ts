@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatImageReference, parseImageReference } from './reference';
+import { familiarName, formatImageReference, parseImageReference } from './reference';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
@@ -44,5 +44,12 @@ describe('parseImageReference', () => {
   it('round-trips through formatImageReference', () => {
     const text = `127.0.0.1:5001/cryo/snapshots:t@${DIGEST}`;
     expect(formatImageReference(parseImageReference(text))).toBe(text);
+  });
+
+  it('gives the name Docker shows, without tag or digest (familiarName)', () => {
+    const names = ['busybox:1.36', 'cryo-snapshots:sb-x-snap-y', 'myorg/app:v1', 'docker.io/library/a/b', '127.0.0.1:5001/cryo/snapshots:t', `localhost/x@${DIGEST}`];
+    expect(names.map((n) => familiarName(parseImageReference(n)))).toEqual([
+      'busybox', 'cryo-snapshots', 'myorg/app', 'library/a/b', '127.0.0.1:5001/cryo/snapshots', 'localhost/x',
+    ]);
   });
 });

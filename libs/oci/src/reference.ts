@@ -83,6 +83,16 @@ export function formatImageReference(reference: ImageReference): string {
   }`;
 }
 
+/**
+ * The name Docker shows (and its API takes) for a reference, without tag or digest:
+ * `busybox`, `user/app`, `host:5000/cryo/snapshots` (Docker's FamiliarName).
+ */
+export function familiarName(reference: Pick<ImageReference, 'host' | 'repository'>): string {
+  if (reference.host !== DOCKER_HUB) return `${reference.host}/${reference.repository}`;
+  const short = reference.repository.startsWith('library/') ? reference.repository.slice('library/'.length) : reference.repository;
+  return short.includes('/') ? reference.repository : short;
+}
+
 /** Throws unless `repository` is a valid repository path (`cryo/snapshots`). */
 export function assertRepository(repository: string): void {
   if (repository === '' || !repository.split('/').every((component) => COMPONENT.test(component))) {

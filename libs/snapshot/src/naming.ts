@@ -9,6 +9,11 @@ export function localSnapshotRef(tag: string): string {
   return `${LOCAL_SNAPSHOT_REPOSITORY}:${tag}`;
 }
 
+/** `cryo-snapshots:...` images exist only in the image store of the executor that committed them. */
+export function isLocalSnapshotRef(ref: string): boolean {
+  return ref.startsWith(`${LOCAL_SNAPSHOT_REPOSITORY}:`);
+}
+
 export function registrySnapshotRef(registry: { url: string; repository: string }, tag: string): string {
   return `${registry.url}/${registry.repository}:${tag}`;
 }

@@ -7,10 +7,12 @@ import type { ImagePushOptions } from 'dockerode';
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PassThrough } from 'node:stream';
+import { familiarName, parseImageReference } from '@cryo/oci';
 import {
   CryoError,
   SANDBOX_LABELS,
   SNAPSHOT_LABELS,
+  isLocalSnapshotRef,
   localSnapshotRef,
   registrySnapshotRef,
   type CachedImage,
@@ -33,7 +35,7 @@ import {
 import { ProgressTracker, followDockerStream } from './docker-progress';
 import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
 import { pauseWithResume, resumeWithRetries, roundMs } from './pause-window';
-import { RegistryCredentialSource, registryHostOf } from '../registry-credentials';
+import type { RegistryCredentialSource } from '../registry-credentials';
 import type { PauseJournal } from '../state/pause-journal';
 
 export interface DockerDriverOptions {
@@ -117,8 +119,8 @@ export class DockerDriver implements RuntimeDriver {
 
   /** Pull with the credentials for the image's registry; every progress line is scanned. */
   private async pull(ref: string, progress: ProgressSink): Promise<void> {
-    const host = registryHostOf(ref);
-    const authconfig = host === undefined ? undefined : await this.opts.credentials.dockerAuth(host);
+    const host = parseImageReference(ref).host;
+    const authconfig = await this.opts.credentials.dockerAuth(host);
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.pull(ref, authconfig === undefined ? {} : { authconfig });
@@ -246,7 +248,6 @@ export class DockerDriver implements RuntimeDriver {
     if (!info.State.Running) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is not running (container is ${info.State.Status})`);
     const container = this.docker.getContainer(info.Id);
     const localRef = localSnapshotRef(spec.tag);
-    const [localRepo, localTag] = splitRef(localRef);
 
     progress({ phase: 'pause', bytes_done: 0, bytes_total: null });
     this.opts.pauseJournal.willPause({
@@ -257,8 +258,7 @@ export class DockerDriver implements RuntimeDriver {
       progress({ phase: 'commit', bytes_done: 0, bytes_total: null });
       const commitStart = performance.now();
       const committed = await container.commit({
-        repo: localRepo,
-        tag: localTag,
+        ...repoAndTag(localRef),
         pause: false, // already paused: one pause window, measured here
         comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`,
         changes: Object.entries(snapshotLabels(spec)).map(([key, value]) => `LABEL ${key}=${JSON.stringify(value)}`),
@@ -274,10 +274,9 @@ export class DockerDriver implements RuntimeDriver {
     }
 
     const remoteRef = registrySnapshotRef(registry, spec.tag);
-    const [remoteRepo, remoteTag] = splitRef(remoteRef);
     const pushStart = performance.now();
     try {
-      await this.docker.getImage(imageId).tag({ repo: remoteRepo, tag: remoteTag });
+      await this.docker.getImage(imageId).tag(repoAndTag(remoteRef));
       const digest = await this.push(remoteRef, registry.url, progress);
       return { imageRef: remoteRef, digest, sizeBytes: image.Size, timings: { ...timings, push_ms: roundMs(performance.now() - pushStart) } };
     } catch (err) {
@@ -341,11 +340,10 @@ export class DockerDriver implements RuntimeDriver {
   /** Restore: use the snapshot image if this engine has it, else pull it (pinned by digest). */
   private async ensureSnapshotImage(imageRef: string, digest: string | null, progress: ProgressSink): Promise<string> {
     if (await this.imageExists(imageRef)) return imageRef;
-    const host = registryHostOf(imageRef);
-    if (host === undefined) {
+    if (isLocalSnapshotRef(imageRef)) {
       throw new CryoError('NOT_FOUND', `snapshot image ${imageRef} is local to another executor and not on this one`);
     }
-    const [repo, tag] = splitRef(imageRef);
+    const { repo, tag } = repoAndTag(imageRef);
     const pinned = digest !== null && digest.startsWith('sha256:') ? `${repo}@${digest}` : imageRef;
     await this.pull(pinned, progress);
     if (pinned !== imageRef) await this.docker.getImage(pinned).tag({ repo, tag });
@@ -374,7 +372,7 @@ export class DockerDriver implements RuntimeDriver {
   /** Snapshot images go with their local twin: a commit is tagged `cryo-snapshots:<tag>` before it is pushed. */
   private async removeSnapshotImages(refs: string[]): Promise<string[]> {
     const all = new Set(refs);
-    for (const ref of refs) all.add(localSnapshotRef(splitRef(ref)[1]));
+    for (const ref of refs) all.add(localSnapshotRef(repoAndTag(ref).tag));
     return this.removeImages([...all]);
   }
 
@@ -394,10 +392,8 @@ export class DockerDriver implements RuntimeDriver {
   }
 }
 
-/** Split `repo[:tag]` at the tag colon (not a registry port colon). */
-export function splitRef(ref: string): [string, string] {
-  const slash = ref.lastIndexOf('/');
-  const colon = ref.lastIndexOf(':');
-  if (colon > slash) return [ref.slice(0, colon), ref.slice(colon + 1)];
-  return [ref, 'latest'];
+/** `host:5000/cryo/snapshots:tag` -> repo `host:5000/cryo/snapshots`, tag `tag`, as Docker's tag and commit calls take them. */
+function repoAndTag(ref: string): { repo: string; tag: string } {
+  const parsed = parseImageReference(ref);
+  return { repo: familiarName(parsed), tag: parsed.tag ?? 'latest' };
 }

@@ -5,13 +5,12 @@
  * on a live executor is offered again a few times and then failed with a message that says so.
  */
 import type { Logger } from 'pino';
-import { CryoError, OPERATIONS } from '@cryo/snapshot';
+import { CryoError, OPERATIONS, isLocalSnapshotRef } from '@cryo/snapshot';
 import { toIso, type Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
 import type { Executor, ExecutorStore } from '../store/executors';
 import type { OperationRow, OperationStore } from '../store/operations';
-import { isLocalSnapshotRef } from '../store/snapshots';
 import type { SandboxStore } from '../store/sandboxes';
 import type { Metrics } from './metrics';
 import type { OperationOutcomes } from './operation-outcomes';

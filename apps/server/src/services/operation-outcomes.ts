@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import {
   CryoError,
+  isLocalSnapshotRef,
   parseOperationResult,
   type OpResultBody,
   type Outcome,
@@ -15,7 +16,7 @@ import type { Clock } from '../clock';
 import type { Database } from '../db/database';
 import type { DoneEnd, OperationEnd, OperationRow, OperationStore } from '../store/operations';
 import type { SandboxStore } from '../store/sandboxes';
-import { isLocalSnapshotRef, type SnapshotStore } from '../store/snapshots';
+import type { SnapshotStore } from '../store/snapshots';
 import type { Metrics, OperationOutcome } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { OperationSignals } from './operation-signals';

@@ -10,14 +10,15 @@
  * 3. then it becomes `expired` or `deleted`, with a reaper record of what was removed.
  */
 import type { Logger } from 'pino';
-import { clipIndexTag, parseOperationResult } from '@cryo/snapshot';
+import { formatImageReference, parseImageReference } from '@cryo/oci';
+import { clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
 import { holdsSnapshotImage, type Executor, type ExecutorStore } from '../store/executors';
 import type { OperationStore } from '../store/operations';
 import type { ReaperRecordStore } from '../store/reaper-records';
-import { isLocalSnapshotRef, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
+import type { SnapshotRow, SnapshotStore } from '../store/snapshots';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { SnapshotImageRegistry } from './snapshot-registry';
@@ -202,13 +203,11 @@ function registryTargets(row: SnapshotRow): RegistryTarget[] {
   if (isLocalSnapshotRef(imageRef)) return [];
   const targets: RegistryTarget[] = [{ ref: imageRef, digest: row.digest }];
   if (row.clip_index_ref !== null) targets.push({ ref: row.clip_index_ref, digest: null });
-  else if (row.image_ref === null) targets.push({ ref: `${withoutTag(row.planned_ref)}:${clipIndexTag(row.tag)}`, digest: null });
+  else if (row.image_ref === null) {
+    const planned = parseImageReference(row.planned_ref);
+    targets.push({ ref: formatImageReference({ host: planned.host, repository: planned.repository, tag: clipIndexTag(row.tag) }), digest: null });
+  }
   return targets;
-}
-
-function withoutTag(ref: string): string {
-  const colon = ref.lastIndexOf(':');
-  return colon > ref.lastIndexOf('/') ? ref.slice(0, colon) : ref;
 }
 
 function yieldToEventLoop(): Promise<void> {

@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import {
   CryoError,
+  isLocalSnapshotRef,
   localSnapshotRef,
   newSnapshotId,
   notFound,
@@ -20,13 +21,7 @@ import type { NamespaceStore } from '../store/namespaces';
 import type { OperationStore } from '../store/operations';
 import type { Page } from '../store/pagination';
 import type { SandboxRow, SandboxStore } from '../store/sandboxes';
-import {
-  expiresAtFor,
-  isLocalSnapshotRef,
-  toSnapshotView,
-  type SnapshotRow,
-  type SnapshotStore,
-} from '../store/snapshots';
+import { expiresAtFor, toSnapshotView, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
 import { assertWithinLimit } from './duration-limits';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';

@@ -1,5 +1,4 @@
 import {
-  LOCAL_SNAPSHOT_REPOSITORY,
   ProgressSchema,
   SnapshotStatusSchema,
   TimingsSchema,
@@ -68,11 +67,6 @@ export interface NewSnapshot {
 
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
 export const LIVE_SNAPSHOT_STATUSES: readonly SnapshotStatus[] = ['creating', 'active', 'deleting'];
-
-/** `cryo-snapshots:...` images exist only in the image store of the executor that committed them. */
-export function isLocalSnapshotRef(ref: string): boolean {
-  return ref.startsWith(`${LOCAL_SNAPSHOT_REPOSITORY}:`);
-}
 
 const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null };
 
