@@ -23,6 +23,14 @@ export function clipIndexTag(tag: string): string {
   return `${tag}.clip`;
 }
 
+/** Prefix of every sandbox's container name (Docker) and container id (runc). */
+export const CONTAINER_NAME_PREFIX = 'cryo-';
+
+/** The container of a sandbox is named after it, whichever runtime runs it: `cryo-<sandbox id>`. */
+export function containerName(sandboxId: string): string {
+  return `${CONTAINER_NAME_PREFIX}${sandboxId}`;
+}
+
 /** Docker labels written on every snapshot image. */
 export const SNAPSHOT_LABELS = {
   snapshotId: 'dev.cryo.snapshot-id',

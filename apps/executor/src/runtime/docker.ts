@@ -12,6 +12,7 @@ import {
   CryoError,
   SANDBOX_LABELS,
   SNAPSHOT_LABELS,
+  containerName,
   isLocalSnapshotRef,
   localSnapshotRef,
   registrySnapshotRef,
@@ -56,8 +57,6 @@ export function dockerFromHost(host: string): Docker {
   const url = new URL(host.replace(/^tcp:/, 'http:'));
   return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' });
 }
-
-export const containerName = (sandboxId: string): string => `cryo-${sandboxId}`;
 
 function statusCode(err: unknown): number | undefined {
   if (typeof err === 'object' && err !== null && 'statusCode' in err && typeof err.statusCode === 'number') return err.statusCode;

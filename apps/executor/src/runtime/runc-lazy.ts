@@ -17,11 +17,11 @@ import { ClipIndex } from '@cryo/clip';
 import { listMounts, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
 import { connectRegistry, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
-import { CryoError, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
+import { CONTAINER_NAME_PREFIX, CryoError, containerName, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
 import { lazyCapabilities } from './lazy-capabilities';
 import { execInLazySandbox } from './lazy/exec';
-import { checkSandboxId, readRecord, runcContainerId, writeRecord, type LazySandboxRecord } from './lazy/layout';
+import { checkSandboxId, readRecord, writeRecord, type LazySandboxRecord } from './lazy/layout';
 import { LazySandboxes, errorText, type LazyCreateTimings } from './lazy/lifecycle';
 import { recoverLazySandbox, type LazyRecoverMode } from './lazy/recover';
 import { Runc, type RuncStatus } from './lazy/runc';
@@ -142,7 +142,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     checkSandboxId(spec.sandboxId);
     return this.locked(spec.sandboxId, async () => {
       const layout = this.sandboxes.layout(spec.sandboxId);
-      const containerId = runcContainerId(spec.sandboxId);
+      const containerId = containerName(spec.sandboxId);
       // Created before: keep it (and its upper dir) running, as a repeated docker create+start would.
       if (readRecord(layout) !== undefined) {
         const recovered = await this.recoverOne(spec.sandboxId);
@@ -196,7 +196,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     checkSandboxId(sandboxId);
     // A snapshot freezes the sandbox for milliseconds: wait for the resume rather than fail.
     await this.frozen.get(sandboxId);
-    const target = { runc: this.runc, sandboxId, containerId: runcContainerId(sandboxId), dir: this.sandboxes.layout(sandboxId).dir };
+    const target = { runc: this.runc, sandboxId, containerId: containerName(sandboxId), dir: this.sandboxes.layout(sandboxId).dir };
     return execInLazySandbox(target, command, timeoutSecs);
   }
 
@@ -253,7 +253,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     const mounts = listMounts();
     const out: ObservedSandbox[] = [];
     for (const sandboxId of await this.sandboxIds()) {
-      const containerId = runcContainerId(sandboxId);
+      const containerId = containerName(sandboxId);
       const state = states.get(containerId);
       let observed: ContainerState = state === undefined ? 'exited' : mapStatus(state.status);
       // A container whose image mount is gone cannot read its files any more: it is as good as ended.
@@ -279,9 +279,9 @@ export class RuncLazyDriver implements RuntimeDriver {
         results.push({ sandbox_id: sandboxId, action: 'ended', reason: `recovery failed: ${errorText(err)}` });
       }
     }
-    const known = new Set(ids.map(runcContainerId));
+    const known = new Set(ids.map(containerName));
     for (const state of await this.runc.list().catch(() => [])) {
-      if (state.id.startsWith('cryo-') && !known.has(state.id)) await this.sandboxes.deleteContainer(state.id).catch(() => undefined);
+      if (state.id.startsWith(CONTAINER_NAME_PREFIX) && !known.has(state.id)) await this.sandboxes.deleteContainer(state.id).catch(() => undefined);
     }
     for (const r of results) this.log.info({ sandbox_id: r.sandbox_id, action: r.action, reason: r.reason }, 'lazy sandbox recovered');
     return results;

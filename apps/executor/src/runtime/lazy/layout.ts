@@ -5,7 +5,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CryoError } from '@cryo/snapshot';
+import { CryoError, SAFE_ID_PATTERN } from '@cryo/snapshot';
 
 export interface LazySandboxLayout {
   dir: string;
@@ -45,13 +45,9 @@ export interface LazySandboxRecord {
   created_at: string;
 }
 
-const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
 export function checkSandboxId(sandboxId: string): void {
-  if (!SANDBOX_ID.test(sandboxId)) throw new CryoError('UNPROCESSABLE', `sandbox id ${JSON.stringify(sandboxId)} cannot name a directory`);
+  if (!SAFE_ID_PATTERN.test(sandboxId)) throw new CryoError('UNPROCESSABLE', `sandbox id ${JSON.stringify(sandboxId)} cannot name a directory`);
 }
-
-export const runcContainerId = (sandboxId: string): string => `cryo-${sandboxId}`;
 
 export function lazySandboxLayout(lazyRoot: string, sandboxId: string): LazySandboxLayout {
   checkSandboxId(sandboxId);

@@ -24,11 +24,11 @@ import {
   type MountEntry,
 } from '@cryo/clip/fuse';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
-import { CryoError, SANDBOX_LABELS } from '@cryo/snapshot';
+import { CryoError, SANDBOX_LABELS, containerName } from '@cryo/snapshot';
 import type { ProgressSink } from '../driver';
 import { roundMs } from '../pause-window';
 import { resolveImageUser } from './image-user';
-import { lazySandboxLayout, runcContainerId, type LazySandboxLayout, type LazySandboxRecord } from './layout';
+import { lazySandboxLayout, type LazySandboxLayout, type LazySandboxRecord } from './layout';
 import { mountOverlay } from './overlay';
 import type { Runc } from './runc';
 import { buildRuntimeSpec, hostsFileText, sandboxHostname } from './runtime-spec';
@@ -154,7 +154,7 @@ export class LazySandboxes {
   /** Container, overlay, FUSE mount, dirs: all gone, in that order. False when there was nothing. */
   async teardown(sandboxId: string): Promise<boolean> {
     const layout = this.layout(sandboxId);
-    const containerId = runcContainerId(sandboxId);
+    const containerId = containerName(sandboxId);
     const state = await this.runc.state(containerId);
     if (state === undefined && !existsSync(layout.dir)) return false;
     if (state !== undefined) await this.deleteContainer(containerId);

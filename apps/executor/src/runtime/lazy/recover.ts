@@ -5,9 +5,10 @@
  * rerun it over its kept upper dir (`restart`) or remove it (`end`).
  */
 import { existsSync } from 'node:fs';
+import { containerName } from '@cryo/snapshot';
 import type { Recovery } from '../driver';
 import { resumeWithRetries } from '../pause-window';
-import { readRecord, runcContainerId } from './layout';
+import { readRecord } from './layout';
 import { errorText, type LazySandboxes } from './lifecycle';
 
 export type LazyRecoverMode = 'restart' | 'end';
@@ -19,7 +20,7 @@ export async function recoverLazySandbox(sandboxes: LazySandboxes, sandboxId: st
     await sandboxes.teardown(sandboxId);
     return { sandbox_id: sandboxId, action: 'ended', reason: 'its sandbox record was missing (an interrupted create)' };
   }
-  const containerId = runcContainerId(sandboxId);
+  const containerId = containerName(sandboxId);
   const state = await sandboxes.runc.state(containerId);
   const healthy = sandboxes.mountHealthy(layout);
   if (healthy && state !== undefined && state.status === 'paused') {
