@@ -139,6 +139,12 @@ export const ResourcesSchema = z.strictObject({
   memory_mb: z.number().int().positive().max(1024 * 1024).optional(),
 });
 
+/**
+ * A sandbox's life: pending -> running -> (snapshotting -> running)* -> terminated; any live
+ * status may end in terminated. The server makes each move with one compare-and-set UPDATE whose
+ * WHERE names the statuses it may come from (apps/server/src/store/sandboxes.ts): that is where
+ * the machine is enforced, atomically.
+ */
 export const SandboxStatusSchema = z.enum(['pending', 'running', 'snapshotting', 'terminated']);
 export type SandboxStatus = z.infer<typeof SandboxStatusSchema>;
 
@@ -210,6 +216,11 @@ export const ExecResultSchema = z.object({
 });
 export type ExecResult = z.infer<typeof ExecResultSchema>;
 
+/**
+ * A snapshot's life: creating -> active | failed; creating, active or failed -> deleting (a
+ * DELETE, or an active one's TTL) -> deleted | expired. Enforced like the sandbox's, by
+ * compare-and-set UPDATEs in apps/server/src/store/snapshots.ts.
+ */
 export const SnapshotStatusSchema = z.enum(['creating', 'active', 'failed', 'deleting', 'deleted', 'expired']);
 export type SnapshotStatus = z.infer<typeof SnapshotStatusSchema>;
 

@@ -3,4 +3,3 @@ export * from './protocol';
 export * from './errors';
 export * from './ids';
 export * from './naming';
-export * from './states';

@@ -20,3 +20,8 @@ export function statement(db: Database, sql: string): Statement {
   }
   return prepared;
 }
+
+/** `'a', 'b'`: a fixed list of status names for an SQL `IN (...)`, from the constants that name them. */
+export function sqlStrings(values: readonly string[]): string {
+  return values.map((v) => `'${v.replaceAll("'", "''")}'`).join(', ');
+}

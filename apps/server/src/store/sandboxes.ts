@@ -12,7 +12,7 @@ import {
 } from '@cryo/snapshot';
 import { toIsoOrNull, toIso } from '../clock';
 import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import { sqlStrings, statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringListSchema, StringMapSchema } from './columns';
 import { addListFilters, toPage, WhereClause, type Page } from './pagination';
 
@@ -60,6 +60,7 @@ export interface NewSandbox {
 
 /** Sandboxes that occupy an executor. */
 export const LIVE_SANDBOX_STATUSES: readonly SandboxStatus[] = ['pending', 'running', 'snapshotting'];
+const LIVE = sqlStrings(LIVE_SANDBOX_STATUSES);
 
 /** A sandbox as lists show it: `command` (up to 256 KiB) is neither decoded nor sent. */
 export function toSandboxListItem(row: SandboxRow): SandboxListItem {
@@ -126,7 +127,7 @@ export class SandboxStore {
 
   liveOnExecutor(executorId: string): SandboxRow[] {
     return this.db
-      .prepare(`SELECT * FROM sandboxes WHERE executor_id = ? AND status IN ('pending', 'running', 'snapshotting')`)
+      .prepare(`SELECT * FROM sandboxes WHERE executor_id = ? AND status IN (${LIVE})`)
       .all(executorId) as SandboxRow[];
   }
 
@@ -137,7 +138,7 @@ export class SandboxStore {
         `SELECT executor_id, COUNT(*) AS sandboxes,
                 COALESCE(SUM(json_extract(resources, '$.cpus')), 0) AS cpus,
                 COALESCE(SUM(json_extract(resources, '$.memory_mb')), 0) AS memory_mb
-           FROM sandboxes WHERE status IN ('pending', 'running', 'snapshotting') AND executor_id IS NOT NULL
+           FROM sandboxes WHERE status IN (${LIVE}) AND executor_id IS NOT NULL
           GROUP BY executor_id`,
       )
       .all() as Array<{ executor_id: string; sandboxes: number; cpus: number; memory_mb: number }>;

@@ -10,7 +10,7 @@ import {
 } from '@cryo/snapshot';
 import { toIso, toIsoOrNull } from '../clock';
 import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import { sqlStrings, statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 import { addListFilters, toPage, WhereClause, type Page } from './pagination';
 
@@ -67,6 +67,7 @@ export interface NewSnapshot {
 
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
 export const LIVE_SNAPSHOT_STATUSES: readonly SnapshotStatus[] = ['creating', 'active', 'deleting'];
+const LIVE = sqlStrings(LIVE_SNAPSHOT_STATUSES);
 
 const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null };
 
@@ -137,7 +138,7 @@ export class SnapshotStore {
 
   countLive(namespace: string): number {
     const row = statement(this.db, 
-      `SELECT COUNT(*) AS n FROM snapshots WHERE namespace = ? AND status IN ('creating', 'active', 'deleting')`,
+      `SELECT COUNT(*) AS n FROM snapshots WHERE namespace = ? AND status IN (${LIVE})`,
     ).get(namespace) as { n: number };
     return row.n;
   }
@@ -146,7 +147,7 @@ export class SnapshotStore {
   tagHolder(tag: string): SnapshotRow | undefined {
     return statement(this.db, 
       `SELECT * FROM snapshots WHERE tag = ?
-          AND (status IN ('creating', 'active', 'deleting') OR next_attempt_at IS NOT NULL)
+          AND (status IN (${LIVE}) OR next_attempt_at IS NOT NULL)
         LIMIT 1`,
     ).get(tag) as SnapshotRow | undefined;
   }
