@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
-import { ExecutorIdSchema, LabelsSchema, RestoreModeSchema } from '@cryo/snapshot';
+import { ExecutorIdSchema, LabelsSchema } from '@cryo/snapshot';
 
 export const DataplaneConfigSchema = z.object({
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').default('http://127.0.0.1:8900'),
@@ -23,9 +23,6 @@ export const DataplaneConfigSchema = z.object({
     cpus: z.number().positive().optional(),
     memory_mb: z.number().int().positive().optional(),
   }).strict().default({ max_sandboxes: 32 }),
-  restore: z.object({ default_mode: RestoreModeSchema.default('eager') }).strict().default({ default_mode: 'eager' }),
-  /** Longest time one exec may run when the request gives no timeout. */
-  exec_default_timeout_secs: z.number().int().positive().default(300),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).strict();
 
