@@ -125,7 +125,7 @@ CRYO_EXECUTOR_TOKEN=$(cat "$STATE/executor-token")
 export CRYO_REGISTRY_URL=$REGISTRY
 node scripts/lib/write-config.mjs configs/server-config.yaml "$STATE/server-config.yaml" \
   "listen.port=$SERVER_PORT" "database=$STATE/server.db"
-node scripts/lib/write-config.mjs configs/dataplane-config.yaml "$STATE/executor-config.yaml" \
+node scripts/lib/write-config.mjs configs/executor-config.yaml "$STATE/executor-config.yaml" \
   "server_url=$SERVER" "docker.host=$DOCKER" "state_dir=$STATE/executor"
 
 echo "start: cryo server on $SERVER (log: $STATE/server.log)"

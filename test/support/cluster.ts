@@ -136,7 +136,7 @@ ${opts.serverConfig ?? ''}
       engine = await startDockerd(`${name}-${port}`);
       engines.set(name, engine);
     }
-    const config = writeYaml(join(dir, `dataplane-${name}.yaml`), `
+    const config = writeYaml(join(dir, `executor-${name}.yaml`), `
 server_url: ${serverUrl}
 executor_id: ${name}
 token: "${executorToken}"

@@ -16,7 +16,7 @@ import { REPO_ROOT } from './processes';
 export interface TestDockerd {
   name: string;
   socket: string;
-  /** `unix:///...` for DOCKER_HOST and dataplane-config `docker.host`. */
+  /** `unix:///...` for DOCKER_HOST and executor-config `docker.host`. */
   host: string;
   /** Data root and log; deleted by stop(). */
   root: string;

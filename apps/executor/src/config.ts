@@ -1,10 +1,10 @@
-/** dataplane-config.yaml: parsed once, with zod, at start. A bad file names the key path. */
+/** executor-config.yaml: parsed once, with zod, at start. A bad file names the key path. */
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
 import { ExecutorIdSchema, LabelsSchema } from '@cryo/snapshot';
 
-export const DataplaneConfigSchema = z.object({
+export const ExecutorConfigSchema = z.object({
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').default('http://127.0.0.1:8900'),
   executor_id: ExecutorIdSchema.default(() => hostname()),
   token: z.string().min(1, 'token must not be empty'),
@@ -26,8 +26,8 @@ export const DataplaneConfigSchema = z.object({
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).strict();
 
-export type DataplaneConfig = z.infer<typeof DataplaneConfigSchema>;
+export type ExecutorConfig = z.infer<typeof ExecutorConfigSchema>;
 
-export function loadDataplaneConfig(file: string, env: NodeJS.ProcessEnv = process.env): DataplaneConfig {
-  return loadConfigFile(file, DataplaneConfigSchema, env);
+export function loadExecutorConfig(file: string, env: NodeJS.ProcessEnv = process.env): ExecutorConfig {
+  return loadConfigFile(file, ExecutorConfigSchema, env);
 }

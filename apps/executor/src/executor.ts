@@ -16,7 +16,7 @@ import {
   type Progress,
 } from '@cryo/snapshot';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
-import type { DataplaneConfig } from './config';
+import type { ExecutorConfig } from './config';
 import { ClipArtifacts } from './clip-artifacts';
 import { RegistryCredentialSource } from './registry-credentials';
 import { DockerDriver, dockerFromHost } from './runtime/docker';
@@ -50,7 +50,7 @@ export class Executor {
   private readonly drivers: RuntimeDriver[];
   private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
 
-  constructor(private readonly config: DataplaneConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
+  constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.server = new ServerClient(config.server_url, config.executor_id, config.token);
     this.ops = new OpJournal(config.state_dir);
     // One registry-access policy (@cryo/registry-auth) for every client of this executor.

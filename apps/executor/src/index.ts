@@ -1,2 +1,2 @@
 export { Executor } from './executor';
-export { DataplaneConfigSchema, loadDataplaneConfig, type DataplaneConfig } from './config';
+export { ExecutorConfigSchema, loadExecutorConfig, type ExecutorConfig } from './config';

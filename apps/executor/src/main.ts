@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '@cryo/registry-auth';
-import { loadDataplaneConfig } from './config';
+import { loadExecutorConfig } from './config';
 import { createLogger } from './logger';
 import { Executor } from './executor';
 
@@ -11,7 +11,7 @@ server at server_url, heartbeats its observed state and long-polls for operation
 Usage: cryo-executor --config FILE
 
 Options:
-  --config FILE   dataplane config (YAML), e.g. configs/dataplane-config.yaml
+  --config FILE   executor config (YAML), e.g. configs/executor-config.yaml
   --help          show this text
 
 Environment:
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   }
   let config;
   try {
-    config = loadDataplaneConfig(values.config);
+    config = loadExecutorConfig(values.config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`error: ${err.message}\n`);
