@@ -14,13 +14,6 @@ export interface DockerProgressEvent {
   aux?: { Tag?: string; Digest?: string; Size?: number };
 }
 
-export class DockerStreamError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DockerStreamError';
-  }
-}
-
 /** Tracks one push or pull stream: errors, per-layer byte progress, the final digest. */
 export class ProgressTracker {
   private readonly layers = new Map<string, { current: number; total: number }>();

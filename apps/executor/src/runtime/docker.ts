@@ -37,6 +37,7 @@ import { ProgressTracker, followDockerStream } from './docker-progress';
 import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
 import { pauseWithResume, resumeWithRetries, roundMs } from './pause-window';
 import type { RegistryCredentialSource } from '../registry-credentials';
+import { daemonText, dockerFailure, dockerRegistryProblem, registryFailure } from '../errors';
 import type { PauseJournal } from '../state/pause-journal';
 
 export interface DockerDriverOptions {
@@ -61,14 +62,6 @@ export function dockerFromHost(host: string): Docker {
 function statusCode(err: unknown): number | undefined {
   if (typeof err === 'object' && err !== null && 'statusCode' in err && typeof err.statusCode === 'number') return err.statusCode;
   return undefined;
-}
-
-function errorText(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'json' in err) {
-    const json = (err as { json: unknown }).json;
-    if (typeof json === 'object' && json !== null && 'message' in json && typeof json.message === 'string') return json.message;
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 function mapState(state: string): ContainerState {
@@ -124,25 +117,24 @@ export class DockerDriver implements RuntimeDriver {
     try {
       stream = await this.docker.pull(ref, authconfig === undefined ? {} : { authconfig });
     } catch (err) {
-      throw await this.registryFailure('pull', ref, host, errorText(err));
+      throw await this.registryFailure('pull', ref, host, daemonText(err));
     }
     const tracker = new ProgressTracker('pull');
     await followDockerStream(stream, tracker, () => progress(tracker.progress()));
     if (tracker.error !== undefined) throw await this.registryFailure('pull', ref, host, tracker.error);
   }
 
-  private async registryFailure(action: 'pull' | 'push', ref: string, host: string | undefined, message: string): Promise<CryoError> {
-    if (host !== undefined && /unauthorized|authentication required|denied|401|403/i.test(message)) {
+  /** A failed pull or push, worded as every registry failure is (errors.ts), whichever driver hit it. */
+  private async registryFailure(action: 'pull' | 'push', ref: string, host: string, message: string): Promise<CryoError> {
+    const problem = dockerRegistryProblem(message);
+    if (problem === 'unauthorized' || problem === 'denied') {
       const who = await this.opts.credentials.describeUser(host);
-      return new CryoError('UNAVAILABLE', `registry ${host} rejected credentials for ${who} (${action} ${ref}: ${message})`);
+      const verb = problem === 'unauthorized' ? 'rejected credentials for' : 'denied access to';
+      return registryFailure(problem, host, `registry ${host} ${verb} ${who} (${action} ${ref}: ${message})`);
     }
-    if (host !== undefined && /connection refused|no such host|i\/o timeout|dial tcp|EOF/i.test(message)) {
-      return new CryoError('UNAVAILABLE', `registry ${host} is unreachable (${action} ${ref}: ${message})`);
-    }
-    if (/not found|manifest unknown/i.test(message)) {
-      return new CryoError('NOT_FOUND', `image ${ref} not found${host === undefined ? '' : ` in registry ${host}`} (${message})`);
-    }
-    return new CryoError('UNAVAILABLE', `${action} of ${ref} failed: ${message}`);
+    if (problem === 'unreachable') return registryFailure(problem, host, `registry ${host} is unreachable (${action} ${ref}: ${message})`);
+    if (problem === 'not_found') return registryFailure(problem, host, `image ${ref} not found in registry ${host} (${message})`);
+    return dockerFailure(message, `${action} ${ref}`);
   }
 
   private async findContainer(sandboxId: string): Promise<Docker.ContainerInspectInfo | undefined> {
@@ -188,7 +180,8 @@ export class DockerDriver implements RuntimeDriver {
       await container.start();
     } catch (err) {
       await container.remove({ force: true }).catch(() => undefined);
-      throw new CryoError('UNPROCESSABLE', `container for ${spec.sandboxId} failed to start: ${errorText(err)}`);
+      const failure = dockerFailure(err, `start the container of sandbox ${spec.sandboxId}`);
+      throw failure.code === 'UNAVAILABLE' ? new CryoError('UNPROCESSABLE', failure.message) : failure;
     }
     return container.id;
   }
@@ -235,7 +228,7 @@ export class DockerDriver implements RuntimeDriver {
       return true;
     } catch (err) {
       if (statusCode(err) === 404) return false;
-      if (statusCode(err) === 409 && /already in progress/.test(errorText(err))) return true;
+      if (statusCode(err) === 409 && /already in progress/.test(daemonText(err))) return true;
       throw err;
     }
   }
@@ -263,7 +256,7 @@ export class DockerDriver implements RuntimeDriver {
         changes: Object.entries(snapshotLabels(spec)).map(([key, value]) => `LABEL ${key}=${JSON.stringify(value)}`),
       }) as { Id: string };
       return { imageId: committed.Id, commitMs: performance.now() - commitStart };
-    }, (err) => this.opts.log.error({ err: errorText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'));
+    }, (err) => this.opts.log.error({ err: daemonText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'));
     const { imageId, commitMs } = paused.value;
     const timings = { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: null, index_ms: null };
     const image = await this.docker.getImage(imageId).inspect();
@@ -304,7 +297,7 @@ export class DockerDriver implements RuntimeDriver {
     try {
       stream = await this.docker.getImage(ref).push(options);
     } catch (err) {
-      throw await this.registryFailure('push', ref, host, errorText(err));
+      throw await this.registryFailure('push', ref, host, daemonText(err));
     }
     const tracker = new ProgressTracker('push');
     let lastSent = 0;
@@ -330,7 +323,7 @@ export class DockerDriver implements RuntimeDriver {
         removed.push(ref);
       } catch (err) {
         if (statusCode(err) === 404) removed.push(ref);
-        else this.opts.log.warn({ ref, err: errorText(err) }, 'could not remove image');
+        else this.opts.log.warn({ ref, err: daemonText(err) }, 'could not remove image');
       }
     }
     return removed;
@@ -381,7 +374,7 @@ export class DockerDriver implements RuntimeDriver {
     for (const record of this.opts.pauseJournal.pending()) {
       const stuck = await resumeWithRetries(() => this.unpause(this.docker.getContainer(record.container_id), record.container_id));
       if (stuck !== undefined) {
-        this.opts.log.error({ err: errorText(stuck), sandbox_id: record.sandbox_id }, 'cannot unpause a container left paused by an interrupted snapshot');
+        this.opts.log.error({ err: daemonText(stuck), sandbox_id: record.sandbox_id }, 'cannot unpause a container left paused by an interrupted snapshot');
         continue;
       }
       recovered.push({ sandbox_id: record.sandbox_id, action: 'unpaused', reason: `snapshot operation ${record.op_id} was interrupted while it was paused` });

@@ -18,6 +18,7 @@ import { listMounts, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
 import { connectRegistry, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CONTAINER_NAME_PREFIX, CryoError, containerName, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
+import { toCryoError } from '../errors';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
 import { lazyCapabilities } from './lazy-capabilities';
 import { execInLazySandbox } from './lazy/exec';
@@ -186,8 +187,7 @@ export class RuncLazyDriver implements RuntimeDriver {
         await this.sandboxes.teardown(spec.sandboxId).catch((cleanupErr: unknown) => {
           this.log.error({ sandbox_id: spec.sandboxId, err: errorText(cleanupErr) }, 'cleanup after a failed lazy create failed');
         });
-        if (err instanceof CryoError) throw err;
-        throw new CryoError('UNPROCESSABLE', `lazy sandbox ${spec.sandboxId} failed to start: ${errorText(err)}`);
+        throw toCryoError(err, `lazy sandbox ${spec.sandboxId} failed to start`);
       }
     });
   }

@@ -4,9 +4,13 @@
  */
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CryoError, type OpResultBody, type Operation } from '@cryo/snapshot';
-import type { ServerClient } from '../server-client';
+import type { OpResultBody, Operation } from '@cryo/snapshot';
+import { toCryoError } from '../errors';
+import { ServerError, type ServerClient } from '../server-client';
 import type { OpJournal } from '../state/op-journal';
+
+/** The part of the server the loop talks to. */
+export type OperationServer = Pick<ServerClient, 'operations' | 'result'>;
 
 export type OperationHandler = (op: Operation, log: Logger) => Promise<unknown>;
 
@@ -17,7 +21,7 @@ export class OperationLoop {
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly server: ServerClient,
+    private readonly server: OperationServer,
     private readonly journal: OpJournal,
     private readonly handle: OperationHandler,
     private readonly log: Logger,
@@ -73,25 +77,43 @@ export class OperationLoop {
       result = { ok: true, result: await this.handle(op, log) };
       log.info({ ms: Math.round(performance.now() - started) }, 'operation done');
     } catch (err) {
-      const code = err instanceof CryoError ? err.code : 'INTERNAL';
-      const message = err instanceof Error ? err.message : String(err);
-      result = { ok: false, error: { code, message } };
-      log.warn({ code, error: message }, 'operation failed');
+      // The error boundary: library and daemon errors become stable codes and actionable messages.
+      const failure = toCryoError(err);
+      result = { ok: false, error: { code: failure.code, message: failure.message } };
+      log.warn({ code: failure.code, error: failure.message, ...(failure === err ? {} : { cause: err instanceof Error ? err.message : String(err) }) }, 'operation failed');
     }
     this.journal.finished(op.op_id, op.kind, result, false);
     await this.report(op, result);
   }
 
-  /** Deliver a result, retrying while the server is unreachable; the journal keeps it meanwhile. */
+  /**
+   * Deliver a result, retrying while the server is unreachable or failing; the journal keeps it
+   * meanwhile. A result the server refuses as malformed (400) would be refused forever: it is
+   * replaced once by a failure saying so, so the operation still ends.
+   */
   async report(op: Pick<Operation, 'op_id' | 'kind'>, result: OpResultBody): Promise<void> {
     let delay = 250;
+    let body = result;
+    let replaced = false;
     for (;;) {
       try {
-        await this.server.result(op.op_id, result);
-        this.journal.finished(op.op_id, op.kind, result, true);
+        await this.server.result(op.op_id, body);
+        this.journal.finished(op.op_id, op.kind, body, true);
         return;
       } catch (err) {
         if (this.stopped) return;
+        if (err instanceof ServerError && err.status === 400) {
+          if (!replaced) {
+            replaced = true;
+            this.log.error({ op_id: op.op_id, err: err.message }, 'the server refused this result; reporting the operation as failed');
+            body = { ok: false, error: { code: 'INTERNAL', message: `the executor's ${op.kind} result was refused by the server: ${err.message.slice(0, 2000)}` } };
+            this.journal.finished(op.op_id, op.kind, body, false);
+            continue;
+          }
+          this.log.error({ op_id: op.op_id, err: err.message }, 'the server refused the failure report too; giving up (the lease will expire)');
+          this.journal.finished(op.op_id, op.kind, body, true);
+          return;
+        }
         this.log.warn({ op_id: op.op_id, err: err instanceof Error ? err.message : String(err) }, 'could not report result; retrying');
         await sleep(delay);
         delay = Math.min(delay * 2, 10_000);

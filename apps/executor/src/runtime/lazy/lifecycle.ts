@@ -92,9 +92,13 @@ export class LazySandboxes {
       cacheDir: this.opts.cacheDir,
       registryAccess: this.opts.registryAccess,
       ...(this.opts.mountTimeoutMs === undefined ? {} : { timeoutMs: this.opts.mountTimeoutMs }),
+    }).catch((err: unknown) => {
+      throw new CryoError('UNAVAILABLE', `the image mount of sandbox ${record.sandbox_id} did not come up on this executor: ${errorText(err)}`);
     });
     const mounted = performance.now();
-    await mountOverlay({ lower: layout.lower, upper: layout.upper, work: layout.work, merged: layout.rootfs });
+    await mountOverlay({ lower: layout.lower, upper: layout.upper, work: layout.work, merged: layout.rootfs }).catch((err: unknown) => {
+      throw new CryoError('UNAVAILABLE', `the writable layer of sandbox ${record.sandbox_id} could not be mounted: ${errorText(err)}`);
+    });
     const overlaid = performance.now();
     progress({ phase: 'start', bytes_done: 0, bytes_total: null });
     await this.runContainer(record, layout);
