@@ -4,6 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { HeartbeatBody, HeartbeatResponse } from '@cryo/snapshot';
 import type { ServerClient } from '../server-client';
 
+/** The part of the server the heartbeat talks to. */
+export type HeartbeatServer = Pick<ServerClient, 'heartbeat'>;
+
 export class HeartbeatService {
   private stopped = false;
   private running: Promise<void> | undefined;
@@ -11,7 +14,7 @@ export class HeartbeatService {
   private wake: (() => void) | undefined;
 
   constructor(
-    private readonly server: ServerClient,
+    private readonly server: HeartbeatServer,
     private readonly observe: () => Promise<HeartbeatBody>,
     private readonly onResponse: (res: HeartbeatResponse) => Promise<void>,
     private readonly log: Logger,
