@@ -111,6 +111,33 @@ describe('exec', () => {
     expect(reply.status).toBe(409);
     expect(reply.json).toMatchObject({ error: { message: expect.stringContaining('container is not running') } });
   });
+  it("maps the executor's failure codes to the public ones: an executor's UNAUTHORIZED is not the caller's 401", async () => {
+    const { executor, sandboxId } = await runningSandbox(h);
+    const cases: Array<[string, number, string]> = [
+      ['UNAUTHORIZED', 503, 'UNAVAILABLE'],
+      ['FORBIDDEN', 503, 'UNAVAILABLE'],
+      ['INVALID_REQUEST', 503, 'UNAVAILABLE'],
+      ['INTERNAL', 503, 'UNAVAILABLE'],
+      ['SOMETHING_NEW', 503, 'UNAVAILABLE'],
+      ['NOT_FOUND', 409, 'CONFLICT'],
+      ['TIMEOUT', 504, 'TIMEOUT'],
+      ['UNPROCESSABLE', 422, 'UNPROCESSABLE'],
+    ];
+    for (const [executorCode, status, code] of cases) {
+      const execReply = h.api('POST', `/sandboxes/${sandboxId}/exec`, { command: ['true'] });
+      const op = await executor.pollOne('exec', 2000);
+      await executor.fail(op.op_id, executorCode, 'registry 127.0.0.1:5001 rejected credentials for user myuser');
+      const reply = await execReply;
+      expect(reply.status, executorCode).toBe(status);
+      expect(reply.json).toMatchObject({
+        error: {
+          code,
+          message: `exec in sandbox ${sandboxId} failed on executor exec-a: registry 127.0.0.1:5001 rejected credentials for user myuser`,
+          details: { executor_code: executorCode },
+        },
+      });
+    }
+  });
 });
 
 describe('placement', () => {

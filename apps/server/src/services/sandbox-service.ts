@@ -2,7 +2,6 @@
 import type { Logger } from 'pino';
 import {
   CryoError,
-  isErrorCode,
   newSandboxId,
   notFound,
   type CreateSandboxBody,
@@ -21,6 +20,7 @@ import type { OperationStore } from '../store/operations';
 import type { Page } from '../store/pagination';
 import { toSandboxView, type SandboxRow, type SandboxStore } from '../store/sandboxes';
 import { assertWithinLimit } from './duration-limits';
+import { executorFailure } from './executor-failures';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { OperationSignals } from './operation-signals';
@@ -211,10 +211,7 @@ export class SandboxService {
       throw new CryoError('INTERNAL', `operation ${opId} of sandbox ${id} is a ${end.kind}, not an exec`);
     }
     if (end.state === 'cancelled') throw new CryoError('UNAVAILABLE', `exec in sandbox ${id} was cancelled: ${end.message}`);
-    const code = isErrorCode(end.code) && end.code !== 'INTERNAL' ? end.code : 'UNAVAILABLE';
-    throw new CryoError(code, `exec in sandbox ${id} failed on executor ${row.executor_id}: ${end.message}`, {
-      executor_code: end.code,
-    });
+    throw executorFailure(row.executor_id, end.code, end.message, `exec in sandbox ${id}`);
   }
 
   private row(namespace: string, id: string): SandboxRow {
