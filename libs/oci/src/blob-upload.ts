@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { RegistryError } from '@cryo/registry-auth';
 import { algorithmOf, digestLike } from './digest';
+import { blobSubject, pushScope } from './scopes';
 import { discard, headerValue, type RegistryResponse, type RegistryTransport } from './transport';
 
 export interface UploadedBlob {
@@ -33,7 +34,7 @@ export async function uploadBlob(
   chunkSize: number,
 ): Promise<UploadedBlob> {
   const scope = pushScope(repository);
-  const subject = { what: `blob ${digest} of ${repository}`, repository };
+  const subject = blobSubject(repository, digest);
   if (Buffer.isBuffer(data)) {
     const actual = digestLike(digest, data);
     if (actual !== digest) throw new BlobContentError(`blob data has digest ${actual}, not ${digest}`);
@@ -83,10 +84,6 @@ export async function mountBlob(transport: RegistryTransport, repository: string
     return false;
   }
   throw await transport.failure(response, { what: `blob ${digest} mount from ${fromRepository} into ${repository}`, repository }, 'a blob mount');
-}
-
-function pushScope(repository: string): string {
-  return `repository:${repository}:pull,push`;
 }
 
 async function startSession(transport: RegistryTransport, repository: string): Promise<URL> {

@@ -1,7 +1,10 @@
 import { pipeline, type Readable } from 'node:stream';
 import { RegistryAuthenticator, RegistryError, type RegistryCredentials } from '@cryo/registry-auth';
 import { Agent, type Dispatcher } from 'undici';
+import { getBlobRange } from './blob-range';
 import { mountBlob, uploadBlob, type UploadedBlob } from './blob-upload';
+import { blobSubject, deleteScope, manifestSubject, pullScope, pushScope } from './scopes';
+import { listTags } from './tags';
 import { VerifyingStream, digestLike, isDigest, sha256Digest } from './digest';
 import {
   ManifestFormatError,
@@ -266,82 +269,9 @@ export class RegistryClient {
    * really be the whole blob.
    */
   async getBlobRange(repository: string, digest: string, start: number, endInclusive: number, options: { blobSize?: number } = {}): Promise<Buffer> {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(endInclusive) || start < 0 || endInclusive < start) {
-      throw new RangeError(`invalid byte range ${start}-${endInclusive}`);
-    }
-    const subject = blobSubject(repository, digest);
-    const response = await this.getResource('GET', repository, 'blobs', digest, { range: `bytes=${start}-${endInclusive}` });
-    const wanted = endInclusive - start + 1;
-    const asked = `a range request for bytes ${start}-${endInclusive} of ${subject.what}`;
-    if (response.status === 206) {
-      const range = parseContentRange(headerValue(response.headers, 'content-range'));
-      if (range !== undefined && range.start !== start) {
-        await discard(response);
-        throw this.transport.badResponse(`answered range ${start}-${endInclusive} of ${subject.what} from offset ${range.start}`, 206);
-      }
-      const body = await readBody(response, wanted, subject.what, this.host);
-      // Fewer bytes than asked are fine only where the blob ends.
-      const blobEnd = range?.size ?? options.blobSize;
-      if (body.length < wanted && blobEnd !== undefined && start + body.length < blobEnd) {
-        throw this.transport.badResponse(`answered ${asked} with ${body.length} bytes (HTTP 206), but the blob has ${blobEnd} bytes`, 206);
-      }
-      return body;
-    }
-    if (response.status === 200) return this.rangeOfWholeBlob(response, start, wanted, asked, options.blobSize);
-    if (response.status === 416) {
-      const range = parseContentRange(headerValue(response.headers, 'content-range'));
-      await discard(response);
-      const size = range?.size !== undefined ? ` (its size is ${range.size})` : '';
-      throw this.transport.badResponse(`cannot serve bytes ${start}-${endInclusive} of ${subject.what}${size} (HTTP 416)`, 416);
-    }
-    throw await this.transport.failure(response, subject, 'a blob range read');
-  }
-
-  /** A 200 to a range request must be the whole blob: keep the window, discard the rest, stop reading after it. */
-  private async rangeOfWholeBlob(response: RegistryResponse, start: number, wanted: number, asked: string, blobSize: number | undefined): Promise<Buffer> {
-    const declared = Number(headerValue(response.headers, 'content-length'));
-    const length = Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined;
-    const contentRange = headerValue(response.headers, 'content-range');
-    const bytes = length === undefined ? 'a body of unknown length' : `${length} bytes`;
-    if (contentRange !== undefined || (length !== undefined && blobSize !== undefined && length !== blobSize)) {
-      await discard(response);
-      const what = contentRange !== undefined ? ` and Content-Range "${contentRange}"` : `, but the blob has ${blobSize} bytes`;
-      throw this.transport.badResponse(
-        `answered 200 to ${asked} with ${bytes}${what}: a partial answer must be 206, a 200 must be the whole blob (is a proxy between cryo and the registry rewriting answers?)`,
-        200,
-      );
-    }
-    const out = Buffer.alloc(wanted);
-    let filled = 0;
-    let offset = 0;
-    try {
-      for await (const piece of response.body) {
-        const chunk = Buffer.isBuffer(piece) ? piece : Buffer.from(String(piece));
-        const from = Math.max(start - offset, 0);
-        const to = Math.min(chunk.length, start + wanted - offset);
-        if (to > from) filled += chunk.copy(out, filled, from, to);
-        offset += chunk.length;
-        if (filled === wanted) break;
-      }
-    } catch (error) {
-      throw new RegistryError('REGISTRY_UNREACHABLE', `registry ${this.host} is unreachable: connection lost while reading the answer to ${asked}`, {
-        host: this.host,
-        cause: error,
-      });
-    } finally {
-      response.body.destroy();
-    }
-    const ended = filled < wanted; // the body ended before the window did
-    const total = ended ? offset : length;
-    if (offset <= start || (ended && blobSize !== undefined && offset < blobSize) || (ended && length !== undefined && offset < length)) {
-      throw this.transport.badResponse(`answered 200 to ${asked} with ${offset} bytes${length !== undefined ? ` (Content-Length ${length})` : ''}`, 200);
-    }
-    this.warnOnce(
-      'range-ignored',
-      `registry ${this.host} ignores Range: it answered 200 with the whole blob (${total === undefined ? 'length not given' : `${total} bytes`}) to ${asked}; ` +
-        'the bytes needed are kept and the rest discarded, but every read downloads the blob up to its end',
-    );
-    return out.subarray(0, filled);
+    assertRepository(repository);
+    assertDigest(digest);
+    return getBlobRange({ transport: this.transport, warnOnce: (kind, message) => this.warnOnce(kind, message) }, repository, digest, start, endInclusive, options);
   }
 
   private warnOnce(kind: string, message: string): void {
@@ -368,18 +298,7 @@ export class RegistryClient {
   /** All tags of a repository, following pagination. */
   async listTags(repository: string): Promise<string[]> {
     assertRepository(repository);
-    const tags: string[] = [];
-    let path: string | URL = `/v2/${repository}/tags/list?n=1000`;
-    for (let page = 0; page < 10_000; page++) {
-      const response: RegistryResponse = await this.transport.send({ method: 'GET', path, scope: pullScope(repository) });
-      if (response.status !== 200) throw await this.transport.failure(response, { what: `repository ${repository}`, repository }, 'listing tags');
-      const body = await readBody(response, 16 * 1024 * 1024, `tags of ${repository}`, this.host);
-      tags.push(...parseTagList(body, () => this.transport.badResponse(`sent an unreadable tag list for ${repository}`, 200)));
-      const next = nextLink(headerValue(response.headers, 'link'));
-      if (next === undefined) return tags;
-      path = new URL(next, response.url);
-    }
-    return tags;
+    return listTags(this.transport, repository);
   }
 
   /** Resolves a reference to an image manifest, choosing the platform's entry from an index. */
@@ -455,28 +374,6 @@ export class RegistryClient {
   }
 }
 
-function pullScope(repository: string): string {
-  return `repository:${repository}:pull`;
-}
-
-function pushScope(repository: string): string {
-  return `repository:${repository}:pull,push`;
-}
-
-// distribution 2.7+ asks for `delete`; older ones ask for `*`, which their challenge names.
-function deleteScope(repository: string): string {
-  return `repository:${repository}:delete`;
-}
-
-function manifestSubject(repository: string, reference: string): { what: string; repository: string } {
-  const separator = isDigest(reference) ? '@' : ':';
-  return { what: `manifest ${repository}${separator}${reference}`, repository };
-}
-
-function blobSubject(repository: string, digest: string): { what: string; repository: string } {
-  return { what: `blob ${digest} of ${repository}`, repository };
-}
-
 function isKnownManifestType(mediaType: string): boolean {
   return isImageManifestMediaType(mediaType) || isImageIndexMediaType(mediaType);
 }
@@ -492,37 +389,4 @@ function manifestMediaType(contentType: string, document: ManifestDocument): str
 function isSchema1(contentType: string, bytes: Buffer): boolean {
   if (contentType.startsWith('application/vnd.docker.distribution.manifest.v1')) return true;
   return /"schemaVersion"\s*:\s*1\b/.test(bytes.subarray(0, 4096).toString('utf8'));
-}
-
-function parseContentRange(value: string | undefined): { start: number; end: number | undefined; size: number | undefined } | undefined {
-  if (value === undefined) return undefined;
-  const match = /^bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)$/i.exec(value.trim());
-  if (!match) return undefined;
-  const size = match[3] === undefined || match[3] === '*' ? undefined : Number(match[3]);
-  if (match[1] === undefined || match[2] === undefined) return { start: -1, end: undefined, size };
-  return { start: Number(match[1]), end: Number(match[2]), size };
-}
-
-function parseTagList(body: Buffer, invalid: () => RegistryError): string[] {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw invalid();
-  }
-  if (typeof json !== 'object' || json === null || !('tags' in json)) throw invalid();
-  const tags = json.tags;
-  if (tags === null) return [];
-  if (!Array.isArray(tags) || !tags.every((tag): tag is string => typeof tag === 'string')) throw invalid();
-  return tags;
-}
-
-/** `<https://host/v2/repo/tags/list?last=x&n=1000>; rel="next"` -> the URL */
-function nextLink(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  for (const part of header.split(',')) {
-    const match = /<([^>]+)>\s*;\s*rel="?next"?/i.exec(part);
-    if (match?.[1] !== undefined) return match[1];
-  }
-  return undefined;
 }
