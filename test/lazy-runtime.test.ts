@@ -21,7 +21,7 @@ import { SNAPSHOT_LABELS } from '@cryo/snapshot';
 import { ClipArtifacts } from '../apps/executor/src/clip-artifacts';
 import { RuncLazyDriver, type RuncLazyDriverOptions } from '../apps/executor/src/runtime/runc-lazy';
 import type { SandboxSpec } from '../apps/executor/src/runtime/driver';
-import { lazyCapabilities } from '../apps/executor/src/runtime/lazy-capabilities';
+import { lazyCapabilities } from '../apps/executor/src/runtime/lazy/capabilities';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
 import { busyboxRootfsTar } from './support/images';
 import { startRegistry, type TestRegistry } from './support/registry';

@@ -20,7 +20,7 @@ import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CONTAINER_NAME_PREFIX, CryoError, containerName, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
 import { toCryoError } from '../errors';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
-import { lazyCapabilities } from './lazy-capabilities';
+import { lazyCapabilities } from './lazy/capabilities';
 import { execInLazySandbox } from './lazy/exec';
 import { checkSandboxId, readRecord, writeRecord, type LazySandboxRecord } from './lazy/layout';
 import { LazySandboxes, errorText, type LazyCreateTimings } from './lazy/lifecycle';

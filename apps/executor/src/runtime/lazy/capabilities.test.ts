@@ -2,7 +2,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { lazyCapabilities } from './lazy-capabilities';
+import { lazyCapabilities } from './capabilities';
 
 const dir = mkdtempSync(join(tmpdir(), 'lazy-caps-'));
 const bin = join(dir, 'bin');
