@@ -18,9 +18,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex, ClipReader, RegistryLayerSource, TarParser, buildIndex, registryClient, type TarEntry } from '@cryo/clip';
 import { mountClip, mountsUnder } from '@cryo/clip/fuse';
 import { MediaType, RegistryClient } from '@cryo/oci';
+import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { RuncLazyDriver } from '../apps/executor/src/runtime/runc-lazy';
-import { lazyCapabilities } from '../apps/executor/src/runtime/lazy-capabilities';
+import { lazyCapabilities } from '../apps/executor/src/runtime/lazy/capabilities';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
+import { ClipArtifacts, lazyRestoreOf } from './support/lazy';
 import { busyboxRootfsTar } from './support/images';
 import { startRegistry, type TestRegistry } from './support/registry';
 
@@ -168,11 +170,12 @@ describe.skipIf(!caps.lazy)('names that are not UTF-8 through a lazy sandbox and
   let driver: RuncLazyDriver;
   const created: string[] = [];
 
+  let clip: ClipArtifacts;
+  const access = (): RegistryAccessSettings => ({ snapshot_registry: { url: registry.host, repository: SNAP_REPO, ...credentials, insecure: true } });
+
   beforeAll(() => {
-    driver = new RuncLazyDriver({
-      stateDir: join(work, 'state'), executorId: 'exec-names-test', log,
-      registry: { url: registry.host, repository: SNAP_REPO, ...credentials, insecure: true },
-    });
+    clip = new ClipArtifacts(access(), join(work, 'clip'));
+    driver = new RuncLazyDriver({ stateDir: join(work, 'state'), executorId: 'exec-names-test', log, access: access(), clipIndexes: clip });
   });
 
   afterAll(async () => {
@@ -180,14 +183,9 @@ describe.skipIf(!caps.lazy)('names that are not UTF-8 through a lazy sandbox and
   });
 
   async function lazySandbox(sandboxId: string, ref: string): Promise<void> {
-    const built = await buildIndex(ref, { credentials });
-    const indexPath = join(work, `${sandboxId}.clip`);
-    writeFileSync(indexPath, built.index);
+    const restore = await lazyRestoreOf(clip, access(), ref, `snap-of-${sandboxId}`);
     created.push(sandboxId);
-    await driver.create({
-      sandboxId, namespace: 'test', image: ref, command: ['sh'], env: {}, labels: {}, resources: {},
-      lazy: { indexPath, imageRef: ref, digest: built.image.manifestDigest },
-    }, () => undefined);
+    await driver.create({ sandboxId, namespace: 'test', image: ref, command: ['sh'], env: {}, labels: {}, resources: {}, restore }, () => undefined);
   }
 
   async function shBytes(sandboxId: string, script: string): Promise<string> {

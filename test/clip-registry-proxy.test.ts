@@ -20,7 +20,7 @@ import { ClipIndex, ClipReader, RegistryLayerSource, buildIndex } from '@cryo/cl
 import { mountClip, mountsUnder } from '@cryo/clip/fuse';
 import { MediaType, RegistryClient } from '@cryo/oci';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lazyCapabilities } from '../apps/executor/src/runtime/lazy-capabilities';
+import { lazyCapabilities } from '../apps/executor/src/runtime/lazy/capabilities';
 import { mixedData } from '../libs/clip/src/testing/data';
 import { sha256 } from '../libs/clip/src/testing/fixtures';
 import { writeTar } from '../libs/clip/src/testing/tar-writer';

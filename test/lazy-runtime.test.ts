@@ -18,11 +18,11 @@ import { isStaleMount, listMounts, mountsUnder, processAlive } from '@cryo/clip/
 import { MediaType, RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { SNAPSHOT_LABELS } from '@cryo/snapshot';
-import { ClipArtifacts } from '../apps/executor/src/clip-artifacts';
 import { RuncLazyDriver, type RuncLazyDriverOptions } from '../apps/executor/src/runtime/runc-lazy';
 import type { SandboxSpec } from '../apps/executor/src/runtime/driver';
 import { lazyCapabilities } from '../apps/executor/src/runtime/lazy/capabilities';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
+import { ClipArtifacts, lazyRestoreOf } from './support/lazy';
 import { busyboxRootfsTar } from './support/images';
 import { startRegistry, type TestRegistry } from './support/registry';
 
@@ -43,6 +43,7 @@ let registry: TestRegistry;
 let engine: TestDockerd;
 let driver: RuncLazyDriver;
 let driverOptions: RuncLazyDriverOptions;
+let clip: ClipArtifacts;
 let baseRef: string;
 let appRef: string;
 const created: string[] = [];
@@ -114,33 +115,15 @@ async function pushBaseImages(): Promise<void> {
   appRef = `${registry.host}/${BASE_REPO}:app`;
 }
 
-/** Index the image and push the index next to it, as the executor that pushed a snapshot does. */
-async function clipIndexOf(ref: string): Promise<{ clipIndexRef: string; digest: string }> {
-  const client = new RegistryClient({ host: registry.host, insecure: true, credentials: { username: USER, password: PASS } });
-  try {
-    const [repository = '', tag = ''] = ref.slice(registry.host.length + 1).split(':');
-    const digest = (await client.headManifest(repository, tag))?.digest ?? '';
-    const published = await clipArtifacts().publish(ref, digest);
-    return { clipIndexRef: published.clip_index_ref, digest };
-  } finally {
-    await client.close();
-  }
-}
-
 function registryAccess(): RegistryAccessSettings {
   return { snapshot_registry: { url: registry.host, repository: SNAP_REPO, username: USER, password: PASS, insecure: true } };
 }
 
-function clipArtifacts(): ClipArtifacts {
-  return new ClipArtifacts(registryAccess(), join(work, 'clip'));
-}
-
 async function lazySandbox(sandboxId: string, ref: string, over: Partial<SandboxSpec> = {}): Promise<string> {
-  const { clipIndexRef, digest } = await clipIndexOf(ref);
+  const restore = await lazyRestoreOf(clip, registryAccess(), ref, `snap-of-${sandboxId}`);
   created.push(sandboxId);
   return driver.create({
-    sandboxId, namespace: 'test', image: ref, command: null, env: { SANDBOX_VAR: 'from-sandbox' }, labels: {}, resources: {},
-    restore: { snapshotId: `snap-of-${sandboxId}`, imageRef: ref, digest, clipIndexRef, mode: 'lazy' }, ...over,
+    sandboxId, namespace: 'test', image: ref, command: null, env: { SANDBOX_VAR: 'from-sandbox' }, labels: {}, resources: {}, restore, ...over,
   }, () => undefined);
 }
 
@@ -166,7 +149,8 @@ beforeAll(async () => {
   engine = await startDockerd('lazy-runtime');
   docker(['login', '-u', USER, '--password-stdin', registry.host], PASS);
   await pushBaseImages();
-  driverOptions = { stateDir, executorId: 'exec-lazy-test', log, clipIndexes: clipArtifacts(), access: registryAccess() };
+  clip = new ClipArtifacts(registryAccess(), join(work, 'clip'));
+  driverOptions = { stateDir, executorId: 'exec-lazy-test', log, clipIndexes: clip, access: registryAccess() };
   driver = new RuncLazyDriver(driverOptions);
 });
 
@@ -315,11 +299,10 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
   });
 
   it('creating an existing sandbox again keeps it and its files', async () => {
-    const { clipIndexRef, digest } = await clipIndexOf(baseRef);
+    const restore = await lazyRestoreOf(clip, registryAccess(), baseRef, 'snap-again');
     const pid = driver.mountStatus('lazy-a')?.pid;
     expect(await driver.create({
-      sandboxId: 'lazy-a', namespace: 'test', image: baseRef, command: null, env: {}, labels: {}, resources: {},
-      restore: { snapshotId: 'snap-again', imageRef: baseRef, digest, clipIndexRef, mode: 'lazy' },
+      sandboxId: 'lazy-a', namespace: 'test', image: baseRef, command: null, env: {}, labels: {}, resources: {}, restore,
     }, () => undefined)).toBe('cryo-lazy-a');
     expect(driver.mountStatus('lazy-a')?.pid).toBe(pid);
     expect(await sh('lazy-a', 'cat /root/written.txt')).toBe('written-in-the-lazy-sandbox\n');

@@ -65,7 +65,6 @@ const seed = server.db.transaction(() => {
     });
     snapshots.recordPushed(id, {
       image_ref: ref, digest, size_bytes: 1_000_000, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
-      clip_index_ref: null, clip_error: null,
     }, now);
     registry.push(ref, digest);
   }
