@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { HeartbeatBody, HeartbeatResponse } from '@cryo/snapshot';
 import { ServerError } from '../server-client';
+import { until } from '../testing/until';
 import { HeartbeatService, type HeartbeatServer } from './heartbeat';
 
 const log = pino({ level: 'silent' });
@@ -27,13 +28,6 @@ class FakeServer implements HeartbeatServer {
   }
 }
 
-async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe('HeartbeatService', () => {
   it('sends the observed state and hands the answer (desired sandboxes) on', async () => {

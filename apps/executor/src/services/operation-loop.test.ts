@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryError } from '@cryo/registry-auth';
 import type { OpResultBody, Operation } from '@cryo/snapshot';
 import { ServerError } from '../server-client';
+import { until } from '../testing/until';
 import { OpJournal } from '../state/op-journal';
 import { OperationLoop, type OperationServer } from './operation-loop';
 
@@ -62,13 +63,6 @@ class ScriptedServer implements OperationServer {
   }
 }
 
-async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('OperationLoop', () => {
   it('runs an op id once when it is offered again while running and after it is done', async () => {
