@@ -8,7 +8,7 @@
 #  - the demo image 127.0.0.1:5001/cryo/demo:bookworm (Debian + python3, built once from Debian
 #    packages by scripts/demo-image.sh and pushed to that registry);
 #  - the cryo server (SQLite in .cryo/) and one local executor, run with configs/server-config.yaml
-#    and configs/dataplane-config.yaml with the ports, paths and Docker host below set (the copies
+#    and configs/executor-config.yaml with the ports, paths and Docker host below set (the copies
 #    it runs are written to .cryo/).
 # Ctrl-C stops what this script started and deletes the bridge it made.
 #
