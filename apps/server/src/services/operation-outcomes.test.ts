@@ -24,15 +24,15 @@ function storedResult(opId: string): unknown {
 }
 
 describe('operation results', () => {
-  it('refuses a delete_sandbox result nested 4,100 levels deep with a 400 naming the field', async () => {
+  it('refuses a delete_sandbox result nested 4,100 levels deep (or not of its kind) with a 400 naming the field', async () => {
     const { executor, sandboxId } = await runningSandbox(h);
     expect((await h.api('DELETE', `/sandboxes/${sandboxId}`)).status).toBe(200);
     const op = await executor.pollOne('delete_sandbox');
-    for (const result of [nested(4100), { removed: nested(4100) }]) {
+    for (const result of [nested(4100), { removed: nested(4100) }, nested(8), { removed: nested(8) }, { removed: 'yes' }]) {
       const reply = await executor.ok(op.op_id, result);
       expect(reply.status).toBe(400);
       expect(reply.json).toEqual({
-        error: { code: 'INVALID_REQUEST', message: expect.stringMatching(/^result(\.removed)?: .*delete_sandbox operation/), request_id: expect.any(String) },
+        error: { code: 'INVALID_REQUEST', message: expect.stringMatching(/^(body\.)?result/), request_id: expect.any(String) },
       });
     }
     // The operation is still open: a well-formed result is taken.
@@ -51,7 +51,11 @@ describe('operation results', () => {
     const deep = await executor.ok(op.op_id, { removed: nested(4100) });
     expect(deep.status).toBe(400);
     expect(deep.json).toMatchObject({ error: { code: 'INVALID_REQUEST', message: expect.stringContaining('result.removed') } });
-    const ok = await executor.ok(op.op_id, { removed: [`cryo-snapshots:x`], extra: nested(4100) });
+    // Shallow enough for the body parser, but not of the kind's shape: checked against the kind, not stored.
+    expect((await executor.ok(op.op_id, { removed: nested(8) })).json).toMatchObject({
+      error: { code: 'INVALID_REQUEST', message: expect.stringMatching(/^result\.removed\.0: .*delete_image operation/) },
+    });
+    const ok = await executor.ok(op.op_id, { removed: [`cryo-snapshots:x`], extra: nested(8) });
     expect(ok.status).toBe(200);
     expect(storedResult(op.op_id)).toEqual({ removed: ['cryo-snapshots:x'] });
   });
