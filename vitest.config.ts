@@ -12,6 +12,17 @@ export default defineConfig({
         },
       },
       {
+        // The server's unit and API tests again, against a real PostgreSQL (each server its own schema).
+        test: {
+          name: 'unit-pg',
+          include: ['apps/server/src/**/*.test.ts'],
+          env: { CRYO_TEST_DATABASE: 'postgres' },
+          globalSetup: ['apps/server/src/testing/postgres-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
         test: {
           name: 'e2e',
           include: ['test/**/*.test.ts'],

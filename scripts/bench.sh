@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(snapshot clip-build clip-read lazy-restore reaper-latency heartbeat-under-load)
+  names=(snapshot clip-build clip-read lazy-restore reaper-latency reaper-latency-postgres heartbeat-under-load api-throughput)
 fi
 for n in "${names[@]}"; do
   echo "== bench $n"
-  if [ -f "apps/server/bench/$n.ts" ]; then npx tsx "apps/server/bench/$n.ts"; else npx tsx "bench/$n.ts"; fi
+  if [ "$n" = reaper-latency-postgres ]; then npx tsx apps/server/bench/reaper-latency.ts --postgres
+  elif [ -f "apps/server/bench/$n.ts" ]; then npx tsx "apps/server/bench/$n.ts"; else npx tsx "bench/$n.ts"; fi
 done

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what cryo needs on a fresh Debian 12 machine: Docker engine, the distribution
 # registry, FUSE, busybox-static and debootstrap (to build base images locally), Chromium (the
-# dashboard's browser test), the npm packages, clip's FUSE addon (built from source: names cross
-# it as bytes) and the dashboard. Safe to run again: it only installs or builds what is missing
-# or changed.
+# dashboard's browser test), PostgreSQL (the tests start their own servers from its binaries),
+# the npm packages, clip's FUSE addon (built from source: names cross it as bytes) and the
+# dashboard. Safe to run again: it only installs or builds what is missing or changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 libfuse-dev pkg-config apache2-utils busybox-static debootstrap iproute2 pigz attr chromium)
+APT_PACKAGES=(docker.io docker-registry fuse3 libfuse2 libfuse-dev pkg-config apache2-utils busybox-static debootstrap iproute2 pigz attr chromium postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -34,6 +34,12 @@ export interface ClusterOptions {
    * use instead of the registry's own (Cluster.registryHost).
    */
   registryFront?: (registry: Registry) => Promise<string>;
+  /** The server's `database` (e.g. a postgres:// URL, `${VAR}` allowed); default a SQLite file. */
+  database?: string;
+  /** Environment for every server replica (the variables `database` refers to). */
+  serverEnv?: NodeJS.ProcessEnv;
+  /** Server replicas sharing `database` (PostgreSQL); executors get all of them in server_urls. */
+  replicas?: number;
 }
 
 export interface ApiResponse {
@@ -55,12 +61,21 @@ export interface Cluster {
   registryHost: string | undefined;
   engines: Map<string, TestDockerd>;
   executors: Map<string, CryoProcess>;
+  /** Replica 0. */
   server: CryoProcess;
+  /** Every replica, by index; a replica started again replaces its entry. */
+  servers: CryoProcess[];
+  serverUrls: string[];
+  /** A call to replica 0. */
   api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse>;
   /** The typed client of the CLI, with the cluster's API key, in `namespace`. */
   client(namespace: string): CryoClient;
   /** An executor's state_dir. */
   stateDir(host: string): string;
+  /** A call to one replica. */
+  apiAt(replica: number, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse>;
+  /** Starts replica `index` (again, after it was killed) and waits for its /healthz. */
+  startReplica(index: number): Promise<CryoProcess>;
   startExecutor(name: string, env?: NodeJS.ProcessEnv): Promise<CryoProcess>;
   waitExecutors(names: string[]): Promise<void>;
   logs(): string;
@@ -81,8 +96,12 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const engines = new Map<string, TestDockerd>();
   const executors = new Map<string, CryoProcess>();
   const registryHost = registry === undefined ? undefined : await opts.registryFront?.(registry) ?? registry.host;
-  const port = await freePort();
-  const serverUrl = `http://127.0.0.1:${port}`;
+  const replicas = opts.replicas ?? 1;
+  const ports: number[] = [];
+  for (let i = 0; i < replicas; i += 1) ports.push(await freePort());
+  const port = ports[0] ?? 0;
+  const serverUrls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const serverUrl = serverUrls[0] ?? '';
   const logLevel = opts.logLevel ?? 'debug';
   const stateDir = (name: string): string => join(dir, `state-${name}`);
   const registryBlock = (password: string): string => registryHost === undefined ? '' : `
@@ -92,11 +111,11 @@ snapshot_registry:
 ${open ? '' : `  username: "${registryUser}"\n  password: "${password}"\n`}  insecure: true
 `;
   // The server's registry password goes through ${ENV} substitution, as operators would write it.
-  const serverConfig = writeYaml(join(dir, 'server-config.yaml'), `
+  const serverConfigFor = (replica: number): string => writeYaml(join(dir, replica === 0 ? 'server-config.yaml' : `server-config-${replica}.yaml`), `
 listen:
   host: 127.0.0.1
-  port: ${port}
-database: ${join(dir, 'server.db')}
+  port: ${ports[replica] ?? 0}
+database: "${opts.database ?? join(dir, 'server.db')}"
 auth:
   api_keys: ["${apiKey}"]
   executor_token: "\${CRYO_TEST_EXECUTOR_TOKEN}"
@@ -106,13 +125,22 @@ log_level: ${logLevel}
 ${registry === undefined ? '' : registryBlock('${CRYO_TEST_REGISTRY_PASSWORD}')}
 ${opts.serverConfig ?? ''}
 `);
-  const server = spawnCryo('server', 'cryo-server', serverConfig, dir, {
-    CRYO_TEST_EXECUTOR_TOKEN: executorToken,
-    CRYO_TEST_REGISTRY_PASSWORD: registryPassword,
-  });
+  const servers: CryoProcess[] = [];
+  const spawnReplica = (replica: number): CryoProcess => {
+    const proc = spawnCryo(replica === 0 ? 'server' : `server-${replica}`, 'cryo-server', serverConfigFor(replica), dir, {
+      CRYO_TEST_EXECUTOR_TOKEN: executorToken,
+      CRYO_TEST_REGISTRY_PASSWORD: registryPassword,
+      ...opts.serverEnv,
+    });
+    servers[replica] = proc;
+    return proc;
+  };
+  // Replicas start at the same moment (migrations on an empty database must not race).
+  for (let i = 0; i < replicas; i += 1) spawnReplica(i);
+  const server = servers[0] as CryoProcess;
 
-  const api = async (method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse> => {
-    const res = await fetch(`${serverUrl}${path}`, {
+  const apiAt = async (replica: number, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse> => {
+    const res = await fetch(`${serverUrls[replica] ?? serverUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
@@ -122,10 +150,18 @@ ${opts.serverConfig ?? ''}
     try { parsed = JSON.parse(text); } catch { /* not JSON: keep the text */ }
     return { status: res.status, body: parsed };
   };
-  await waitFor('server /healthz', async () => {
-    const res = await fetch(`${serverUrl}/healthz`).catch(() => undefined);
+  const api = (method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse> =>
+    apiAt(0, method, path, body, headers);
+  const waitHealthy = (replica: number): Promise<true> => waitFor(`server ${replica} /healthz`, async () => {
+    const res = await fetch(`${serverUrls[replica] ?? serverUrl}/healthz`).catch(() => undefined);
     return res?.ok === true ? true : undefined;
   }, 60_000);
+  for (let i = 0; i < replicas; i += 1) await waitHealthy(i);
+  const startReplica = async (replica: number): Promise<CryoProcess> => {
+    const proc = spawnReplica(replica);
+    await waitHealthy(replica);
+    return proc;
+  };
 
   const hostSpecs = new Map(opts.hosts.map((h) => [h.name, h]));
   const startExecutor = async (name: string, env: NodeJS.ProcessEnv = {}): Promise<CryoProcess> => {
@@ -137,7 +173,7 @@ ${opts.serverConfig ?? ''}
       engines.set(name, engine);
     }
     const config = writeYaml(join(dir, `executor-${name}.yaml`), `
-server_url: ${serverUrl}
+${replicas === 1 ? `server_url: ${serverUrl}` : `server_urls: [${serverUrls.join(', ')}]`}
 executor_id: ${name}
 token: "${executorToken}"
 docker:
@@ -168,13 +204,13 @@ ${registryBlock(spec.registryPassword ?? registryPassword)}
 
   return {
     dir, serverUrl, apiKey, executorToken, registryUser, registryPassword, registry, registryHost, engines, executors, server,
-    api, startExecutor, waitExecutors, stateDir,
+    servers, serverUrls, api, apiAt, startReplica, startExecutor, waitExecutors, stateDir,
     client: (namespace) => new CryoClient({ server: serverUrl, apiKey, namespace }),
-    logs: () => [server.logFile, ...[...executors.values()].map((e) => e.logFile)]
+    logs: () => [...new Set(servers.map((s) => s.logFile)), ...[...executors.values()].map((e) => e.logFile)]
       .map((f) => readFileSync(f, 'utf8')).join('\n'),
     async stop() {
       await Promise.all([...executors.values()].map((e) => e.kill()));
-      await server.kill();
+      await Promise.all(servers.map((s) => s.kill()));
       await Promise.all([...engines.values()].map((e) => e.stop()));
       await registry?.stop();
     },

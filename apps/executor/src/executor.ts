@@ -16,7 +16,7 @@ import {
   type Progress,
 } from '@cryo/snapshot';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
-import type { ExecutorConfig } from './config';
+import { serverUrls, type ExecutorConfig } from './config';
 import { ClipArtifacts } from './clip-artifacts';
 import { RegistryCredentialSource } from './registry-credentials';
 import { DockerDriver, dockerFromHost } from './runtime/docker';
@@ -51,7 +51,7 @@ export class Executor {
   private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
 
   constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
-    this.server = new ServerClient(config.server_url, config.executor_id, config.token);
+    this.server = new ServerClient(serverUrls(config), config.executor_id, config.token, log);
     this.ops = new OpJournal(config.state_dir);
     // One registry-access policy (@cryo/registry-auth) for every client of this executor.
     const access: RegistryAccessSettings = {
@@ -109,7 +109,7 @@ export class Executor {
     }
     this.heartbeat.start();
     this.loop.start();
-    this.log.info({ executor_id: this.config.executor_id, server: this.config.server_url }, 'executor ready');
+    this.log.info({ executor_id: this.config.executor_id, servers: serverUrls(this.config) }, 'executor ready');
   }
 
   async stop(): Promise<void> {

@@ -6,7 +6,7 @@ import { Executor } from './executor';
 
 const HELP = `cryo-executor: the cryo daemon of one host. It runs sandboxes with Docker, snapshots them
 (pause, commit, unpause, push to the configured registry) and restores them. It dials the cryo
-server at server_url, heartbeats its observed state and long-polls for operations.
+server at server_url (or the first answering of server_urls), heartbeats its observed state and long-polls for operations.
 
 Usage: cryo-executor --config FILE
 

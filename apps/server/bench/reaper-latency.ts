@@ -1,11 +1,12 @@
 /**
  * Measures what reaping many snapshots at once does to API latency: the server runs in-process
- * (real HTTP, real SQLite file), N active snapshots all expire at the same moment, and a load
+ * (real HTTP, a real SQLite file or, with --postgres, a real PostgreSQL started for the run), N
+ * active snapshots all expire at the same moment, and a load
  * generator keeps requesting `GET /snapshots` and `GET /healthz` while the reaper works. The
  * registry is simulated in-process with a fixed delay per call (REGISTRY_DELAY_MS), so the
  * figures show the server's own cost, not a registry's.
  *
- *   npx tsx apps/server/bench/reaper-latency.ts [--snapshots 10000] [--json]
+ *   npx tsx apps/server/bench/reaper-latency.ts [--snapshots 10000] [--postgres] [--json]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,7 @@ import { serverConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { CryoServer } from '../src/server';
 import { FakeRegistry } from '../src/testing/fake-registry';
+import { startPostgres } from '../src/testing/postgres';
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +26,7 @@ const { values } = parseArgs({
     'registry-delay-ms': { type: 'string', default: '2' },
     'idle-secs': { type: 'string', default: '5' },
     json: { type: 'boolean', default: false },
+    postgres: { type: 'boolean', default: false },
   },
 });
 const count = Number(values.snapshots);
@@ -39,9 +42,12 @@ const slow = <T>(fn: () => Promise<T>): Promise<T> =>
 const realDelete = registry.deleteManifest.bind(registry);
 registry.deleteManifest = (ref, digest) => slow(() => realDelete(ref, digest));
 
+// PostgreSQL as a production server would run it: fsync on; synchronous_commit off matches
+// SQLite's WAL + synchronous=NORMAL (a crash may lose the last commits, never corrupts).
+const postgres = values.postgres ? await startPostgres({ settings: { synchronous_commit: 'off' } }) : null;
 const config = serverConfig({
   listen: { host: '127.0.0.1', port: 0 },
-  database: join(dir, 'server.db'),
+  database: postgres === null ? join(dir, 'server.db') : postgres.url,
   log_level: 'warn',
   auth: { api_keys: [API_KEY], executor_token: 'bench-token' },
   snapshot_registry: { url: '127.0.0.1:5001', repository: 'cryo/snapshots' },
@@ -50,26 +56,25 @@ const server = await CryoServer.create(config, { clock, registry, logger: create
 const url = await server.listen();
 
 // Seed N active snapshots with a 60 s TTL, all created at the same instant.
-const { namespaces, snapshots } = server.stores;
+const { namespaces } = server.stores;
 const now = clock.now();
-namespaces.ensure('bench', now);
-const seed = server.db.transaction(() => {
+await namespaces.ensure('bench', now);
+await server.db.transaction(async (tx) => {
   for (let i = 0; i < count; i += 1) {
     const id = `snap-bench${String(i).padStart(6, '0')}`;
     const tag = `sb-sbx-bench-${id}`;
     const ref = `127.0.0.1:5001/cryo/snapshots:${tag}`;
     const digest = `sha256:${String(i).padStart(64, '0')}`;
-    snapshots.insert({
+    await tx.snapshots.insert({
       id, namespace: 'bench', sandboxId: 'sbx-bench', executorId: 'exec-bench', tag, userTag: false,
       labels: { batch: String(i % 10) }, plannedRef: ref, baseImage: 'busybox', ttlSecs: 60, now,
     });
-    snapshots.recordPushed(id, {
+    await tx.snapshots.recordPushed(id, {
       image_ref: ref, digest, size_bytes: 1_000_000, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
     }, now);
     registry.push(ref, digest);
   }
 });
-seed();
 
 const paths = ['/v1/namespaces/bench/snapshots?limit=50', '/v1/namespaces/bench/snapshots?limit=50&label=batch=3', '/healthz'];
 
@@ -154,8 +159,10 @@ while (finished < count) {
 const reapMs = performance.now() - reapStarted;
 const busy = summary(await busyLoad.stop());
 
-const expired = server.db.prepare(`SELECT COUNT(*) AS n FROM snapshots WHERE status = 'expired'`).get() as { n: number };
+const expired = await server.db.kysely.selectFrom('snapshots').select((eb) => eb.fn.countAll<number>().as('n'))
+  .where('status', '=', 'expired').executeTakeFirstOrThrow();
 const result = {
+  database: postgres === null ? 'sqlite' : 'postgres',
   snapshots: count,
   registry_delay_ms: registryDelayMs,
   reaper: {
@@ -173,13 +180,14 @@ const result = {
 };
 
 await server.close();
+await postgres?.stop();
 rmSync(dir, { recursive: true, force: true });
 
 if (values.json) {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } else {
   process.stdout.write(
-    `reaped ${result.reaper.expired}/${count} snapshots in ${result.reaper.seconds}s (${result.reaper.per_second}/s, ` +
+    `${result.database}: reaped ${result.reaper.expired}/${count} snapshots in ${result.reaper.seconds}s (${result.reaper.per_second}/s, ` +
       `${passes} passes, ${result.reaper.manifests_left} manifests left)\n` +
       `API idle:          p50 ${idle.p50_ms} ms  p99 ${idle.p99_ms} ms  (${idle.requests} requests)\n` +
       `API while reaping: p50 ${busy.p50_ms} ms  p99 ${busy.p99_ms} ms  (${busy.requests} requests)\n` +

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -67,5 +68,66 @@ describe('server config', () => {
       CRYO_EXECUTOR_TOKEN: 'tok', CRYO_REGISTRY_URL: '127.0.0.1:5001',
     });
     expect(config.snapshot_registry).toMatchObject({ url: '127.0.0.1:5001', repository: 'cryo/snapshots', insecure: true });
+  });
+});
+
+describe('database setting (issue 15 item 12: a URL is never a file name)', () => {
+  const base = { auth: { executor_token: 't' } };
+
+  it('keeps a postgres:// URL as it is and resolves a SQLite path', () => {
+    const url = 'postgres://cryo:s3cret@db.internal:5432/cryo';
+    expect(serverConfig({ ...base, database: url }).database).toBe(url);
+    expect(serverConfig({ ...base, database: 'postgresql://cryo@db/cryo' }).database).toBe('postgresql://cryo@db/cryo');
+    expect(serverConfig({ ...base, database: 'state/server.db' }).database).toBe(resolve('state/server.db'));
+  });
+
+  it('refuses any other URL scheme with a message naming the key, without the password', () => {
+    for (const value of ['mysql://root:s3cret@db/cryo', 'sqlite://x:s3cret@host/file.db', 'http://u:s3cret@h/']) {
+      let error: unknown;
+      try {
+        serverConfig({ ...base, database: value });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      const message = (error as ConfigError).message;
+      expect(message).toMatch(/database: unsupported URL scheme "[a-z]+:"/);
+      expect(message).toContain('postgres:// URL');
+      expect(message).not.toContain('s3cret');
+    }
+  });
+
+  it('takes the password from the environment through ${VAR}', () => {
+    const config = loadServerConfig(
+      file('database: "postgres://cryo:${DB_PW}@127.0.0.1:5432/cryo"\nauth:\n  executor_token: t\n'),
+      { DB_PW: 'from-env' },
+    );
+    expect(config.database).toBe('postgres://cryo:from-env@127.0.0.1:5432/cryo');
+  });
+});
+
+describe('cryo-server start-up with a database URL (issue 15 item 12)', () => {
+  it('refuses an unsupported scheme and fails to reach PostgreSQL without writing the password anywhere', () => {
+    const bin = resolve(import.meta.dirname, '..', 'bin', 'cryo-server.js');
+    const cwd = mkdtempSync(join(tmpdir(), 'cryo-cwd-'));
+    try {
+      const run = (database: string): { status: number | null; stderr: string } => {
+        const config = join(dir, 'start.yaml');
+        writeFileSync(config, `database: "${database}"\nlisten:\n  port: 0\nauth:\n  executor_token: t\n`);
+        const result = spawnSync(process.execPath, [bin, '--config', config], { cwd, encoding: 'utf8', timeout: 60_000 });
+        return { status: result.status, stderr: result.stderr };
+      };
+      const mysql = run('mysql://cryo:Sup3rSecret@db:3306/cryo');
+      expect(mysql.status).toBe(1);
+      expect(mysql.stderr).toContain('database: unsupported URL scheme "mysql:" in mysql://cryo:***@db:3306/cryo');
+      // A port nothing listens on: the connection fails, the message names the server, not the password.
+      const postgres = run('postgres://cryo:Sup3rSecret@127.0.0.1:1/cryo');
+      expect(postgres.status).toBe(1);
+      expect(postgres.stderr).toContain('cannot open PostgreSQL postgres://cryo:***@127.0.0.1:1/cryo');
+      for (const output of [mysql.stderr, postgres.stderr]) expect(output).not.toContain('Sup3rSecret');
+      expect(readdirSync(cwd)).toEqual([]); // no directory named after the URL, nothing at all
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 });

@@ -3,9 +3,9 @@
  * environment (a missing variable is an error naming it) and every problem is reported with its
  * key path, e.g. `snapshots.max_ttl_secs: Too small: expected number to be >=0`.
  */
-import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isLoopbackHost, loadConfigFile, SnapshotRegistrySchema, validateConfig } from '@cryo/registry-auth';
+import { DatabaseSettingError, parseDatabaseTarget } from './db/target';
 
 const secs = (fallback: number) => z.number().int().min(0).default(fallback);
 const positiveSecs = (fallback: number) => z.number().int().positive().default(fallback);
@@ -18,8 +18,19 @@ export const ServerConfigSchema = z
         port: z.number().int().min(0).max(65535).default(8900),
       })
       .prefault({}),
-    /** SQLite file; relative paths are resolved against the working directory. */
-    database: z.string().min(1).default('./.cryo/server.db'),
+    /**
+     * A SQLite file (relative paths are resolved against the working directory), or a
+     * `postgres://user:password@host:5432/db` URL that several replicas share. Any other URL is
+     * refused: a URL is never taken as a file name.
+     */
+    database: z.string().min(1).default('./.cryo/server.db').superRefine((value, ctx) => {
+      try {
+        parseDatabaseTarget(value);
+      } catch (err) {
+        if (!(err instanceof DatabaseSettingError)) throw err;
+        ctx.addIssue({ code: 'custom', message: err.message });
+      }
+    }),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     auth: z.strictObject({
       /** Keys clients send as `Authorization: Bearer <key>`; empty = no auth, loopback only. */
@@ -120,7 +131,8 @@ export function serverConfig(input: ServerConfigInput): ServerConfig {
 }
 
 function resolvePaths(config: ServerConfig): ServerConfig {
-  return config.database === ':memory:' ? config : { ...config, database: resolve(config.database) };
+  const target = parseDatabaseTarget(config.database);
+  return target.kind === 'sqlite' ? { ...config, database: target.path } : config;
 }
 
 /** Without API keys anyone who can reach the port owns the server: only loopback is allowed then. */

@@ -8,6 +8,8 @@ export const SERVER_REDACT_PATHS: readonly string[] = [
   'req.headers.cookie',
   'headers.authorization',
   'config.auth',
+  // A postgres:// URL carries its password; paths are harmless but one rule covers both.
+  'config.database',
   'auth.api_keys',
   'auth.executor_token',
 ];

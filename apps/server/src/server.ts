@@ -1,17 +1,21 @@
 /**
  * The composition root: opens the database, wires stores and services, builds the HTTP app and
- * runs the background duties (executor monitor, snapshot reaper, sandbox timeouts, pruning).
+ * runs the background duties (executor monitor, snapshot reaper, sandbox timeouts, pruning) —
+ * on this replica only while it is the elected leader (see services/leadership.ts). Any replica
+ * answers every API and executor call.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app';
 import { systemClock, type Clock } from './clock';
 import { assertSafeListen, type ServerConfig } from './config';
-import { openDatabase, type Database } from './db/database';
+import { Database } from './db/database';
+import { describeTarget } from './db/target';
 import { createLogger } from './logger';
 import { ExecutorMonitor } from './services/executor-monitor';
 import { ExecutorService } from './services/executor-service';
 import { Metrics, type GaugeSamples } from './services/metrics';
+import { Leadership } from './services/leadership';
 import { OciSnapshotRegistry } from './services/oci-snapshot-registry';
 import { OperationOutcomes } from './services/operation-outcomes';
 import { OperationQueue } from './services/operation-queue';
@@ -24,19 +28,19 @@ import { SandboxTimeouts } from './services/sandbox-timeouts';
 import { SnapshotReaper } from './services/snapshot-reaper';
 import type { SnapshotImageRegistry } from './services/snapshot-registry';
 import { SnapshotService } from './services/snapshot-service';
-import { ExecutorStore } from './store/executors';
-import { NamespaceStore } from './store/namespaces';
-import { OperationStore } from './store/operations';
-import { ReaperRecordStore } from './store/reaper-records';
-import { SandboxStore } from './store/sandboxes';
-import { SnapshotStore } from './store/snapshots';
+import type { Stores } from './store/stores';
 
 export interface ServerOptions {
   clock?: Clock;
   logger?: Logger;
   /** Replaces the registry built from `snapshot_registry` (tests); null = none. */
   registry?: SnapshotImageRegistry | null;
+  /** PostgreSQL: work in this schema instead of `public` (tests give each server its own). */
+  pgSchema?: string;
 }
+
+/** The lease that decides which replica runs the once-only duties. */
+export const DUTIES_LEASE = 'duties';
 
 const MONITOR_INTERVAL_MS = 1000;
 const TIMEOUT_INTERVAL_MS = 1000;
@@ -45,7 +49,6 @@ const PRUNE_INTERVAL_MS = 10 * 60 * 1000;
 export class CryoServer {
   readonly metrics = new Metrics();
   readonly signals = new OperationSignals();
-  readonly stores;
   readonly queue: OperationQueue;
   readonly outcomes: OperationOutcomes;
   readonly placement: Placement;
@@ -56,6 +59,7 @@ export class CryoServer {
   readonly reaper: SnapshotReaper;
   readonly timeouts: SandboxTimeouts;
   readonly pruner: RetentionPruner;
+  readonly leadership: Leadership;
   private readonly tasks: PeriodicTask[];
   private readonly reaperTask: PeriodicTask;
   private readonly ownRegistry: OciSnapshotRegistry | null;
@@ -69,63 +73,85 @@ export class CryoServer {
     readonly logger: Logger,
     registry: SnapshotImageRegistry | null | undefined,
   ) {
-    const stores = {
-      namespaces: new NamespaceStore(db),
-      sandboxes: new SandboxStore(db),
-      snapshots: new SnapshotStore(db),
-      executors: new ExecutorStore(db),
-      operations: new OperationStore(db),
-      records: new ReaperRecordStore(db),
-    };
-    this.stores = stores;
+    this.signals.attach(db);
     this.ownRegistry = registry === undefined && config.snapshot_registry !== undefined
       ? new OciSnapshotRegistry(config.snapshot_registry)
       : null;
     const imageRegistry = registry === undefined ? this.ownRegistry : registry;
 
-    this.queue = new OperationQueue(stores.operations, this.signals, clock, config.operations);
-    this.placement = new Placement(stores.executors, stores.sandboxes);
+    this.queue = new OperationQueue(db, this.signals, clock, config.operations);
+    this.placement = new Placement();
     this.reaperTask = new PeriodicTask(
       'snapshot reaper',
       config.snapshots.reaper_interval_secs * 1000,
       () => this.reaper.runOnce(),
       logger,
     );
-    const wakeReaper = (): void => this.reaperTask.trigger();
+    // The reaper runs on the leader; a deletion that can progress wakes it wherever it runs.
+    const wakeReaper = (tx: Stores): Promise<void> => tx.publish('wake', 'reaper');
+    db.on('wake', (duty) => {
+      if (duty === 'reaper') this.reaperTask.trigger();
+    });
     this.outcomes = new OperationOutcomes({
-      db, ...stores, queue: this.queue, signals: this.signals, metrics: this.metrics, clock, logger,
-      onDeletionReady: wakeReaper,
+      db, queue: this.queue, metrics: this.metrics, clock, logger, onDeletionReady: wakeReaper,
     });
     this.sandboxService = new SandboxService({
-      db, ...stores, queue: this.queue, signals: this.signals, placement: this.placement, metrics: this.metrics, clock, config, logger,
+      db, queue: this.queue, signals: this.signals, placement: this.placement, metrics: this.metrics, clock, config, logger,
     });
     this.snapshotService = new SnapshotService({
-      db, ...stores, queue: this.queue, sandboxService: this.sandboxService, metrics: this.metrics, clock, config, logger,
+      db, queue: this.queue, sandboxService: this.sandboxService, metrics: this.metrics, clock, config, logger,
       onDeleteRequested: wakeReaper,
     });
-    this.executorService = new ExecutorService({ db, ...stores, queue: this.queue, clock, config, logger });
+    this.executorService = new ExecutorService({ db, queue: this.queue, clock, config, logger });
     this.monitor = new ExecutorMonitor({
-      db, ...stores, queue: this.queue, outcomes: this.outcomes, placement: this.placement, metrics: this.metrics,
+      db, queue: this.queue, outcomes: this.outcomes, placement: this.placement, metrics: this.metrics,
       clock, config, logger,
     });
     this.reaper = new SnapshotReaper({
-      db, ...stores, queue: this.queue, registry: imageRegistry, metrics: this.metrics, clock,
+      db, queue: this.queue, registry: imageRegistry, metrics: this.metrics, clock,
       config: config.snapshots, logger: logger.child({ component: 'reaper' }),
     });
-    this.timeouts = new SandboxTimeouts(db, stores.sandboxes, this.queue, this.metrics, clock, logger);
-    this.pruner = new RetentionPruner({ db, ...stores, metrics: this.metrics, clock, config });
+    this.timeouts = new SandboxTimeouts(db, this.queue, this.metrics, clock, logger);
+    this.pruner = new RetentionPruner({ db, metrics: this.metrics, clock, config });
     this.tasks = [
       new PeriodicTask('executor monitor', MONITOR_INTERVAL_MS, () => this.monitor.runOnce(), logger),
       this.reaperTask,
       new PeriodicTask('sandbox timeouts', TIMEOUT_INTERVAL_MS, () => this.timeouts.runOnce(), logger),
       new PeriodicTask('retention pruner', PRUNE_INTERVAL_MS, () => this.pruner.runOnce(), logger),
     ];
+    const { heartbeat_interval_secs: intervalSecs, heartbeat_timeout_secs: timeoutSecs } = config.executors;
+    const leaseMs = (timeoutSecs - intervalSecs) * 1000;
+    this.leadership = new Leadership({
+      db,
+      name: DUTIES_LEASE,
+      leaseMs,
+      renewMs: Math.min(intervalSecs * 1000, leaseMs / 3),
+      takeOver: db.dialect === 'sqlite',
+      logger,
+      onElected: () => {
+        for (const task of this.tasks) task.start();
+        // Whatever expired while no replica led is handled now, not one interval later.
+        this.reaperTask.trigger();
+      },
+      onDeposed: async () => {
+        await Promise.all(this.tasks.map((t) => t.stop()));
+      },
+    });
+  }
+
+  /** The stores outside any transaction. */
+  get stores(): Stores {
+    return this.db.stores;
   }
 
   /** Opens the database and builds the app; nothing listens and no background task runs yet. */
   static async create(config: ServerConfig, options: ServerOptions = {}): Promise<CryoServer> {
     const logger = options.logger ?? createLogger(config.log_level);
-    const db = openDatabase(config.database);
+    const db = await Database.open(config.database, {
+      logger,
+      ...(options.pgSchema === undefined ? {} : { pgSchema: options.pgSchema }),
+    });
+    logger.info({ database: describeTarget(db.target), replica_id: db.replicaId }, 'database open');
     const server = new CryoServer(config, db, options.clock ?? systemClock, logger, options.registry);
     try {
       server.appInstance = await buildApp({
@@ -142,7 +168,7 @@ export class CryoServer {
         gauges: () => server.gauges(),
       });
     } catch (err) {
-      db.close();
+      await db.close();
       throw err;
     }
     return server;
@@ -153,10 +179,9 @@ export class CryoServer {
     return this.appInstance;
   }
 
+  /** Joins the leader election; the duties run here while this replica is the leader. */
   startBackgroundTasks(): void {
-    for (const task of this.tasks) task.start();
-    // Whatever expired while the server was down is handled now, not one interval later.
-    this.reaperTask.trigger();
+    this.leadership.start();
   }
 
   async listen(): Promise<string> {
@@ -165,27 +190,34 @@ export class CryoServer {
     return address;
   }
 
-  /** Stops background duties, wakes long polls, closes HTTP, then the database. Idempotent. */
+  /**
+   * Stops background duties (releasing the leader lease), wakes long polls, closes HTTP, then the
+   * database. Idempotent.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.leadership.stop();
       await Promise.all(this.tasks.map((t) => t.stop()));
       this.signals.close();
       await this.appInstance?.close();
       await this.ownRegistry?.close();
-      this.db.close();
+      await this.db.close();
     })();
     return this.closing;
   }
 
   /** The state gauges of /metrics, read from the database at scrape time. */
-  gauges(): GaugeSamples {
+  async gauges(): Promise<GaugeSamples> {
     const { executors, sandboxes, snapshots } = this.stores;
     const now = this.clock.now();
+    const [byState, sandboxesByStatus, snapshotsByStatus, all] = await Promise.all([
+      executors.countByState(), sandboxes.countByStatus(), snapshots.countByStatus(), executors.list(),
+    ]);
     return {
-      cryo_executors: executors.countByState().map((r) => ({ labels: { state: r.state }, value: r.count })),
-      cryo_sandboxes: sandboxes.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
-      cryo_snapshots: snapshots.countByStatus().map((r) => ({ labels: { status: r.status }, value: r.count })),
-      cryo_executor_heartbeat_age_seconds: executors.list().map((e) => ({
+      cryo_executors: byState.map((r) => ({ labels: { state: r.state }, value: r.count })),
+      cryo_sandboxes: sandboxesByStatus.map((r) => ({ labels: { status: r.status }, value: r.count })),
+      cryo_snapshots: snapshotsByStatus.map((r) => ({ labels: { status: r.status }, value: r.count })),
+      cryo_executor_heartbeat_age_seconds: all.map((e) => ({
         labels: { executor_id: e.id, state: e.state },
         value: Math.max(0, now - e.lastHeartbeatAt) / 1000,
       })),

@@ -1,22 +1,52 @@
 /**
- * Versioned schema. A migration is never edited once shipped: add a new one instead.
+ * The versioned schema, one list for SQLite and PostgreSQL. A migration is never edited once
+ * shipped: add a new one with the next version. Migrations run at start, in order, each in the
+ * transaction that records it, under a lock (PostgreSQL: an advisory lock; SQLite: an immediate
+ * transaction), so replicas starting together apply each one exactly once.
+ *
+ * Adding one (e.g. a column for the lifecycle work):
+ *
+ *   {
+ *     version: 3,
+ *     name: 'snapshots.last_used_at',
+ *     up: async (db) => {
+ *       await db.schema.alterTable('snapshots').addColumn('last_used_at', 'bigint').execute();
+ *     },
+ *   },
+ *
+ * then add the column to the table's row type (store/*.ts, db/schema.ts). Kysely's schema builder
+ * writes portable DDL; where the two databases differ, `up` gets the dialect. Portable rules:
+ * timestamps are BIGINT milliseconds, JSON is TEXT, booleans are INTEGER 0/1.
+ *
  * Timestamps are integer milliseconds since the epoch (UTC) so they compare and index cheaply.
- * Secrets (registry password, API keys, executor token) have no column anywhere.
+ * Secrets (registry password, API keys, executor token, the database password) have no column.
  */
+import { sql, type Kysely } from 'kysely';
+
+export type Dialect = 'sqlite' | 'postgres';
+
 export interface Migration {
   version: number;
   name: string;
-  sql: string;
+  /** `db` is untyped on purpose: a migration sees the schema of its own time, not today's. */
+  up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
+}
+
+/** Runs `;`-separated DDL one statement at a time (SQLite prepares one statement per call). */
+async function runStatements(db: Kysely<unknown>, ddl: string): Promise<void> {
+  for (const statement of ddl.split(/;\s*\n/).map((s) => s.trim()).filter((s) => s.length > 0)) {
+    await sql.raw(statement).execute(db);
+  }
 }
 
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     name: 'initial schema',
-    sql: `
+    up: (db, dialect) => runStatements(db, `
       CREATE TABLE namespaces (
         name TEXT PRIMARY KEY,
-        created_at INTEGER NOT NULL
+        created_at BIGINT NOT NULL
       );
 
       CREATE TABLE executors (
@@ -30,9 +60,9 @@ export const MIGRATIONS: readonly Migration[] = [
         state TEXT NOT NULL CHECK (state IN ('ready', 'lost', 'draining')),
         observed_sandboxes TEXT NOT NULL,
         images TEXT NOT NULL,
-        registered_at INTEGER NOT NULL,
-        last_heartbeat_at INTEGER NOT NULL,
-        lost_at INTEGER
+        registered_at BIGINT NOT NULL,
+        last_heartbeat_at BIGINT NOT NULL,
+        lost_at BIGINT
       );
 
       CREATE TABLE sandboxes (
@@ -53,11 +83,11 @@ export const MIGRATIONS: readonly Migration[] = [
         container_id TEXT,
         restored_from_snapshot TEXT,
         restore_mode TEXT,
-        created_at INTEGER NOT NULL,
-        started_at INTEGER,
-        terminated_at INTEGER,
-        expires_at INTEGER,
-        updated_at INTEGER NOT NULL
+        created_at BIGINT NOT NULL,
+        started_at BIGINT,
+        terminated_at BIGINT,
+        expires_at BIGINT,
+        updated_at BIGINT NOT NULL
       );
       CREATE INDEX sandboxes_by_namespace ON sandboxes (namespace, created_at DESC, id DESC);
       CREATE INDEX sandboxes_by_executor ON sandboxes (executor_id, status);
@@ -78,26 +108,26 @@ export const MIGRATIONS: readonly Migration[] = [
         planned_ref TEXT NOT NULL,
         image_ref TEXT,
         digest TEXT,
-        size_bytes INTEGER,
+        size_bytes BIGINT,
         base_image TEXT NOT NULL,
-        ttl_secs INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        expired_at INTEGER,
-        deleted_at INTEGER,
-        failed_at INTEGER,
+        ttl_secs BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        expired_at BIGINT,
+        deleted_at BIGINT,
+        failed_at BIGINT,
         timings TEXT,
         progress TEXT,
         clip_index_ref TEXT,
         clip_error TEXT,
         delete_reason TEXT CHECK (delete_reason IN ('expired', 'deleted')),
-        delete_requested_at INTEGER,
+        delete_requested_at BIGINT,
         delete_attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at INTEGER,
+        next_attempt_at BIGINT,
         last_delete_error TEXT,
-        registry_cleared_at INTEGER,
-        local_cleanup_at INTEGER,
-        updated_at INTEGER NOT NULL
+        registry_cleared_at BIGINT,
+        local_cleanup_at BIGINT,
+        updated_at BIGINT NOT NULL
       );
       CREATE INDEX snapshots_by_namespace ON snapshots (namespace, created_at DESC, id DESC);
       CREATE INDEX snapshots_by_sandbox ON snapshots (sandbox_id, created_at DESC, id DESC);
@@ -117,12 +147,12 @@ export const MIGRATIONS: readonly Migration[] = [
         payload TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'done', 'failed', 'cancelled')),
         attempt INTEGER NOT NULL DEFAULT 0,
-        lease_expires_at INTEGER,
+        lease_expires_at BIGINT,
         result TEXT,
         error_code TEXT,
         error_message TEXT,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
       );
       CREATE INDEX operations_open_by_executor ON operations (executor_id, state, created_at)
         WHERE state IN ('queued', 'leased');
@@ -132,7 +162,7 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX operations_by_end ON operations (updated_at) WHERE state IN ('done', 'failed', 'cancelled');
 
       CREATE TABLE reaper_records (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq ${dialect === 'postgres' ? 'BIGSERIAL PRIMARY KEY' : 'INTEGER PRIMARY KEY AUTOINCREMENT'},
         snapshot_id TEXT NOT NULL,
         namespace TEXT NOT NULL,
         action TEXT NOT NULL CHECK (action IN ('expired', 'deleted')),
@@ -140,11 +170,24 @@ export const MIGRATIONS: readonly Migration[] = [
         digest TEXT,
         registry_result TEXT NOT NULL,
         local_removed TEXT NOT NULL,
-        bytes_reclaimed INTEGER NOT NULL,
+        bytes_reclaimed BIGINT NOT NULL,
         attempts INTEGER NOT NULL,
-        at INTEGER NOT NULL
+        at BIGINT NOT NULL
       );
       CREATE INDEX reaper_records_by_time ON reaper_records (at);
-    `,
+    `),
+  },
+  {
+    version: 2,
+    name: 'leases for leader election among replicas',
+    up: async (db) => {
+      await db.schema
+        .createTable('leases')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('holder', 'text', (c) => c.notNull())
+        .addColumn('acquired_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+    },
   },
 ];

@@ -11,5 +11,5 @@ export const executorRoutes: FastifyPluginAsyncZod<{ executors: ExecutorService 
       tags: ['executors'],
       response: { 200: pageOf(ExecutorViewSchema), ...errorReplies(401) },
     },
-  }, async () => ({ items: executors.list(), next_cursor: null }));
+  }, async () => ({ items: await executors.list(), next_cursor: null }));
 };

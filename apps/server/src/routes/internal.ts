@@ -47,7 +47,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
     },
   }, async (request, reply) => {
     const { id } = request.params;
-    const executor = executors.get(id);
+    const executor = await executors.get(id);
     if (executor === undefined) {
       throw new CryoError('NOT_FOUND', `executor ${id} is not registered; send a heartbeat first`);
     }

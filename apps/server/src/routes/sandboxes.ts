@@ -35,8 +35,8 @@ export const sandboxRoutes: FastifyPluginAsyncZod<SandboxRoutesOptions> = async 
     const { ns } = request.params;
     const body = request.body;
     const row = body.snapshot_id === undefined
-      ? sandboxes.create(ns, body)
-      : snapshots.restore(ns, body.snapshot_id, {
+      ? await sandboxes.create(ns, body)
+      : await snapshots.restore(ns, body.snapshot_id, {
           executor_id: body.executor_id,
           command: body.command,
           env: body.env,

@@ -29,7 +29,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       response: { 202: CreateSnapshotResponseSchema, ...errorReplies(400, 401, 404, 409, 422, 429) },
     },
   }, async (request, reply) => {
-    const row = snapshots.create(request.params.ns, request.params.id, request.body);
+    const row = await snapshots.create(request.params.ns, request.params.id, request.body);
     return reply.code(202).send({ snapshot_id: row.id, status: row.status });
   });
 
@@ -79,7 +79,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       params: IdParamsSchema,
       response: { 202: SnapshotSchema, ...errorReplies(400, 401, 404) },
     },
-  }, async (request, reply) => reply.code(202).send(snapshots.delete(request.params.ns, request.params.id)));
+  }, async (request, reply) => reply.code(202).send(await snapshots.delete(request.params.ns, request.params.id)));
 
   app.post('/snapshots/:id/restore', {
     schema: {
@@ -90,7 +90,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
       response: { 202: CreateSandboxResponseSchema, ...errorReplies(400, 401, 404, 409, 410, 422, 503) },
     },
   }, async (request, reply) => {
-    const row = snapshots.restore(request.params.ns, request.params.id, request.body);
+    const row = await snapshots.restore(request.params.ns, request.params.id, request.body);
     return reply.code(202).send({ sandbox_id: row.id, status: row.status, restored_from_snapshot: request.params.id });
   });
 };

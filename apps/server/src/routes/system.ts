@@ -2,7 +2,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Database } from '../db/database';
-import { statement } from '../db/statements';
 import type { GaugeSamples, Metrics } from '../services/metrics';
 
 export interface SystemRoutesOptions {
@@ -20,7 +19,7 @@ export const systemRoutes: FastifyPluginAsyncZod<SystemRoutesOptions> = async (a
       response: { 200: z.object({ status: z.literal('ok'), version: z.string() }) },
     },
   }, async () => {
-    statement(opts.db, 'SELECT 1').get();
+    await opts.db.ping();
     return { status: 'ok' as const, version: opts.version };
   });
 

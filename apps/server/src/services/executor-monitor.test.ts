@@ -45,7 +45,7 @@ describe('lost executors', () => {
     await b.heartbeat();
     const free = (await h.api('POST', '/sandboxes', { image: 'busybox', executor_id: 'exec-a' })).json.sandbox_id as string;
     // Unpin it so that it may move (as if it had been placed by spread).
-    h.server.db.prepare('UPDATE sandboxes SET pinned = 0 WHERE id = ?').run(free);
+    await h.server.db.kysely.updateTable('sandboxes').set({ pinned: 0 }).where('id', '=', free).execute();
     const pinned = (await h.api('POST', '/sandboxes', { image: 'busybox', executor_id: 'exec-a' })).json.sandbox_id as string;
     h.clock.advanceSecs(10);
     await b.heartbeat();

@@ -8,10 +8,9 @@ import type { ExecutorView, HeartbeatBody, HeartbeatResponse, ObservedSandbox, R
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import { toExecutorView, type ExecutorStore } from '../store/executors';
-import type { OperationStore } from '../store/operations';
-import type { SandboxRow, SandboxStore } from '../store/sandboxes';
-import type { SnapshotStore } from '../store/snapshots';
+import { toExecutorView } from '../store/executors';
+import type { SandboxRow } from '../store/sandboxes';
+import type { Stores } from '../store/stores';
 import type { OperationQueue } from './operation-queue';
 
 /** After a failed removal, the same image is not asked for again before this long. */
@@ -19,10 +18,6 @@ const IMAGE_REMOVAL_RETRY_MS = 10 * 60 * 1000;
 
 export interface ExecutorServiceDeps {
   db: Database;
-  executors: ExecutorStore;
-  sandboxes: SandboxStore;
-  snapshots: SnapshotStore;
-  operations: OperationStore;
   queue: OperationQueue;
   clock: Clock;
   config: ServerConfig;
@@ -35,17 +30,17 @@ export class ExecutorService {
 
   constructor(private readonly deps: ExecutorServiceDeps) {}
 
-  heartbeat(id: string, body: HeartbeatBody): HeartbeatResponse {
-    const { db, executors, sandboxes, clock, config } = this.deps;
-    const desired = db.transaction(() => {
+  async heartbeat(id: string, body: HeartbeatBody): Promise<HeartbeatResponse> {
+    const { db, clock, config } = this.deps;
+    const desired = await db.transaction(async (tx) => {
       const now = clock.now();
-      const before = executors.recordHeartbeat(id, body, now);
+      const before = await tx.executors.recordHeartbeat(id, body, now);
       if (before === undefined) this.deps.logger.info({ executor_id: id, host: body.host }, 'executor registered');
       if (before === 'lost') this.deps.logger.info({ executor_id: id }, 'executor is back after being declared lost');
-      this.reconcileSandboxes(id, body.sandboxes, now);
-      this.reconcileImages(id, body.images, now);
-      return sandboxes.liveOnExecutor(id).map((s) => s.id);
-    })();
+      await this.reconcileSandboxes(tx, id, body.sandboxes, now);
+      await this.reconcileImages(tx, id, body.images, now);
+      return (await tx.sandboxes.liveOnExecutor(id)).map((s) => s.id);
+    });
     this.logRegistryWarning(id, body.registry);
     return {
       executor_id: id,
@@ -54,9 +49,10 @@ export class ExecutorService {
     };
   }
 
-  list(): ExecutorView[] {
-    const reserved = this.deps.sandboxes.reservationsByExecutor();
-    return this.deps.executors.list().map((e) => {
+  async list(): Promise<ExecutorView[]> {
+    const { executors, sandboxes } = this.deps.db.stores;
+    const reserved = await sandboxes.reservationsByExecutor();
+    return (await executors.list()).map((e) => {
       const warning = registryWarning(e.id, e.registry, this.deps.config.snapshot_registry);
       return toExecutorView(e, reserved.get(e.id)?.sandboxes ?? 0, warning === null ? [] : [warning]);
     });
@@ -77,39 +73,40 @@ export class ExecutorService {
   }
 
   /** Running sandboxes whose container the executor no longer has (or that exited) have ended. */
-  private reconcileSandboxes(executorId: string, observed: ObservedSandbox[], now: number): void {
+  private async reconcileSandboxes(tx: Stores, executorId: string, observed: ObservedSandbox[], now: number): Promise<void> {
     const byId = new Map(observed.map((o) => [o.sandbox_id, o]));
     const graceMs = this.deps.config.executors.reconcile_grace_secs * 1000;
-    for (const sandbox of this.deps.sandboxes.liveOnExecutor(executorId)) {
+    for (const sandbox of await tx.sandboxes.liveOnExecutor(executorId)) {
       if (sandbox.status === 'pending') continue; // its create_sandbox result will tell
       const seen = byId.get(sandbox.id);
       if (seen !== undefined && seen.state !== 'missing' && seen.state !== 'exited') continue;
       // A heartbeat composed just before the container started may not show it yet.
       if (sandbox.started_at !== null && now - sandbox.started_at < graceMs) continue;
       const reason = endedReason(sandbox, executorId, seen);
-      if (this.deps.sandboxes.terminate(sandbox.id, { kind: 'failed', reason }, now)) {
+      if (await tx.sandboxes.terminate(sandbox.id, { kind: 'failed', reason }, now)) {
         this.deps.logger.warn({ sandbox_id: sandbox.id, executor_id: executorId, reason }, 'sandbox ended on its executor');
       }
     }
   }
 
   /** Local copies of snapshots that failed, expired or were deleted are asked to go. */
-  private reconcileImages(executorId: string, images: HeartbeatBody['images'], now: number): void {
-    const { snapshots, operations, queue } = this.deps;
+  private async reconcileImages(tx: Stores, executorId: string, images: HeartbeatBody['images'], now: number): Promise<void> {
+    const { snapshots, operations } = tx;
+    const { queue } = this.deps;
     const refsBySnapshot = new Map<string, string[]>();
     for (const image of images) {
       if (image.snapshot_id === null) continue;
       refsBySnapshot.set(image.snapshot_id, [...(refsBySnapshot.get(image.snapshot_id) ?? []), image.ref]);
     }
     for (const [snapshotId, refs] of refsBySnapshot) {
-      const snapshot = snapshots.get(snapshotId);
+      const snapshot = await snapshots.get(snapshotId);
       if (snapshot === undefined) continue; // not ours, or pruned long ago: leave it alone
       const dead = snapshot.status === 'failed' || snapshot.status === 'expired' || snapshot.status === 'deleted' ||
         (snapshot.status === 'deleting' && snapshot.local_cleanup_at !== null);
       if (!dead) continue;
-      const last = operations.lastForSnapshotOnExecutor(snapshotId, 'delete_image', executorId);
+      const last = await operations.lastForSnapshotOnExecutor(snapshotId, 'delete_image', executorId);
       if (last !== undefined && (last.open || now - last.updatedAt < IMAGE_REMOVAL_RETRY_MS)) continue;
-      queue.enqueue('delete_image', executorId, { snapshot_id: snapshotId, image_refs: refs }, { snapshotId });
+      await queue.enqueue(tx, 'delete_image', executorId, { snapshot_id: snapshotId, image_refs: refs }, { snapshotId });
       this.deps.logger.info({ snapshot_id: snapshotId, executor_id: executorId, refs }, 'asking executor to remove a stale snapshot image');
     }
   }

@@ -18,9 +18,9 @@ function nested(depth: number): unknown {
   return JSON.parse(`${'['.repeat(depth)}${']'.repeat(depth)}`);
 }
 
-function storedResult(opId: string): unknown {
-  const row = h.server.db.prepare('SELECT result FROM operations WHERE id = ?').get(opId) as { result: string | null };
-  return row.result === null ? null : JSON.parse(row.result);
+async function storedResult(opId: string): Promise<unknown> {
+  const row = await h.server.stores.operations.get(opId);
+  return row?.result == null ? null : JSON.parse(row.result);
 }
 
 describe('operation results', () => {
@@ -37,7 +37,7 @@ describe('operation results', () => {
     }
     // The operation is still open: a well-formed result is taken.
     expect((await executor.ok(op.op_id, { removed: true })).json).toEqual({ ignored: false, reason: null });
-    expect(storedResult(op.op_id)).toEqual({ removed: true });
+    expect(await storedResult(op.op_id)).toEqual({ removed: true });
   });
 
   it('refuses a deeply nested delete_image result, and stores only the fields of the kind', async () => {
@@ -57,7 +57,7 @@ describe('operation results', () => {
     });
     const ok = await executor.ok(op.op_id, { removed: [`cryo-snapshots:x`], extra: nested(8) });
     expect(ok.status).toBe(200);
-    expect(storedResult(op.op_id)).toEqual({ removed: ['cryo-snapshots:x'] });
+    expect(await storedResult(op.op_id)).toEqual({ removed: ['cryo-snapshots:x'] });
   });
 
   it('checks what an executor reports: digests, sizes and progress are bounded', async () => {

@@ -14,12 +14,10 @@ import {
 } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { Database } from '../db/database';
-import type { DoneEnd, OperationEnd, OperationRow, OperationStore } from '../store/operations';
-import type { SandboxStore } from '../store/sandboxes';
-import type { SnapshotStore } from '../store/snapshots';
+import type { DoneEnd, OperationEnd, OperationRow } from '../store/operations';
+import type { Stores } from '../store/stores';
 import type { Metrics, OperationOutcome } from './metrics';
 import type { OperationQueue } from './operation-queue';
-import type { OperationSignals } from './operation-signals';
 
 export interface Ack {
   ignored: boolean;
@@ -31,16 +29,15 @@ export type GiveUpCause = 'executor_lost' | 'lease_expired';
 
 export interface OperationOutcomesDeps {
   db: Database;
-  operations: OperationStore;
-  sandboxes: SandboxStore;
-  snapshots: SnapshotStore;
   queue: OperationQueue;
-  signals: OperationSignals;
   metrics: Metrics;
   clock: Clock;
   logger: Logger;
-  /** Called when a snapshot being deleted can make progress (its push or a local removal ended). */
-  onDeletionReady: () => void;
+  /**
+   * Called in the transaction when a snapshot being deleted can make progress (its push or a
+   * local removal ended): wakes the reaper on the replica that runs it.
+   */
+  onDeletionReady: (tx: Stores) => Promise<void>;
 }
 
 const ACCEPTED: Ack = { ignored: false, reason: null };
@@ -48,41 +45,42 @@ const ACCEPTED: Ack = { ignored: false, reason: null };
 export class OperationOutcomes {
   constructor(private readonly deps: OperationOutcomesDeps) {}
 
-  progress(opId: string, progress: Progress): Ack {
-    const { operations, snapshots, clock } = this.deps;
-    const op = operations.get(opId);
+  async progress(opId: string, progress: Progress): Promise<Ack> {
+    const { db, clock } = this.deps;
+    const { operations, snapshots } = db.stores;
+    const op = await operations.get(opId);
     const stale = staleReason(opId, op);
     if (stale !== null || op === undefined) return { ignored: true, reason: stale };
     if (op.kind !== 'snapshot' || op.snapshot_id === null) {
       return { ignored: true, reason: `operation ${opId} is a ${op.kind}; only snapshots report progress` };
     }
     const now = clock.now();
-    snapshots.updateProgress(op.snapshot_id, progress, now);
+    await snapshots.updateProgress(op.snapshot_id, progress, now);
     // Progress proves the executor is still on it: keep the lease from running out mid-push.
-    operations.extendLease(op.id, now + this.deps.queue.leaseMs(op), now);
+    await operations.extendLease(op.id, now + this.deps.queue.leaseMs(op), now);
     return ACCEPTED;
   }
 
-  result(opId: string, body: OpResultBody): Ack {
-    const { db, operations } = this.deps;
-    const op = operations.get(opId);
+  async result(opId: string, body: OpResultBody): Promise<Ack> {
+    const { db } = this.deps;
+    const op = await db.stores.operations.get(opId);
     const stale = staleReason(opId, op);
     if (stale !== null || op === undefined) {
       this.deps.logger.info({ op_id: opId }, `ignoring result: ${stale ?? 'unknown operation'}`);
-      if (op !== undefined && body.ok) this.cleanUpLatePush(op, body.result);
+      if (op !== undefined && body.ok) await this.cleanUpLatePush(op, body.result);
       return { ignored: true, reason: stale };
     }
     const end: OperationEnd = body.ok
       ? checkResult(op, body.result)
       : { state: 'failed', code: body.error.code, message: body.error.message };
-    const applied = db.transaction(() => {
-      if (!operations.finish(op.id, end, this.deps.clock.now())) return false;
-      this.apply(op, end, null);
+    const applied = await db.transaction(async (tx) => {
+      if (!(await tx.operations.finish(op.id, end, this.deps.clock.now()))) return false;
+      await this.apply(tx, op, end, null);
+      await tx.publish('op_end', op.id);
       return true;
-    })();
+    });
     if (!applied) return { ignored: true, reason: `operation ${opId} ended concurrently` };
     this.countEnd(op, end.state);
-    this.deps.signals.ended(op.id, end);
     return ACCEPTED;
   }
 
@@ -90,26 +88,29 @@ export class OperationOutcomes {
    * A push that finished after the server gave up on it (or after its snapshot ended) left a
    * manifest nobody will restore: the reaper deletes it.
    */
-  private cleanUpLatePush(op: OperationRow, result: unknown): void {
+  private async cleanUpLatePush(op: OperationRow, result: unknown): Promise<void> {
     if (op.kind !== 'snapshot' || op.snapshot_id === null) return;
     const parsed = parseOperationResult('snapshot', result);
     if (!parsed.ok || isLocalSnapshotRef(parsed.result.image_ref)) return;
-    if (this.deps.snapshots.scheduleLateCleanup(op.snapshot_id, parsed.result.digest, this.deps.clock.now())) {
+    const snapshotId = op.snapshot_id;
+    const digest = parsed.result.digest;
+    await this.deps.db.transaction(async (tx) => {
+      if (!(await tx.snapshots.scheduleLateCleanup(snapshotId, digest, this.deps.clock.now()))) return;
       this.deps.logger.warn(
-        { op_id: op.id, snapshot_id: op.snapshot_id, digest: parsed.result.digest },
+        { op_id: op.id, snapshot_id: snapshotId, digest },
         'a push finished after its snapshot ended; deleting the manifest it left',
       );
-      this.deps.onDeletionReady();
-    }
+      await this.deps.onDeletionReady(tx);
+    });
   }
 
-  /** The server ends an operation itself; call inside a transaction. Returns false if it had ended. */
-  giveUp(op: OperationRow, cause: GiveUpCause, message: string): boolean {
+  /** The server ends an operation itself, in `tx`. Returns false if it had ended. */
+  async giveUp(tx: Stores, op: OperationRow, cause: GiveUpCause, message: string): Promise<boolean> {
     const end: OperationEnd = { state: 'failed', code: cause === 'executor_lost' ? 'EXECUTOR_LOST' : 'LEASE_EXPIRED', message };
-    if (!this.deps.operations.finish(op.id, end, this.deps.clock.now())) return false;
-    this.apply(op, end, cause);
-    this.countEnd(op, cause);
-    queueMicrotask(() => this.deps.signals.ended(op.id, end));
+    if (!(await tx.operations.finish(op.id, end, this.deps.clock.now()))) return false;
+    await this.apply(tx, op, end, cause);
+    await tx.publish('op_end', op.id);
+    tx.afterCommit(() => this.countEnd(op, cause));
     return true;
   }
 
@@ -117,66 +118,67 @@ export class OperationOutcomes {
     this.deps.metrics.operationEnded(op.kind, outcome, (this.deps.clock.now() - op.created_at) / 1000);
   }
 
-  private apply(op: OperationRow, end: OperationEnd, cause: GiveUpCause | null): void {
-    const { sandboxes, snapshots, metrics, clock } = this.deps;
+  private async apply(tx: Stores, op: OperationRow, end: OperationEnd, cause: GiveUpCause | null): Promise<void> {
+    const { sandboxes, snapshots } = tx;
+    const { metrics, clock } = this.deps;
     const now = clock.now();
     const log = this.deps.logger.child({ op_id: op.id, sandbox_id: op.sandbox_id, snapshot_id: op.snapshot_id });
     switch (op.kind) {
       case 'create_sandbox': {
         if (op.sandbox_id === null) return;
-        const sandbox = sandboxes.get(op.sandbox_id);
+        const sandbox = await sandboxes.get(op.sandbox_id);
         if (sandbox === undefined) return;
         if (end.state === 'done' && end.kind === 'create_sandbox') {
           const { container_id } = end.result;
           const expiresAt = sandbox.timeout_secs > 0 ? now + sandbox.timeout_secs * 1000 : null;
-          if (sandboxes.markRunning(sandbox.id, container_id, now, expiresAt)) {
+          if (await sandboxes.markRunning(sandbox.id, container_id, now, expiresAt)) {
             log.info({ executor_id: op.executor_id }, 'sandbox running');
             if (sandbox.restored_from_snapshot !== null) {
               metrics.restoreRunning(sandbox.restore_mode ?? 'eager', (now - sandbox.created_at) / 1000);
             }
           } else if (sandbox.status === 'terminated') {
             // Ended (deleted, timed out) while it was being created: remove what was just made.
-            this.deps.queue.enqueue('delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
+            await this.deps.queue.enqueue(tx, 'delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
           }
         } else if (end.state === 'failed') {
           const outcome: Outcome = cause === 'executor_lost'
             ? { kind: 'executor_lost', reason: end.message }
             : { kind: 'failed', reason: end.message };
-          if (sandboxes.terminate(sandbox.id, outcome, now)) log.warn({ reason: end.message }, 'sandbox failed to start');
+          if (await sandboxes.terminate(sandbox.id, outcome, now)) log.warn({ reason: end.message }, 'sandbox failed to start');
         }
         return;
       }
       case 'snapshot': {
         if (op.snapshot_id === null) return;
-        const snapshot = snapshots.get(op.snapshot_id);
+        const snapshot = await snapshots.get(op.snapshot_id);
         if (snapshot === undefined) return;
         if (end.state === 'done' && end.kind === 'snapshot') {
           const result = end.result;
-          snapshots.recordPushed(snapshot.id, result, now);
+          await snapshots.recordPushed(snapshot.id, result, now);
           metrics.inc('cryo_snapshots_created_total');
           metrics.snapshotTimings(result.timings);
           log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
           // Lazy restore needs a clip index; the executor that pushed builds it next, while the
           // snapshot is already active (restorable eagerly) in the meantime.
           if (result.digest !== null && !isLocalSnapshotRef(result.image_ref) && snapshot.status === 'creating') {
-            this.deps.queue.enqueue('build_index', op.executor_id,
+            await this.deps.queue.enqueue(tx, 'build_index', op.executor_id,
               { snapshot_id: snapshot.id, image_ref: result.image_ref, digest: result.digest }, { snapshotId: snapshot.id });
           }
         } else if (end.state === 'failed') {
           // A push of unknown outcome (the executor vanished) may have left a manifest behind.
           const unknownOutcome = cause !== null && !isLocalSnapshotRef(snapshot.planned_ref);
-          snapshots.markFailed(snapshot.id, end.message, unknownOutcome, now);
+          await snapshots.markFailed(snapshot.id, end.message, unknownOutcome, now);
           metrics.inc('cryo_snapshots_failed_total');
           log.warn({ error: end.message }, 'snapshot failed');
         }
-        if (op.sandbox_id !== null) sandboxes.setStatus(op.sandbox_id, 'snapshotting', 'running', now);
-        if (snapshot.status === 'deleting' || (end.state === 'failed' && cause !== null)) this.deps.onDeletionReady();
+        if (op.sandbox_id !== null) await sandboxes.setStatus(op.sandbox_id, 'snapshotting', 'running', now);
+        if (snapshot.status === 'deleting' || (end.state === 'failed' && cause !== null)) await this.deps.onDeletionReady(tx);
         return;
       }
       case 'delete_image': {
-        if (op.snapshot_id !== null && snapshots.get(op.snapshot_id)?.status === 'deleting') {
-          snapshots.wakeDeletion(op.snapshot_id, now);
-          this.deps.onDeletionReady();
+        if (op.snapshot_id !== null && (await snapshots.get(op.snapshot_id))?.status === 'deleting') {
+          await snapshots.wakeDeletion(op.snapshot_id, now);
+          await this.deps.onDeletionReady(tx);
         }
         return;
       }
@@ -184,11 +186,11 @@ export class OperationOutcomes {
         if (op.snapshot_id === null) return;
         if (end.state === 'done' && end.kind === 'build_index') {
           const result = end.result;
-          snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
+          await snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
           this.deps.metrics.snapshotTimings({ index_ms: result.index_ms });
           log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms }, 'clip index pushed');
         } else if (end.state === 'failed') {
-          snapshots.recordClipError(op.snapshot_id, end.message, now);
+          await snapshots.recordClipError(op.snapshot_id, end.message, now);
           log.warn({ error: end.message }, 'clip index failed; the snapshot stays restorable eagerly');
         }
         return;

@@ -1,39 +1,44 @@
 /**
- * Operations for executors: rows in SQLite with a lease. An executor long-polls for its queued
- * operations; each one it takes is leased for a time that fits its kind (a snapshot push may take
- * long, a delete should not). Queueing wakes the executor's poll at once.
+ * Operations for executors: rows in the database with a lease. An executor long-polls for its
+ * queued operations; each one it takes is leased for a time that fits its kind (a snapshot push
+ * may take long, a delete should not). Queueing wakes the executor's poll at once, on whichever
+ * replica it waits (the wake is published when the queueing transaction commits).
  */
 import { OPERATIONS, newOperationId, type Operation, type OperationKind } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
-import { toWireOperation, type OperationRow, type OperationStore, type PayloadOf } from '../store/operations';
+import type { Database } from '../db/database';
+import { toWireOperation, type OperationRow, type PayloadOf } from '../store/operations';
+import type { Stores } from '../store/stores';
 import type { OperationSignals } from './operation-signals';
 
 const LEASE_BATCH = 16;
 
 export class OperationQueue {
   constructor(
-    private readonly operations: OperationStore,
+    private readonly db: Database,
     private readonly signals: OperationSignals,
     private readonly clock: Clock,
     private readonly config: ServerConfig['operations'],
   ) {}
 
-  enqueue<K extends OperationKind>(
+  /** Queues an operation in `tx` (a transaction, or the database itself); returns its id. */
+  async enqueue<K extends OperationKind>(
+    tx: Stores,
     kind: K,
     executorId: string,
     payload: PayloadOf<K>,
     refs: { sandboxId?: string | null; snapshotId?: string | null } = {},
-  ): string {
+  ): Promise<string> {
     const id = newOperationId();
-    this.operations.insert(id, kind, executorId, payload, refs, this.clock.now());
-    this.wake(executorId);
+    await tx.operations.insert(id, kind, executorId, payload, refs, this.clock.now());
+    await this.wake(tx, executorId);
     return id;
   }
 
-  /** Wakes the executor's long poll after the current transaction has committed. */
-  wake(executorId: string): void {
-    queueMicrotask(() => this.signals.notifyWork(executorId));
+  /** Wakes the executor's long poll, on any replica, once `tx` has committed. */
+  wake(tx: Stores, executorId: string): Promise<void> {
+    return tx.publish('work', executorId);
   }
 
   leaseMs(row: OperationRow): number {
@@ -54,10 +59,9 @@ export class OperationQueue {
   }
 
   /** Leases what is queued for the executor now, without waiting. */
-  leaseNow(executorId: string): Operation[] {
-    return this.operations
-      .leaseQueued(executorId, this.clock.now(), (row) => this.leaseMs(row), LEASE_BATCH)
-      .map(toWireOperation);
+  async leaseNow(executorId: string): Promise<Operation[]> {
+    const rows = await this.db.stores.operations.leaseQueued(executorId, this.clock.now(), (row) => this.leaseMs(row), LEASE_BATCH);
+    return rows.map(toWireOperation);
   }
 
   /**
@@ -70,7 +74,7 @@ export class OperationQueue {
     const gone = (): boolean => signal?.aborted === true || this.signals.isClosed;
     for (;;) {
       if (gone()) return [];
-      const leased = this.leaseNow(executorId);
+      const leased = await this.leaseNow(executorId);
       const remaining = deadline - Date.now();
       if (leased.length > 0 || remaining <= 0) return leased;
       await this.signals.waitForWork(executorId, remaining, signal);

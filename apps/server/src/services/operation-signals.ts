@@ -1,9 +1,10 @@
 /**
- * In-process wake-ups. A long poll sleeps here until work is queued for its executor, and an exec
- * request sleeps until its operation ends; nobody polls the database in a loop. The database
- * stays the truth: a wake-up only says "look again".
+ * Wake-ups. A long poll sleeps here until work is queued for its executor, and an exec request
+ * sleeps until its operation ends; nobody polls the database in a loop. The wake-ups come from
+ * committed transactions of this replica and, on PostgreSQL, of every other one (NOTIFY). The
+ * database stays the truth: a wake-up only says "look again".
  */
-import type { OperationEnd } from '../store/operations';
+import type { Database } from '../db/database';
 
 /** One-shot callbacks by key. */
 class Waiters<T> {
@@ -38,8 +39,21 @@ class Waiters<T> {
 
 export class OperationSignals {
   private readonly work = new Waiters<void>();
-  private readonly ends = new Waiters<OperationEnd | 'timeout'>();
+  private readonly ends = new Waiters<'ended' | 'timeout' | 'closed'>();
   private closed = false;
+  private readonly unsubscribe: Array<() => void> = [];
+
+  /** Listens to the database's events: queued work, ended operations, missed notifications. */
+  attach(db: Database): void {
+    this.unsubscribe.push(
+      db.on('work', (executorId) => this.notifyWork(executorId)),
+      db.on('op_end', (opId) => this.ended(opId)),
+      db.on('resync', () => {
+        this.work.fireAll(undefined);
+        this.ends.fireAll('ended');
+      }),
+    );
+  }
 
   get isClosed(): boolean {
     return this.closed;
@@ -65,20 +79,26 @@ export class OperationSignals {
     });
   }
 
-  ended(opId: string, end: OperationEnd): void {
-    this.ends.fire(opId, end);
+  ended(opId: string): void {
+    this.ends.fire(opId, 'ended');
   }
 
-  /** Resolves with how the operation ended, or `timeout` after `ms`. */
-  waitForEnd(opId: string, ms: number): Promise<OperationEnd | 'timeout'> {
-    if (this.closed) return Promise.resolve({ state: 'cancelled', message: 'server is shutting down' });
+  /**
+   * Resolves `ended` when the operation may have ended (read it to know how), `timeout` after
+   * `ms` (or on abort), or `closed` on shutdown.
+   */
+  waitForEnd(opId: string, ms: number, signal?: AbortSignal): Promise<'ended' | 'timeout' | 'closed'> {
+    if (this.closed) return Promise.resolve('closed');
     return new Promise((resolve) => {
-      const settle = (end: OperationEnd | 'timeout'): void => {
+      const settle = (end: 'ended' | 'timeout' | 'closed'): void => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', aborted);
         remove();
         resolve(end);
       };
+      const aborted = (): void => settle('timeout');
       const timer = setTimeout(() => settle('timeout'), ms);
+      signal?.addEventListener('abort', aborted, { once: true });
       const remove = this.ends.add(opId, settle);
     });
   }
@@ -86,7 +106,8 @@ export class OperationSignals {
   /** Wakes every sleeper; used on shutdown so long polls and execs answer at once. */
   close(): void {
     this.closed = true;
+    for (const off of this.unsubscribe.splice(0)) off();
     this.work.fireAll(undefined);
-    this.ends.fireAll({ state: 'cancelled', message: 'server is shutting down' });
+    this.ends.fireAll('closed');
   }
 }

@@ -5,8 +5,8 @@
  */
 import { CryoError, type RestoreMode } from '@cryo/snapshot';
 import { toIso } from '../clock';
-import { holdsSnapshotImage, type Executor, type ExecutorStore } from '../store/executors';
-import type { SandboxStore } from '../store/sandboxes';
+import { holdsSnapshotImage, type Executor } from '../store/executors';
+import type { Stores } from '../store/stores';
 
 export interface PlacementRequest {
   /** executor_id given by the user: that one or an error. */
@@ -30,23 +30,23 @@ interface Candidate {
 }
 
 export class Placement {
-  constructor(
-    private readonly executors: ExecutorStore,
-    private readonly sandboxes: SandboxStore,
-  ) {}
-
-  choose(request: PlacementRequest): Executor {
-    if (request.pinned !== undefined) return this.checkPinned(request.pinned, request);
+  /**
+   * Chooses in `tx`. On PostgreSQL the choice is serialized among replicas (an advisory lock held
+   * until `tx` ends), so two creates at once cannot both take an executor's last free place.
+   */
+  async choose(tx: Stores, request: PlacementRequest): Promise<Executor> {
+    await tx.lock('cryo.placement');
+    if (request.pinned !== undefined) return this.checkPinned(tx, request.pinned, request);
     const onlyOn = request.restore?.onlyOn ?? null;
-    if (onlyOn !== null) return this.checkPinned(onlyOn, request);
+    if (onlyOn !== null) return this.checkPinned(tx, onlyOn, request);
 
-    const ready = this.executors.ready().filter((e) => !(request.exclude ?? []).includes(e.id));
+    const ready = (await tx.executors.ready()).filter((e) => !(request.exclude ?? []).includes(e.id));
     if (ready.length === 0) {
       throw new CryoError('UNAVAILABLE', 'no executor is ready to run sandboxes; start cryo-executor on a host');
     }
     const reasons = new Map<string, string>();
     const candidates: Candidate[] = [];
-    const reserved = this.sandboxes.reservationsByExecutor();
+    const reserved = await tx.sandboxes.reservationsByExecutor();
     for (const executor of ready) {
       const unfit = this.unfitReason(executor, request, reserved);
       if (unfit !== null) {
@@ -78,7 +78,7 @@ export class Placement {
     return best.executor;
   }
 
-  private checkPinned(id: string, request: PlacementRequest): Executor {
+  private async checkPinned(tx: Stores, id: string, request: PlacementRequest): Promise<Executor> {
     const onlyOn = request.restore?.onlyOn ?? null;
     if (onlyOn !== null && onlyOn !== id && request.restore !== undefined) {
       throw new CryoError(
@@ -88,7 +88,7 @@ export class Placement {
           `so it cannot be restored on executor ${id}`,
       );
     }
-    const executor = this.executors.get(id);
+    const executor = await tx.executors.get(id);
     if (executor === undefined) {
       throw new CryoError('UNPROCESSABLE', `executor ${id} is not registered; GET /v1/executors lists the known ones`);
     }
@@ -98,7 +98,7 @@ export class Placement {
         `executor ${id} is ${executor.state} (last heartbeat ${toIso(executor.lastHeartbeatAt)})`,
       );
     }
-    const unfit = this.unfitReason(executor, request, this.sandboxes.reservationsByExecutor());
+    const unfit = this.unfitReason(executor, request, await tx.sandboxes.reservationsByExecutor());
     if (unfit !== null) {
       const lazy = request.restore?.mode === 'lazy' && !executor.capabilities.lazy;
       throw new CryoError(lazy ? 'UNPROCESSABLE' : 'UNAVAILABLE', `executor ${id} cannot take this sandbox: ${unfit}`);

@@ -6,10 +6,6 @@
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import type { OperationStore } from '../store/operations';
-import type { ReaperRecordStore } from '../store/reaper-records';
-import type { SandboxStore } from '../store/sandboxes';
-import type { SnapshotStore } from '../store/snapshots';
 import type { Metrics } from './metrics';
 
 export interface PruneCounts {
@@ -21,10 +17,6 @@ export interface PruneCounts {
 
 export interface RetentionPrunerDeps {
   db: Database;
-  sandboxes: SandboxStore;
-  snapshots: SnapshotStore;
-  operations: OperationStore;
-  records: ReaperRecordStore;
   metrics: Metrics;
   clock: Clock;
   config: ServerConfig;
@@ -36,7 +28,8 @@ export class RetentionPruner {
   constructor(private readonly deps: RetentionPrunerDeps) {}
 
   async runOnce(): Promise<PruneCounts> {
-    const { sandboxes, snapshots, operations, records, clock, config } = this.deps;
+    const { clock, config } = this.deps;
+    const { sandboxes, snapshots, operations, records } = this.deps.db.stores;
     const now = clock.now();
     const sandboxCutoff = now - config.sandboxes.retention_secs * 1000;
     const snapshotCutoff = now - config.snapshots.retention_secs * 1000;
@@ -53,10 +46,11 @@ export class RetentionPruner {
     return counts;
   }
 
-  private async drain(prune: (limit: number) => number): Promise<number> {
+  /** Each batch is one statement (its own transaction); deleting what is gone is idempotent. */
+  private async drain(prune: (limit: number) => Promise<number>): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = this.deps.db.transaction(() => prune(BATCH))();
+      const n = await prune(BATCH);
       total += n;
       if (n < BATCH) return total;
       await new Promise((resolve) => setImmediate(resolve));

@@ -15,10 +15,10 @@ import {
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import type { NamespaceStore } from '../store/namespaces';
-import type { OperationStore } from '../store/operations';
+import { operationEnd, type OperationEnd } from '../store/operations';
 import type { Page } from '../store/pagination';
-import { toSandboxView, type SandboxRow, type SandboxStore } from '../store/sandboxes';
+import { toSandboxView, type SandboxRow } from '../store/sandboxes';
+import type { Stores } from '../store/stores';
 import { assertWithinLimit } from './duration-limits';
 import { executorFailure } from './executor-failures';
 import type { Metrics } from './metrics';
@@ -49,9 +49,6 @@ export interface LaunchSpec {
 
 export interface SandboxServiceDeps {
   db: Database;
-  namespaces: NamespaceStore;
-  sandboxes: SandboxStore;
-  operations: OperationStore;
   queue: OperationQueue;
   signals: OperationSignals;
   placement: Placement;
@@ -64,7 +61,7 @@ export interface SandboxServiceDeps {
 export class SandboxService {
   constructor(private readonly deps: SandboxServiceDeps) {}
 
-  create(namespace: string, body: CreateSandboxBody): SandboxRow {
+  create(namespace: string, body: CreateSandboxBody): Promise<SandboxRow> {
     return this.launch(namespace, {
       image: body.image,
       baseImage: body.image,
@@ -78,13 +75,13 @@ export class SandboxService {
     });
   }
 
-  launch(namespace: string, spec: LaunchSpec): SandboxRow {
-    const { db, namespaces, sandboxes, placement, queue, clock } = this.deps;
+  async launch(namespace: string, spec: LaunchSpec): Promise<SandboxRow> {
+    const { db, placement, queue, clock } = this.deps;
     const timeoutSecs = this.checkTimeout(spec.timeoutSecs);
     const id = newSandboxId();
-    const row = db.transaction(() => {
-      const now = clock.now();
-      const executor = placement.choose({
+    const row = await db.transaction(async (tx) => {
+      const { namespaces, sandboxes } = tx;
+      const executor = await placement.choose(tx, {
         pinned: spec.executorId,
         resources: spec.resources,
         ...(spec.restore === null
@@ -98,8 +95,9 @@ export class SandboxService {
               },
             }),
       });
-      namespaces.ensure(namespace, now);
-      sandboxes.insert({
+      const now = clock.now();
+      await namespaces.ensure(namespace, now);
+      await sandboxes.insert({
         id,
         namespace,
         image: spec.image,
@@ -115,7 +113,8 @@ export class SandboxService {
         restoreMode: spec.restore?.mode ?? null,
         now,
       });
-      queue.enqueue(
+      await queue.enqueue(
+        tx,
         'create_sandbox',
         executor.id,
         {
@@ -140,47 +139,51 @@ export class SandboxService {
         { sandboxId: id, snapshotId: spec.restore?.snapshotId ?? null },
       );
       return sandboxes.get(id);
-    })();
+    });
     if (row === undefined) throw new Error(`sandbox ${id} vanished right after it was created`);
     this.deps.logger.info({ sandbox_id: id, executor_id: row.executor_id, namespace }, 'sandbox placed');
     return row;
   }
 
-  get(namespace: string, id: string): Sandbox {
-    return toSandboxView(this.row(namespace, id));
+  async get(namespace: string, id: string): Promise<Sandbox> {
+    return toSandboxView(await this.row(this.deps.db.stores, namespace, id));
   }
 
-  list(namespace: string, query: ListQuery): Page<SandboxListItem> {
-    return this.deps.sandboxes.list(namespace, query);
+  list(namespace: string, query: ListQuery): Promise<Page<SandboxListItem>> {
+    return this.deps.db.stores.sandboxes.list(namespace, query);
   }
 
   /** Ends a sandbox at the user's request. Deleting an ended sandbox changes nothing. */
-  delete(namespace: string, id: string): Sandbox {
-    const { db, sandboxes, operations, queue, clock } = this.deps;
-    return db.transaction(() => {
-      const row = this.row(namespace, id);
+  async delete(namespace: string, id: string): Promise<Sandbox> {
+    const { db, queue, clock } = this.deps;
+    return db.transaction(async (tx) => {
+      const { sandboxes, operations } = tx;
+      const row = await this.row(tx, namespace, id);
       if (row.status === 'terminated') return toSandboxView(row);
       const now = clock.now();
-      sandboxes.terminate(id, { kind: 'user' }, now);
+      // Compare-and-set: of two deletes at once (on two replicas), one ends the sandbox.
+      if (!(await sandboxes.terminate(id, { kind: 'user' }, now))) return toSandboxView(await this.row(tx, namespace, id));
       // A create the executor has not picked up yet is simply withdrawn.
       let delivered = row.status !== 'pending';
-      for (const op of operations.openForSandbox(id, 'create_sandbox')) {
-        if (op.state !== 'queued') delivered = true;
-        else if (operations.finish(op.id, { state: 'cancelled', message: 'sandbox deleted' }, now)) {
-          this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000);
+      for (const op of await operations.openForSandbox(id, 'create_sandbox')) {
+        if (op.state === 'queued' && (await operations.finish(op.id, { state: 'cancelled', message: 'sandbox deleted' }, now))) {
+          tx.afterCommit(() => this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000));
+          continue;
         }
+        delivered = true;
       }
       if (delivered && row.executor_id !== null) {
-        queue.enqueue('delete_sandbox', row.executor_id, { sandbox_id: id }, { sandboxId: id });
+        await queue.enqueue(tx, 'delete_sandbox', row.executor_id, { sandbox_id: id }, { sandboxId: id });
       }
       this.deps.logger.info({ sandbox_id: id }, 'sandbox deleted by user');
-      return toSandboxView(this.row(namespace, id));
-    })();
+      return toSandboxView(await this.row(tx, namespace, id));
+    });
   }
 
   async exec(namespace: string, id: string, body: ExecBody): Promise<ExecResult> {
-    const { operations, queue, signals, metrics, clock, config } = this.deps;
-    const row = this.row(namespace, id);
+    const { db, queue, metrics, clock, config } = this.deps;
+    const { operations } = db.stores;
+    const row = await this.row(db.stores, namespace, id);
     if ((row.status !== 'running' && row.status !== 'snapshotting') || row.executor_id === null) {
       throw new CryoError('CONFLICT', `sandbox ${id} is ${row.status}; exec needs a running sandbox`, {
         status: row.status,
@@ -188,17 +191,18 @@ export class SandboxService {
     }
     const timeoutSecs = body.timeout_secs ?? config.sandboxes.exec_default_timeout_secs;
     const enqueuedAt = clock.now();
-    const opId = queue.enqueue(
+    const opId = await queue.enqueue(
+      db.stores,
       'exec',
       row.executor_id,
       { sandbox_id: id, command: body.command, timeout_secs: timeoutSecs },
       { sandboxId: id },
     );
     const waitMs = (timeoutSecs + config.operations.exec_lease_grace_secs) * 1000;
-    const end = await signals.waitForEnd(opId, waitMs);
-    if (end === 'timeout') {
+    const end = await this.awaitEnd(opId, waitMs);
+    if (end === undefined) {
       const now = clock.now();
-      if (operations.finish(opId, { state: 'cancelled', message: 'no result before the exec timeout' }, now)) {
+      if (await operations.finish(opId, { state: 'cancelled', message: 'no result before the exec timeout' }, now)) {
         metrics.operationEnded('exec', 'cancelled', (now - enqueuedAt) / 1000);
       }
       throw new CryoError(
@@ -214,8 +218,35 @@ export class SandboxService {
     throw executorFailure(row.executor_id, end.code, end.message, `exec in sandbox ${id}`);
   }
 
-  private row(namespace: string, id: string): SandboxRow {
-    const row = this.deps.sandboxes.getInNamespace(namespace, id);
+  /**
+   * How the operation ended, or undefined when it is still open after `waitMs`. The result may
+   * reach any replica: a wake-up (local, or NOTIFY from another replica) says "look again", and
+   * the operation's row says how it ended. The waiter is registered before each look, so an end
+   * between the look and the wait is not missed.
+   */
+  private async awaitEnd(opId: string, waitMs: number): Promise<OperationEnd | undefined> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const abort = new AbortController();
+      const woke = this.deps.signals.waitForEnd(opId, Math.max(0, deadline - Date.now()), abort.signal);
+      const end = await this.ended(opId);
+      if (end !== undefined) {
+        abort.abort();
+        return end;
+      }
+      const why = await woke;
+      if (why === 'closed') return { state: 'cancelled', message: 'server is shutting down' };
+      if (why === 'timeout') return this.ended(opId);
+    }
+  }
+
+  private async ended(opId: string): Promise<OperationEnd | undefined> {
+    const op = await this.deps.db.stores.operations.get(opId);
+    return op === undefined ? { state: 'cancelled', message: 'operation was pruned' } : operationEnd(op);
+  }
+
+  private async row(stores: Stores, namespace: string, id: string): Promise<SandboxRow> {
+    const row = await stores.sandboxes.getInNamespace(namespace, id);
     if (row === undefined) throw notFound('sandbox', id);
     return row;
   }

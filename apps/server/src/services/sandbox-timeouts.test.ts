@@ -20,11 +20,11 @@ describe('sandbox timeouts', () => {
     expect((await h.api('GET', `/sandboxes/${id}`)).json.expires_at).toBe(new Date(started + 30_000).toISOString());
 
     h.clock.advanceSecs(29);
-    expect(h.server.timeouts.runOnce()).toBe(0);
+    expect(await h.server.timeouts.runOnce()).toBe(0);
     h = await h.restart();
     executor.attach(h);
     h.clock.advanceSecs(1);
-    expect(h.server.timeouts.runOnce()).toBe(1);
+    expect(await h.server.timeouts.runOnce()).toBe(1);
     expect((await h.api('GET', `/sandboxes/${id}`)).json).toMatchObject({
       status: 'terminated', outcome: { kind: 'timeout' }, terminated_at: new Date(started + 30_000).toISOString(),
     });
@@ -40,10 +40,10 @@ describe('sandbox timeouts', () => {
     await executor.startNext();
     await h.api('POST', `/sandboxes/${short}/snapshots`, {});
     h.clock.advanceSecs(3600);
-    expect(h.server.timeouts.runOnce()).toBe(0);
+    expect(await h.server.timeouts.runOnce()).toBe(0);
     expect((await h.api('GET', `/sandboxes/${forever}`)).json.status).toBe('running');
     await executor.pushNext();
-    expect(h.server.timeouts.runOnce()).toBe(1);
+    expect(await h.server.timeouts.runOnce()).toBe(1);
     expect((await h.api('GET', `/sandboxes/${short}`)).json.outcome).toMatchObject({ kind: 'timeout' });
   });
 });

@@ -6,14 +6,12 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock';
 import type { Database } from '../db/database';
-import type { SandboxStore } from '../store/sandboxes';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 
 export class SandboxTimeouts {
   constructor(
     private readonly db: Database,
-    private readonly sandboxes: SandboxStore,
     private readonly queue: OperationQueue,
     private readonly metrics: Metrics,
     private readonly clock: Clock,
@@ -21,21 +19,22 @@ export class SandboxTimeouts {
     private readonly batchSize = 200,
   ) {}
 
-  runOnce(): number {
-    return this.db.transaction(() => {
+  async runOnce(): Promise<number> {
+    return this.db.transaction(async (tx) => {
       const now = this.clock.now();
       let ended = 0;
-      for (const sandbox of this.sandboxes.dueForTimeout(now, this.batchSize)) {
+      for (const sandbox of await tx.sandboxes.dueForTimeout(now, this.batchSize)) {
         const reason = `ran for its timeout_secs (${sandbox.timeout_secs})`;
-        if (!this.sandboxes.terminate(sandbox.id, { kind: 'timeout', reason }, now)) continue;
+        // Compare-and-set: a sandbox ended meanwhile (by a user, on another replica) is skipped.
+        if (!(await tx.sandboxes.terminate(sandbox.id, { kind: 'timeout', reason }, now))) continue;
         if (sandbox.executor_id !== null) {
-          this.queue.enqueue('delete_sandbox', sandbox.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
+          await this.queue.enqueue(tx, 'delete_sandbox', sandbox.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
         }
         this.metrics.inc('cryo_sandboxes_timed_out_total');
         this.logger.info({ sandbox_id: sandbox.id, timeout_secs: sandbox.timeout_secs }, 'sandbox timed out');
         ended += 1;
       }
       return ended;
-    })();
+    });
   }
 }

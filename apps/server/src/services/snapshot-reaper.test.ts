@@ -58,7 +58,7 @@ describe('TTL expiry', () => {
     expect((await h.api('GET', '/snapshots?status=expired')).json.items).toHaveLength(1);
     expect(await h.server.metrics.value('cryo_snapshots_expired_total')).toBe(1);
     expect(await h.server.metrics.value('cryo_snapshot_bytes_reclaimed_total')).toBe(5000);
-    const record = h.server.stores.records.forSnapshot(snapshotId);
+    const record = await h.server.stores.records.forSnapshot(snapshotId);
     expect(record).toEqual([{ action: 'expired', registry_result: 'deleted', digest, local_removed: JSON.stringify(removal.payload.image_refs) }]);
   });
 
@@ -150,18 +150,18 @@ describe('TTL expiry', () => {
     h = await Harness.start({ snapshots: { reaper_batch_size: 50, reaper_concurrency: 4 } });
     const { snapshots, namespaces } = h.server.stores;
     const now = h.clock.now();
-    namespaces.ensure('test', now);
+    await namespaces.ensure('test', now);
     for (let i = 0; i < 230; i += 1) {
       const id = `snap-bulk${String(i).padStart(4, '0')}`;
       const tag = `sb-x-${id}`;
       const ref = `${REGISTRY.url}/${REGISTRY.repository}:${tag}`;
-      snapshots.insert({
+      await snapshots.insert({
         id, namespace: 'test', sandboxId: 'sbx-x', executorId: 'exec-gone', tag, userTag: false, labels: {},
         plannedRef: ref, baseImage: 'busybox', ttlSecs: 1, now,
       });
       const digest = `sha256:${String(i).padStart(64, '0')}`;
       h.registry.push(ref, digest);
-      snapshots.recordPushed(id, {
+      await snapshots.recordPushed(id, {
         image_ref: ref, digest, size_bytes: 10, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null },
        
       }, now);

@@ -8,6 +8,10 @@
  *    backoff while the registry is unreachable; the snapshot is never reported gone before that;
  * 2. every executor holding a local copy was asked to remove it, and has answered (or was lost);
  * 3. then it becomes `expired` or `deleted`, with a reaper record of what was removed.
+ *
+ * It runs on one replica at a time (the elected one), and every step is a compare-and-set in SQL
+ * besides: a snapshot is claimed before its manifest is deleted, so even two reapers at once
+ * (a leader that lost its lease without noticing) delete each manifest once.
  */
 import type { Logger } from 'pino';
 import { formatImageReference, parseImageReference } from '@cryo/oci';
@@ -15,20 +19,16 @@ import { clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/sn
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import { holdsSnapshotImage, type Executor, type ExecutorStore } from '../store/executors';
-import type { OperationStore } from '../store/operations';
-import type { ReaperRecordStore } from '../store/reaper-records';
-import type { SnapshotRow, SnapshotStore } from '../store/snapshots';
+import { holdsSnapshotImage, type Executor } from '../store/executors';
+import type { OperationRow } from '../store/operations';
+import type { SnapshotRow } from '../store/snapshots';
+import type { Stores } from '../store/stores';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
 import type { SnapshotImageRegistry } from './snapshot-registry';
 
 export interface SnapshotReaperDeps {
   db: Database;
-  snapshots: SnapshotStore;
-  operations: OperationStore;
-  executors: ExecutorStore;
-  records: ReaperRecordStore;
   queue: OperationQueue;
   /** Null when the server has no `snapshot_registry`: registry images then cannot be deleted. */
   registry: SnapshotImageRegistry | null;
@@ -52,16 +52,20 @@ interface RegistryTarget {
   digest: string | null;
 }
 
+/** How long a claimed snapshot stays with the replica deleting it before another may retry. */
+const CLAIM_MS = 120_000;
+
 export class SnapshotReaper {
   constructor(private readonly deps: SnapshotReaperDeps) {}
 
   async runOnce(): Promise<ReaperPass> {
     const pass: ReaperPass = { markedExpired: 0, finished: 0, errors: 0, waiting: 0, orphansChecked: 0 };
-    const { db, snapshots, clock, config } = this.deps;
+    const { db, clock, config } = this.deps;
+    const { snapshots } = db.stores;
     const batch = config.reaper_batch_size;
 
     for (;;) {
-      const ids = db.transaction(() => snapshots.expireDue(clock.now(), batch))();
+      const ids = await db.transaction((tx) => tx.snapshots.expireDue(clock.now(), batch));
       pass.markedExpired += ids.length;
       if (ids.length > 0) this.deps.logger.info({ count: ids.length }, 'snapshots past their TTL; deleting');
       if (ids.length < batch) break;
@@ -70,11 +74,12 @@ export class SnapshotReaper {
 
     const seen = new Set<string>();
     for (;;) {
-      const rows = snapshots.dueForDeletion(clock.now(), batch).filter((r) => !seen.has(r.id));
+      const rows = (await snapshots.dueForDeletion(clock.now(), batch)).filter((r) => !seen.has(r.id));
       if (rows.length === 0) break;
       for (const row of rows) seen.add(row.id);
-      const ready = this.deps.executors.ready(); // once per batch: decoding heartbeats is not free
+      const ready = await db.stores.executors.ready(); // once per batch: decoding heartbeats is not free
       await forEachConcurrently(rows, config.reaper_concurrency, async (row) => {
+        if (!(await this.claim(row))) return; // another reaper has it
         const step = await this.advance(row, ready);
         if (step === 'finished') pass.finished += 1;
         else if (step === 'error') pass.errors += 1;
@@ -83,44 +88,65 @@ export class SnapshotReaper {
       await yieldToEventLoop();
     }
 
-    const orphans = snapshots.dueForOrphanCheck(clock.now(), batch);
+    const orphans = await snapshots.dueForOrphanCheck(clock.now(), batch);
     await forEachConcurrently(orphans, config.reaper_concurrency, async (row) => {
-      if (await this.clearRegistry(row)) pass.orphansChecked += 1;
-      else pass.errors += 1;
+      if (!(await this.claim(row))) return;
+      const cleared = await this.clearRegistry(row);
+      if (cleared === null) {
+        pass.errors += 1;
+        return;
+      }
+      await this.deps.db.stores.snapshots.markRegistryCleared(row.id, cleared.digest, clock.now());
+      pass.orphansChecked += 1;
     });
     return pass;
   }
 
+  /**
+   * Claims a due snapshot before its registry objects are deleted. Replicas share PostgreSQL; a
+   * SQLite file has one server, whose reaper runs one pass at a time: nothing to claim from.
+   */
+  private claim(row: SnapshotRow): Promise<boolean> {
+    if (this.deps.db.dialect === 'sqlite') return Promise.resolve(true);
+    return this.deps.db.stores.snapshots.claim(row, this.deps.clock.now() + CLAIM_MS);
+  }
+
   /** One step forward for a deleting snapshot. */
   private async advance(row: SnapshotRow, ready: Executor[]): Promise<'finished' | 'error' | 'waiting'> {
-    if (row.registry_cleared_at === null && !(await this.clearRegistry(row))) return 'error';
-    const { db, snapshots, operations, clock } = this.deps;
-    return db.transaction(() => {
+    const cleared = row.registry_cleared_at === null ? await this.clearRegistry(row) : 'before';
+    if (cleared === null) return 'error';
+    const { db, clock } = this.deps;
+    return db.transaction(async (tx) => {
+      const { snapshots, operations } = tx;
       const now = clock.now();
-      const current = snapshots.get(row.id);
+      // Recorded in the same transaction as the next step: one commit per snapshot.
+      if (cleared !== 'before') await snapshots.markRegistryCleared(row.id, cleared.digest, now);
+      const current = await snapshots.get(row.id);
       if (current === undefined || current.status !== 'deleting') return 'waiting' as const;
-      if (current.local_cleanup_at === null) {
-        this.requestLocalRemoval(current, ready);
-        snapshots.markLocalCleanupRequested(current.id, now);
+      if (current.local_cleanup_at === null && (await snapshots.markLocalCleanupRequested(current.id, now))) {
+        await this.requestLocalRemoval(tx, current, ready);
       }
-      if (operations.openForSnapshot(current.id, 'delete_image').length > 0) {
+      const removals = await operations.allForSnapshot(current.id, 'delete_image');
+      if (removals.some((op) => op.state === 'queued' || op.state === 'leased')) {
         // The delete_image results wake the reaper; the interval is only a fallback.
-        snapshots.postpone(current.id, now + this.deps.config.reaper_interval_secs * 1000);
+        await snapshots.postpone(current.id, now + this.deps.config.reaper_interval_secs * 1000);
         return 'waiting' as const;
       }
       const reason = current.delete_reason ?? 'deleted';
-      if (!snapshots.finish(current.id, reason, now)) return 'waiting' as const;
-      this.record(current, reason, now);
+      if (!(await snapshots.finish(current.id, reason, now))) return 'waiting' as const;
+      await this.record(tx, current, removals, reason, now);
       return 'finished' as const;
-    })();
+    });
   }
 
   /**
-   * Deletes the snapshot's manifests from the registry. On failure the snapshot stays where it
-   * is, with the error and a next attempt after exponential backoff.
+   * Deletes the snapshot's manifests from the registry; answers the image's digest for the caller
+   * to record (markRegistryCleared), or null on failure: then the snapshot stays where it is, with
+   * the error and a next attempt after exponential backoff.
    */
-  private async clearRegistry(row: SnapshotRow): Promise<boolean> {
-    const { snapshots, metrics, clock, config } = this.deps;
+  private async clearRegistry(row: SnapshotRow): Promise<{ digest: string | null } | null> {
+    const { metrics, clock, config } = this.deps;
+    const { snapshots } = this.deps.db.stores;
     const log = this.deps.logger.child({ snapshot_id: row.id });
     const targets = registryTargets(row);
     let imageDigest: string | null = row.digest;
@@ -144,23 +170,23 @@ export class SnapshotReaper {
         config.delete_retry_max_secs * 1000,
         config.delete_retry_base_secs * 1000 * 2 ** Math.min(row.delete_attempts, 30),
       );
-      snapshots.recordDeleteError(row.id, message, clock.now() + delayMs, clock.now());
+      await snapshots.recordDeleteError(row.id, message, clock.now() + delayMs, clock.now());
       metrics.inc('cryo_reaper_errors_total');
       log.warn({ error: message, retry_in_ms: delayMs, attempts: row.delete_attempts + 1 }, 'registry delete failed; will retry');
-      return false;
+      return null;
     }
-    snapshots.markRegistryCleared(row.id, imageDigest, clock.now());
-    return true;
+    return { digest: imageDigest };
   }
 
   /** Asks every ready executor that holds a copy (and the one that made it) to remove it. */
-  private requestLocalRemoval(row: SnapshotRow, ready: Executor[]): void {
+  private async requestLocalRemoval(tx: Stores, row: SnapshotRow, ready: Executor[]): Promise<void> {
     const refs = [...new Set([row.image_ref ?? row.planned_ref, row.planned_ref])];
     for (const executor of ready) {
       const holds = holdsSnapshotImage(executor, row.id, row.image_ref) || executor.id === row.executor_id;
       if (!holds) continue;
       const held = executor.images.filter((i) => i.snapshot_id === row.id).map((i) => i.ref);
-      this.deps.queue.enqueue(
+      await this.deps.queue.enqueue(
+        tx,
         'delete_image',
         executor.id,
         { snapshot_id: row.id, image_refs: [...new Set([...refs, ...held])] },
@@ -169,15 +195,16 @@ export class SnapshotReaper {
     }
   }
 
-  private record(row: SnapshotRow, reason: 'expired' | 'deleted', now: number): void {
-    const { operations, records, metrics } = this.deps;
-    const removed = operations.finishedForSnapshot(row.id, 'delete_image').flatMap((op) => {
+  private async record(tx: Stores, row: SnapshotRow, removals: OperationRow[], reason: 'expired' | 'deleted', now: number): Promise<void> {
+    const { metrics } = this.deps;
+    const removed = removals.flatMap((op) => {
+      if (op.state !== 'done') return [];
       const parsed = op.result === null ? null : parseOperationResult('delete_image', JSON.parse(op.result));
       return parsed?.ok === true ? parsed.result.removed : [];
     });
     const inRegistry = registryTargets(row).length > 0;
     const bytes = row.size_bytes ?? 0;
-    records.insert({
+    await tx.records.insert({
       snapshotId: row.id,
       namespace: row.namespace,
       action: reason,

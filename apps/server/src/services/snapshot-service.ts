@@ -16,12 +16,10 @@ import {
 import { toIso, type Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
-import type { ExecutorStore } from '../store/executors';
-import type { NamespaceStore } from '../store/namespaces';
-import type { OperationStore } from '../store/operations';
 import type { Page } from '../store/pagination';
-import type { SandboxRow, SandboxStore } from '../store/sandboxes';
-import { expiresAtFor, toSnapshotView, type SnapshotRow, type SnapshotStore } from '../store/snapshots';
+import type { SandboxRow } from '../store/sandboxes';
+import { expiresAtFor, toSnapshotView, type SnapshotRow } from '../store/snapshots';
+import type { Stores } from '../store/stores';
 import { assertWithinLimit } from './duration-limits';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
@@ -29,35 +27,39 @@ import type { LaunchSpec, SandboxService } from './sandbox-service';
 
 export interface SnapshotServiceDeps {
   db: Database;
-  namespaces: NamespaceStore;
-  sandboxes: SandboxStore;
-  snapshots: SnapshotStore;
-  executors: ExecutorStore;
-  operations: OperationStore;
   queue: OperationQueue;
   sandboxService: SandboxService;
   metrics: Metrics;
   clock: Clock;
   config: ServerConfig;
   logger: Logger;
-  /** Asks the reaper to look at deletions now rather than at its next interval. */
-  onDeleteRequested: () => void;
+  /** Asks the reaper (on whichever replica runs it) to look at deletions now, once `tx` commits. */
+  onDeleteRequested: (tx: Stores) => Promise<void>;
 }
 
 export class SnapshotService {
   constructor(private readonly deps: SnapshotServiceDeps) {}
 
-  create(namespace: string, sandboxId: string, body: CreateSnapshotBody): SnapshotRow {
-    const { db, namespaces, sandboxes, snapshots, executors, queue, clock, config } = this.deps;
+  async create(namespace: string, sandboxId: string, body: CreateSnapshotBody): Promise<SnapshotRow> {
+    const { db, queue, clock, config } = this.deps;
     const ttlSecs = this.checkTtl(body.ttl_secs ?? config.snapshots.default_ttl_secs);
     const id = newSnapshotId();
-    const row = db.transaction(() => {
-      const sandbox = sandboxes.getInNamespace(namespace, sandboxId);
-      if (sandbox === undefined) throw notFound('sandbox', sandboxId);
-      const executorId = this.checkSnapshottable(sandbox);
+    const row = await db.transaction(async (tx) => {
+      const { sandboxes, snapshots, executors } = tx;
+      const now = clock.now();
+      // Compare-and-set running -> snapshotting first: of two requests at once (on two replicas),
+      // one gets the sandbox; any refusal below rolls the move back.
+      const sandbox = await sandboxes.beginSnapshot(namespace, sandboxId, now);
+      if (sandbox === undefined) {
+        const current = await sandboxes.getInNamespace(namespace, sandboxId);
+        if (current === undefined) throw notFound('sandbox', sandboxId);
+        this.checkSnapshottable(current);
+        throw new CryoError('CONFLICT', `sandbox ${sandboxId} changed state while the snapshot was requested; try again`);
+      }
+      const executorId = this.checkSnapshottable({ ...sandbox, status: 'running' });
       const max = config.snapshots.max_per_namespace;
       if (max > 0) {
-        const live = snapshots.countLive(namespace);
+        const live = await snapshots.countLive(namespace);
         if (live >= max) {
           throw new CryoError(
             'LIMIT_EXCEEDED',
@@ -67,15 +69,18 @@ export class SnapshotService {
           );
         }
       }
+      // A generated tag holds the new snapshot id: only a user's tag can be taken already.
       const tag = body.tag ?? snapshotTag(sandbox.id, id);
-      const holder = snapshots.tagHolder(tag);
-      if (holder !== undefined) {
-        throw new CryoError('CONFLICT', `tag ${tag} is already used by snapshot ${holder.id} (${holder.status})`);
+      if (body.tag !== undefined) {
+        await tx.lock(`cryo.tag.${tag}`); // two replicas checking the same tag at once: one after the other
+        const holder = await snapshots.tagHolder(tag);
+        if (holder !== undefined) {
+          throw new CryoError('CONFLICT', `tag ${tag} is already used by snapshot ${holder.id} (${holder.status})`);
+        }
       }
-      const registry = executors.get(executorId)?.registry ?? null;
-      const now = clock.now();
-      namespaces.ensure(namespace, now);
-      snapshots.insert({
+      const registry = (await executors.get(executorId))?.registry ?? null;
+      // The namespace exists: the sandbox is in it.
+      const inserted = await snapshots.insert({
         id,
         namespace,
         sandboxId: sandbox.id,
@@ -88,35 +93,36 @@ export class SnapshotService {
         ttlSecs,
         now,
       });
-      sandboxes.setStatus(sandbox.id, 'running', 'snapshotting', now);
-      queue.enqueue(
+      await queue.enqueue(
+        tx,
         'snapshot',
         executorId,
         { sandbox_id: sandbox.id, snapshot_id: id, namespace, tag, base_image: sandbox.base_image },
         { sandboxId: sandbox.id, snapshotId: id },
       );
-      return snapshots.get(id);
-    })();
-    if (row === undefined) throw new Error(`snapshot ${id} vanished right after it was created`);
+      return inserted;
+    });
     this.deps.logger.info({ snapshot_id: id, sandbox_id: sandboxId, ttl_secs: ttlSecs }, 'snapshot requested');
     return row;
   }
 
-  get(namespace: string, id: string): Snapshot {
-    return toSnapshotView(this.row(namespace, id));
+  async get(namespace: string, id: string): Promise<Snapshot> {
+    return toSnapshotView(await this.row(this.deps.db.stores, namespace, id));
   }
 
-  list(namespace: string, query: ListQuery, sandboxId?: string): Page<Snapshot> {
-    if (sandboxId !== undefined && this.deps.sandboxes.getInNamespace(namespace, sandboxId) === undefined) {
+  async list(namespace: string, query: ListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
+    const { sandboxes, snapshots } = this.deps.db.stores;
+    if (sandboxId !== undefined && (await sandboxes.getInNamespace(namespace, sandboxId)) === undefined) {
       throw notFound('sandbox', sandboxId);
     }
-    return this.deps.snapshots.list(namespace, query, sandboxId);
+    return snapshots.list(namespace, query, sandboxId);
   }
 
   /** A new TTL, counted (like the first one) from when the snapshot was created. */
-  setTtl(namespace: string, id: string, ttlSecs: number): Snapshot {
-    const { snapshots, clock } = this.deps;
-    const row = this.row(namespace, id);
+  async setTtl(namespace: string, id: string, ttlSecs: number): Promise<Snapshot> {
+    const { clock } = this.deps;
+    const { snapshots } = this.deps.db.stores;
+    const row = await this.row(this.deps.db.stores, namespace, id);
     this.assertNotGone(row);
     if (row.status === 'failed') throw new CryoError('CONFLICT', `snapshot ${id} failed; its TTL cannot be changed`);
     this.checkTtl(ttlSecs);
@@ -131,7 +137,7 @@ export class SnapshotService {
         { created_at: toIso(row.created_at), expires_at: toIso(expiresAt) },
       );
     }
-    snapshots.setTtl(id, ttlSecs, expiresAt, now);
+    await snapshots.setTtl(id, ttlSecs, expiresAt, now);
     this.deps.logger.info({ snapshot_id: id, ttl_secs: ttlSecs }, 'snapshot TTL changed');
     return this.get(namespace, id);
   }
@@ -141,30 +147,30 @@ export class SnapshotService {
    * are gone. A snapshot still being created is deleted once its push ends (or at once if the
    * executor has not started it). Deleting again changes nothing.
    */
-  delete(namespace: string, id: string): Snapshot {
-    const { db, snapshots, sandboxes, operations, clock } = this.deps;
-    const view = db.transaction(() => {
-      const row = this.row(namespace, id);
+  async delete(namespace: string, id: string): Promise<Snapshot> {
+    const { db, clock } = this.deps;
+    return db.transaction(async (tx) => {
+      const { snapshots, sandboxes, operations } = tx;
+      const row = await this.row(tx, namespace, id);
       const now = clock.now();
-      if (snapshots.requestDelete(id, 'deleted', now)) {
-        for (const op of operations.openForSnapshot(id, 'snapshot')) {
+      if (await snapshots.requestDelete(id, 'deleted', now)) {
+        for (const op of await operations.openForSnapshot(id, 'snapshot')) {
           if (op.state !== 'queued') continue;
-          if (operations.finish(op.id, { state: 'cancelled', message: 'snapshot deleted before it started' }, now)) {
-            this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000);
+          if (await operations.finish(op.id, { state: 'cancelled', message: 'snapshot deleted before it started' }, now)) {
+            tx.afterCommit(() => this.deps.metrics.operationEnded(op.kind, 'cancelled', (now - op.created_at) / 1000));
+            await sandboxes.setStatus(row.sandbox_id, 'snapshotting', 'running', now);
           }
-          sandboxes.setStatus(row.sandbox_id, 'snapshotting', 'running', now);
         }
         this.deps.logger.info({ snapshot_id: id, was: row.status }, 'snapshot deletion requested');
       }
-      return this.get(namespace, id);
-    })();
-    this.deps.onDeleteRequested();
-    return view;
+      await this.deps.onDeleteRequested(tx);
+      return toSnapshotView(await this.row(tx, namespace, id));
+    });
   }
 
   /** `resources` come from `POST /sandboxes {snapshot_id, resources}`; a restore request has none. */
-  restore(namespace: string, id: string, body: RestoreBody, resources: LaunchSpec['resources'] = {}): SandboxRow {
-    const row = this.row(namespace, id);
+  async restore(namespace: string, id: string, body: RestoreBody, resources: LaunchSpec['resources'] = {}): Promise<SandboxRow> {
+    const row = await this.row(this.deps.db.stores, namespace, id);
     this.assertNotGone(row);
     if (row.status === 'creating') {
       throw new CryoError('CONFLICT', `snapshot ${id} is still creating; restore it once it is active`, {
@@ -205,8 +211,8 @@ export class SnapshotService {
     });
   }
 
-  private row(namespace: string, id: string): SnapshotRow {
-    const row = this.deps.snapshots.getInNamespace(namespace, id);
+  private async row(stores: Stores, namespace: string, id: string): Promise<SnapshotRow> {
+    const row = await stores.snapshots.getInNamespace(namespace, id);
     if (row === undefined) throw notFound('snapshot', id);
     return row;
   }

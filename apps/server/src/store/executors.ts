@@ -8,27 +8,14 @@ import {
   type HeartbeatBody,
 } from '@cryo/snapshot';
 import { toIso } from '../clock';
-import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import type { ExecutorTable } from '../db/schema';
+import { lit } from './sql-dialect';
+import { changedRows, type SqlContext } from './stores';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 
 export type ExecutorState = ExecutorView['state'];
 
-interface ExecutorRow {
-  id: string;
-  host: string;
-  version: string;
-  labels: string;
-  capacity: string;
-  capabilities: string;
-  registry: string | null;
-  state: ExecutorState;
-  observed_sandboxes: string;
-  images: string;
-  registered_at: number;
-  last_heartbeat_at: number;
-  lost_at: number | null;
-}
+type ExecutorRow = ExecutorTable;
 
 /** An executor as the server last observed it, JSON columns decoded. */
 export interface Executor {
@@ -88,67 +75,64 @@ export function holdsSnapshotImage(executor: Executor, snapshotId: string, image
 }
 
 export class ExecutorStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly ctx: SqlContext) {}
 
   /** Records a heartbeat; returns the state the executor was in before (undefined if new). */
-  recordHeartbeat(id: string, body: HeartbeatBody, now: number): ExecutorState | undefined {
-    const before = statement(this.db, 'SELECT state FROM executors WHERE id = ?').get(id) as
-      | { state: ExecutorState }
-      | undefined;
-    statement(this.db, 
-      `INSERT INTO executors (id, host, version, labels, capacity, capabilities, registry, state, observed_sandboxes,
-         images, registered_at, last_heartbeat_at, lost_at)
-       VALUES (@id, @host, @version, @labels, @capacity, @capabilities, @registry, 'ready', @sandboxes, @images,
-         @now, @now, NULL)
-       ON CONFLICT (id) DO UPDATE SET host = @host, version = @version, labels = @labels, capacity = @capacity,
-         capabilities = @capabilities, registry = @registry, state = 'ready', observed_sandboxes = @sandboxes,
-         images = @images, last_heartbeat_at = @now, lost_at = NULL`,
-    ).run({
-      id,
+  async recordHeartbeat(id: string, body: HeartbeatBody, now: number): Promise<ExecutorState | undefined> {
+    const { db } = this.ctx;
+    const before = await db.selectFrom('executors').select('state').where('id', '=', id).executeTakeFirst();
+    const fields = {
       host: body.host,
       version: body.version,
       labels: JSON.stringify(body.labels),
       capacity: JSON.stringify(body.capacity),
       capabilities: JSON.stringify(body.capabilities),
       registry: body.registry === null ? null : JSON.stringify(body.registry),
-      sandboxes: JSON.stringify(body.sandboxes),
+      state: 'ready' as const,
+      observed_sandboxes: JSON.stringify(body.sandboxes),
       images: JSON.stringify(body.images),
-      now,
-    });
+      last_heartbeat_at: now,
+      lost_at: null,
+    };
+    await db.insertInto('executors')
+      .values({ id, ...fields, registered_at: now })
+      .onConflict((oc) => oc.column('id').doUpdateSet(fields))
+      .execute();
     return before?.state;
   }
 
-  get(id: string): Executor | undefined {
-    const row = statement(this.db, 'SELECT * FROM executors WHERE id = ?').get(id) as ExecutorRow | undefined;
+  async get(id: string): Promise<Executor | undefined> {
+    const row = await this.ctx.db.selectFrom('executors').selectAll().where('id', '=', id).executeTakeFirst();
     return row === undefined ? undefined : decode(row);
   }
 
-  list(): Executor[] {
-    return (statement(this.db, 'SELECT * FROM executors ORDER BY id').all() as ExecutorRow[]).map(decode);
+  async list(): Promise<Executor[]> {
+    return (await this.ctx.db.selectFrom('executors').selectAll().orderBy('id').execute()).map(decode);
   }
 
-  ready(): Executor[] {
-    return (statement(this.db, `SELECT * FROM executors WHERE state = 'ready' ORDER BY id`).all() as ExecutorRow[]).map(
-      decode,
-    );
+  async ready(): Promise<Executor[]> {
+    return (await this.ctx.db.selectFrom('executors').selectAll().where('state', '=', lit('ready')).orderBy('id').execute()).map(decode);
   }
 
   /** Ready executors whose last heartbeat is older than `before`. */
-  silentSince(before: number): Executor[] {
+  async silentSince(before: number): Promise<Executor[]> {
     return (
-      statement(this.db, `SELECT * FROM executors WHERE state = 'ready' AND last_heartbeat_at < ?`).all(before) as ExecutorRow[]
+      await this.ctx.db.selectFrom('executors').selectAll()
+        .where('state', '=', lit('ready')).where('last_heartbeat_at', '<', before).execute()
     ).map(decode);
   }
 
-  markLost(id: string, now: number): boolean {
-    return statement(this.db, `UPDATE executors SET state = 'lost', lost_at = ? WHERE id = ? AND state = 'ready'`)
-      .run(now, id).changes === 1;
+  /** Compare-and-set: true only for the one call that moved the executor from ready to lost. */
+  async markLost(id: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('executors').set({ state: 'lost', lost_at: now })
+      .where('id', '=', id).where('state', '=', lit('ready')).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  countByState(): Array<{ state: string; count: number }> {
-    return statement(this.db, 'SELECT state, COUNT(*) AS count FROM executors GROUP BY state').all() as Array<{
-      state: string;
-      count: number;
-    }>;
+  countByState(): Promise<Array<{ state: string; count: number }>> {
+    return this.ctx.db.selectFrom('executors')
+      .select((eb) => ['state', eb.fn.countAll<number>().as('count')])
+      .groupBy('state')
+      .execute();
   }
 }

@@ -1,11 +1,12 @@
-import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import type { SqlContext } from './stores';
 
 /** Namespaces are created on first use. */
 export class NamespaceStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly ctx: SqlContext) {}
 
-  ensure(name: string, now: number): void {
-    statement(this.db, 'INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?, ?)').run(name, now);
+  async ensure(name: string, now: number): Promise<void> {
+    await this.ctx.db.insertInto('namespaces').values({ name, created_at: now })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .execute();
   }
 }

@@ -1,7 +1,8 @@
+import { sql } from 'kysely';
 import { OperationSchema, type Operation, type OperationKind, type OperationOf, type OperationResultOf } from '@cryo/snapshot';
 import { toIso } from '../clock';
-import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import { jsonSetKey, lit, lits } from './sql-dialect';
+import { changedRows, type SqlContext } from './stores';
 
 export type OperationState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
 export type PayloadOf<K extends OperationKind> = OperationOf<K>['payload'];
@@ -31,6 +32,9 @@ export type OperationEnd =
   | { state: 'failed'; code: string; message: string }
   | { state: 'cancelled'; message: string };
 
+const OPEN: OperationState[] = ['queued', 'leased'];
+const ENDED: OperationState[] = ['done', 'failed', 'cancelled'];
+
 /** An operation as sent to an executor. The payload is re-checked against the protocol schema. */
 export function toWireOperation(row: OperationRow): Operation {
   return OperationSchema.parse({
@@ -42,129 +46,158 @@ export function toWireOperation(row: OperationRow): Operation {
   });
 }
 
-export class OperationStore {
-  constructor(private readonly db: Database) {}
+/** How an ended operation row ended; undefined while it is open. */
+export function operationEnd(row: OperationRow): OperationEnd | undefined {
+  switch (row.state) {
+    case 'done':
+      // Stored only after parseOperationResult checked it against the kind (operation-outcomes.ts).
+      return { state: 'done', kind: row.kind, result: row.result === null ? null : JSON.parse(row.result) } as DoneEnd;
+    case 'failed':
+      return { state: 'failed', code: row.error_code ?? 'INTERNAL', message: row.error_message ?? '' };
+    case 'cancelled':
+      return { state: 'cancelled', message: row.error_message ?? '' };
+    default:
+      return undefined;
+  }
+}
 
-  insert<K extends OperationKind>(
+export class OperationStore {
+  constructor(private readonly ctx: SqlContext) {}
+
+  async insert<K extends OperationKind>(
     id: string,
     kind: K,
     executorId: string,
     payload: PayloadOf<K>,
     refs: { sandboxId?: string | null; snapshotId?: string | null },
     now: number,
-  ): void {
-    statement(this.db, 
-      `INSERT INTO operations (id, kind, executor_id, sandbox_id, snapshot_id, payload, state, attempt, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)`,
-    ).run(id, kind, executorId, refs.sandboxId ?? null, refs.snapshotId ?? null, JSON.stringify(payload), now, now);
+  ): Promise<void> {
+    await this.ctx.db.insertInto('operations').values({
+      id, kind, executor_id: executorId, sandbox_id: refs.sandboxId ?? null, snapshot_id: refs.snapshotId ?? null,
+      payload: JSON.stringify(payload), state: 'queued', attempt: 0, created_at: now, updated_at: now,
+    }).execute();
   }
 
-  get(id: string): OperationRow | undefined {
-    return statement(this.db, 'SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
+  get(id: string): Promise<OperationRow | undefined> {
+    return this.ctx.db.selectFrom('operations').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  /** Leases up to `limit` queued operations of an executor, oldest first. */
-  leaseQueued(executorId: string, now: number, leaseMs: (row: OperationRow) => number, limit: number): OperationRow[] {
-    const rows = this.db
-      .prepare(`SELECT * FROM operations WHERE executor_id = ? AND state = 'queued' ORDER BY created_at, id LIMIT ?`)
-      .all(executorId, limit) as OperationRow[];
-    const lease = statement(this.db, 
-      `UPDATE operations SET state = 'leased', attempt = attempt + 1, lease_expires_at = ?, updated_at = ?
-        WHERE id = ? AND state = 'queued'`,
-    );
+  /**
+   * Leases up to `limit` queued operations of an executor, oldest first. Each lease is a
+   * compare-and-set, so two replicas answering polls of the same executor never lease one twice.
+   */
+  async leaseQueued(executorId: string, now: number, leaseMs: (row: OperationRow) => number, limit: number): Promise<OperationRow[]> {
+    const { db } = this.ctx;
+    const rows = await db.selectFrom('operations').selectAll()
+      .where('executor_id', '=', executorId).where('state', '=', lit('queued'))
+      .orderBy('created_at').orderBy('id').limit(limit).execute();
     const leased: OperationRow[] = [];
     for (const row of rows) {
       const until = now + leaseMs(row);
-      if (lease.run(until, now, row.id).changes === 1) {
+      const result = await db.updateTable('operations')
+        .set({ state: 'leased', attempt: sql`attempt + 1`, lease_expires_at: until, updated_at: now })
+        .where('id', '=', row.id).where('state', '=', lit('queued'))
+        .executeTakeFirst();
+      if (changedRows(result) === 1) {
         leased.push({ ...row, state: 'leased', attempt: row.attempt + 1, lease_expires_at: until, updated_at: now });
       }
     }
     return leased;
   }
 
-  expiredLeases(now: number, limit: number): OperationRow[] {
-    return statement(this.db, 
-      `SELECT * FROM operations WHERE state = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`,
-    ).all(now, limit) as OperationRow[];
+  expiredLeases(now: number, limit: number): Promise<OperationRow[]> {
+    return this.ctx.db.selectFrom('operations').selectAll()
+      .where('state', '=', lit('leased')).where('lease_expires_at', '<=', now)
+      .orderBy('lease_expires_at').limit(limit).execute();
   }
 
-  requeue(id: string, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE operations SET state = 'queued', lease_expires_at = NULL, updated_at = ? WHERE id = ? AND state = 'leased'`,
-    ).run(now, id).changes === 1;
+  async requeue(id: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('operations')
+      .set({ state: 'queued', lease_expires_at: null, updated_at: now })
+      .where('id', '=', id).where('state', '=', lit('leased'))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  extendLease(id: string, until: number, now: number): void {
-    statement(this.db, 
-      `UPDATE operations SET lease_expires_at = MAX(COALESCE(lease_expires_at, 0), ?), updated_at = ?
-        WHERE id = ? AND state = 'leased'`,
-    ).run(until, now, id);
+  async extendLease(id: string, until: number, now: number): Promise<void> {
+    await this.ctx.db.updateTable('operations')
+      .set((eb) => ({
+        lease_expires_at: eb.case().when(eb.fn.coalesce('lease_expires_at', eb.val(0)), '>', until)
+          .then(eb.ref('lease_expires_at')).else(until).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('state', '=', lit('leased'))
+      .execute();
   }
 
   /**
    * Ends an open operation; false when it had already ended (the caller then ignores whatever
    * made it try). Sandbox environments are dropped from finished payloads: they may hold secrets.
    */
-  finish(id: string, end: OperationEnd, now: number): boolean {
-    const result = end.state === 'done' ? JSON.stringify(end.result) : null;
-    const code = end.state === 'failed' ? end.code : end.state === 'cancelled' ? 'CANCELLED' : null;
-    const message = end.state === 'done' ? null : end.message;
-    return statement(this.db, 
-      `UPDATE operations SET state = ?, result = ?, error_code = ?, error_message = ?, lease_expires_at = NULL,
-              payload = CASE WHEN kind = 'create_sandbox' THEN json_set(payload, '$.env', json('{}')) ELSE payload END,
-              updated_at = ?
-        WHERE id = ? AND state IN ('queued', 'leased')`,
-    ).run(end.state, result, code, message, now, id).changes === 1;
+  async finish(id: string, end: OperationEnd, now: number): Promise<boolean> {
+    const { db, dialect } = this.ctx;
+    const result = await db.updateTable('operations')
+      .set((eb) => ({
+        state: end.state,
+        result: end.state === 'done' ? JSON.stringify(end.result) : null,
+        error_code: end.state === 'failed' ? end.code : end.state === 'cancelled' ? 'CANCELLED' : null,
+        error_message: end.state === 'done' ? null : end.message,
+        lease_expires_at: null,
+        payload: eb.case().when('kind', '=', 'create_sandbox').then(jsonSetKey(dialect, 'payload', 'env', {}))
+          .else(eb.ref('payload')).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('state', 'in', lits(OPEN))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  reassign(id: string, executorId: string, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE operations SET executor_id = ?, updated_at = ? WHERE id = ? AND state = 'queued'`,
-    ).run(executorId, now, id).changes === 1;
+  async reassign(id: string, executorId: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('operations').set({ executor_id: executorId, updated_at: now })
+      .where('id', '=', id).where('state', '=', lit('queued')).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  openOnExecutor(executorId: string): OperationRow[] {
-    return statement(this.db, 
-      `SELECT * FROM operations WHERE executor_id = ? AND state IN ('queued', 'leased') ORDER BY created_at, id`,
-    ).all(executorId) as OperationRow[];
+  openOnExecutor(executorId: string): Promise<OperationRow[]> {
+    return this.ctx.db.selectFrom('operations').selectAll()
+      .where('executor_id', '=', executorId).where('state', 'in', lits(OPEN))
+      .orderBy('created_at').orderBy('id').execute();
   }
 
-  openForSandbox(sandboxId: string, kind: OperationKind): OperationRow[] {
-    return statement(this.db, 
-      `SELECT * FROM operations WHERE sandbox_id = ? AND kind = ? AND state IN ('queued', 'leased')`,
-    ).all(sandboxId, kind) as OperationRow[];
+  openForSandbox(sandboxId: string, kind: OperationKind): Promise<OperationRow[]> {
+    return this.ctx.db.selectFrom('operations').selectAll()
+      .where('sandbox_id', '=', sandboxId).where('kind', '=', kind).where('state', 'in', lits(OPEN)).execute();
   }
 
-  openForSnapshot(snapshotId: string, kind: OperationKind): OperationRow[] {
-    return statement(this.db, 
-      `SELECT * FROM operations WHERE snapshot_id = ? AND kind = ? AND state IN ('queued', 'leased')`,
-    ).all(snapshotId, kind) as OperationRow[];
+  openForSnapshot(snapshotId: string, kind: OperationKind): Promise<OperationRow[]> {
+    return this.ctx.db.selectFrom('operations').selectAll()
+      .where('snapshot_id', '=', snapshotId).where('kind', '=', kind).where('state', 'in', lits(OPEN)).execute();
   }
 
-  finishedForSnapshot(snapshotId: string, kind: OperationKind): OperationRow[] {
-    return statement(this.db, 
-      `SELECT * FROM operations WHERE snapshot_id = ? AND kind = ? AND state IN ('done', 'failed', 'cancelled')`,
-    ).all(snapshotId, kind) as OperationRow[];
+  /** Every operation of a kind for a snapshot, open or ended. */
+  allForSnapshot(snapshotId: string, kind: OperationKind): Promise<OperationRow[]> {
+    return this.ctx.db.selectFrom('operations').selectAll()
+      .where('snapshot_id', '=', snapshotId).where('kind', '=', kind).execute();
   }
 
   /** The newest operation of a kind for a snapshot on one executor: is it open, when did it last change? */
-  lastForSnapshotOnExecutor(
+  async lastForSnapshotOnExecutor(
     snapshotId: string,
     kind: OperationKind,
     executorId: string,
-  ): { open: boolean; updatedAt: number } | undefined {
-    const row = statement(this.db, 
-      `SELECT state, updated_at FROM operations WHERE snapshot_id = ? AND kind = ? AND executor_id = ?
-        ORDER BY updated_at DESC LIMIT 1`,
-    ).get(snapshotId, kind, executorId) as { state: OperationState; updated_at: number } | undefined;
+  ): Promise<{ open: boolean; updatedAt: number } | undefined> {
+    const row = await this.ctx.db.selectFrom('operations').select(['state', 'updated_at'])
+      .where('snapshot_id', '=', snapshotId).where('kind', '=', kind).where('executor_id', '=', executorId)
+      .orderBy('updated_at', 'desc').limit(1).executeTakeFirst();
     if (row === undefined) return undefined;
     return { open: row.state === 'queued' || row.state === 'leased', updatedAt: row.updated_at };
   }
 
-  pruneEnded(before: number, limit: number): number {
-    return statement(this.db, 
-      `DELETE FROM operations WHERE id IN (
-         SELECT id FROM operations WHERE state IN ('done', 'failed', 'cancelled') AND updated_at < ? LIMIT ?)`,
-    ).run(before, limit).changes;
+  async pruneEnded(before: number, limit: number): Promise<number> {
+    const { db } = this.ctx;
+    const result = await db.deleteFrom('operations')
+      .where('id', 'in', db.selectFrom('operations').select('id').where('state', 'in', lits(ENDED)).where('updated_at', '<', before).limit(limit))
+      .executeTakeFirst();
+    return changedRows(result);
   }
 }

@@ -4,7 +4,10 @@
  * inserted while a client pages never shift the pages it has not read yet.
  */
 import { z } from 'zod';
+import { sql, type RawBuilder, type SqlBool } from 'kysely';
 import { CryoError, parseLabelFilters } from '@cryo/snapshot';
+import type { Dialect } from '../db/migrations';
+import { jsonText } from './sql-dialect';
 
 const CursorSchema = z.object({ t: z.number().int(), id: z.string() });
 export type Cursor = z.infer<typeof CursorSchema>;
@@ -26,33 +29,18 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
-/** SQL conditions and their parameters, built up clause by clause. */
-export class WhereClause {
-  private readonly clauses: string[] = [];
-  readonly params: Array<string | number> = [];
-
-  add(clause: string, ...params: Array<string | number>): this {
-    this.clauses.push(clause);
-    this.params.push(...params);
-    return this;
-  }
-
-  toSql(): string {
-    return this.clauses.length === 0 ? '' : `WHERE ${this.clauses.join(' AND ')}`;
-  }
-}
-
 const LABEL_KEY = /^[A-Za-z0-9._/-]{1,63}$/;
 
 /**
  * Adds the filters every list shares: `status` (one value or a comma-separated list, checked
  * against the resource's states), `label` (k=v, repeatable, all must match) and the cursor.
  */
-export function addListFilters(
-  where: WhereClause,
+export function listFilters(
+  dialect: Dialect,
   query: { status?: string | undefined; label?: string | string[] | undefined; cursor?: string | undefined },
   statuses: readonly string[],
-): void {
+): Array<RawBuilder<SqlBool>> {
+  const out: Array<RawBuilder<SqlBool>> = [];
   if (query.status !== undefined) {
     const wanted = query.status.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     const unknown = wanted.filter((s) => !statuses.includes(s));
@@ -62,7 +50,7 @@ export function addListFilters(
         `querystring.status: unknown status "${unknown.join(',') || query.status}"; expected one of ${statuses.join(', ')}`,
       );
     }
-    where.add(`status IN (${wanted.map(() => '?').join(', ')})`, ...wanted);
+    out.push(sql<SqlBool>`status IN (${sql.join(wanted)})`);
   }
   let labels: Array<[string, string]>;
   try {
@@ -74,12 +62,13 @@ export function addListFilters(
     if (!LABEL_KEY.test(key)) {
       throw new CryoError('INVALID_REQUEST', `querystring.label: "${key}" is not a valid label key`);
     }
-    where.add('json_extract(labels, ?) = ?', `$."${key}"`, value);
+    out.push(sql<SqlBool>`${jsonText(dialect, 'labels', key)} = ${value}`);
   }
   if (query.cursor !== undefined) {
     const cursor = decodeCursor(query.cursor);
-    where.add('(created_at < ? OR (created_at = ? AND id < ?))', cursor.t, cursor.t, cursor.id);
+    out.push(sql<SqlBool>`(created_at < ${cursor.t} OR (created_at = ${cursor.t} AND id < ${cursor.id}))`);
   }
+  return out;
 }
 
 /** Turns `limit + 1` fetched rows into a page and the cursor to the next one. */

@@ -1,5 +1,5 @@
-import type { Database } from '../db/database';
-import { statement } from '../db/statements';
+import type { SqlContext } from './stores';
+import { changedRows } from './stores';
 
 /** What the reaper removed for one snapshot: the audit trail of expiry and deletion. */
 export interface ReaperRecord {
@@ -17,27 +17,36 @@ export interface ReaperRecord {
 }
 
 export class ReaperRecordStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly ctx: SqlContext) {}
 
-  insert(r: ReaperRecord): void {
-    statement(this.db, 
-      `INSERT INTO reaper_records (snapshot_id, namespace, action, image_ref, digest, registry_result, local_removed,
-         bytes_reclaimed, attempts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      r.snapshotId, r.namespace, r.action, r.imageRef, r.digest, r.registryResult, JSON.stringify(r.localRemoved),
-      r.bytesReclaimed, r.attempts, r.at,
-    );
+  async insert(r: ReaperRecord): Promise<void> {
+    await this.ctx.db.insertInto('reaper_records').values({
+      snapshot_id: r.snapshotId,
+      namespace: r.namespace,
+      action: r.action,
+      image_ref: r.imageRef,
+      digest: r.digest,
+      registry_result: r.registryResult,
+      local_removed: JSON.stringify(r.localRemoved),
+      bytes_reclaimed: r.bytesReclaimed,
+      attempts: r.attempts,
+      at: r.at,
+    }).execute();
   }
 
-  forSnapshot(snapshotId: string): Array<{ action: string; registry_result: string; local_removed: string; digest: string | null }> {
-    return this.db
-      .prepare('SELECT action, registry_result, local_removed, digest FROM reaper_records WHERE snapshot_id = ? ORDER BY seq')
-      .all(snapshotId) as Array<{ action: string; registry_result: string; local_removed: string; digest: string | null }>;
+  forSnapshot(snapshotId: string): Promise<Array<{ action: string; registry_result: string; local_removed: string; digest: string | null }>> {
+    return this.ctx.db.selectFrom('reaper_records')
+      .select(['action', 'registry_result', 'local_removed', 'digest'])
+      .where('snapshot_id', '=', snapshotId)
+      .orderBy('seq')
+      .execute();
   }
 
-  pruneBefore(before: number, limit: number): number {
-    return statement(this.db, 
-      'DELETE FROM reaper_records WHERE seq IN (SELECT seq FROM reaper_records WHERE at < ? LIMIT ?)',
-    ).run(before, limit).changes;
+  async pruneBefore(before: number, limit: number): Promise<number> {
+    const { db } = this.ctx;
+    const result = await db.deleteFrom('reaper_records')
+      .where('seq', 'in', db.selectFrom('reaper_records').select('seq').where('at', '<', before).limit(limit))
+      .executeTakeFirst();
+    return changedRows(result);
   }
 }

@@ -11,10 +11,10 @@ import {
   type SandboxStatus,
 } from '@cryo/snapshot';
 import { toIsoOrNull, toIso } from '../clock';
-import type { Database } from '../db/database';
-import { sqlStrings, statement } from '../db/statements';
 import { decodeJson, decodeJsonOrNull, StringListSchema, StringMapSchema } from './columns';
-import { addListFilters, toPage, WhereClause, type Page } from './pagination';
+import { listFilters, toPage, type Page } from './pagination';
+import { jsonNumberSum, lit, lits } from './sql-dialect';
+import { changedRows, type SqlContext } from './stores';
 
 export interface SandboxRow {
   id: string;
@@ -60,7 +60,6 @@ export interface NewSandbox {
 
 /** Sandboxes that occupy an executor. */
 export const LIVE_SANDBOX_STATUSES: readonly SandboxStatus[] = ['pending', 'running', 'snapshotting'];
-const LIVE = sqlStrings(LIVE_SANDBOX_STATUSES);
 
 /** A sandbox as lists show it: `command` (up to 256 KiB) is neither decoded nor sent. */
 export function toSandboxListItem(row: SandboxRow): SandboxListItem {
@@ -91,123 +90,152 @@ export function toSandboxView(row: SandboxRow): Sandbox {
   return { ...toSandboxListItem(row), command: decodeJsonOrNull(StringListSchema, row.command, 'sandboxes.command') };
 }
 
+const LIVE = [...LIVE_SANDBOX_STATUSES];
+
 export class SandboxStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly ctx: SqlContext) {}
 
-  insert(s: NewSandbox): void {
-    statement(this.db, 
-      `INSERT INTO sandboxes (id, namespace, image, base_image, command, labels, resources, timeout_secs, status,
-         pending_reason, executor_id, pinned, restored_from_snapshot, restore_mode, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      s.id, s.namespace, s.image, s.baseImage, s.command === null ? null : JSON.stringify(s.command),
-      JSON.stringify(s.labels), JSON.stringify(s.resources), s.timeoutSecs, s.pendingReason, s.executorId,
-      s.pinned ? 1 : 0, s.restoredFromSnapshot, s.restoreMode, s.now, s.now,
-    );
+  async insert(s: NewSandbox): Promise<void> {
+    await this.ctx.db.insertInto('sandboxes').values({
+      id: s.id,
+      namespace: s.namespace,
+      image: s.image,
+      base_image: s.baseImage,
+      command: s.command === null ? null : JSON.stringify(s.command),
+      labels: JSON.stringify(s.labels),
+      resources: JSON.stringify(s.resources),
+      timeout_secs: s.timeoutSecs,
+      status: 'pending',
+      pending_reason: s.pendingReason,
+      executor_id: s.executorId,
+      pinned: s.pinned ? 1 : 0,
+      restored_from_snapshot: s.restoredFromSnapshot,
+      restore_mode: s.restoreMode,
+      created_at: s.now,
+      updated_at: s.now,
+    }).execute();
   }
 
-  get(id: string): SandboxRow | undefined {
-    return statement(this.db, 'SELECT * FROM sandboxes WHERE id = ?').get(id) as SandboxRow | undefined;
+  get(id: string): Promise<SandboxRow | undefined> {
+    return this.ctx.db.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  getInNamespace(namespace: string, id: string): SandboxRow | undefined {
-    return statement(this.db, 'SELECT * FROM sandboxes WHERE id = ? AND namespace = ?').get(id, namespace) as
-      | SandboxRow
-      | undefined;
+  getInNamespace(namespace: string, id: string): Promise<SandboxRow | undefined> {
+    return this.ctx.db.selectFrom('sandboxes').selectAll().where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst();
   }
 
-  list(namespace: string, query: ListQuery): Page<SandboxListItem> {
-    const where = new WhereClause().add('namespace = ?', namespace);
-    addListFilters(where, query, SandboxStatusSchema.options);
-    const rows = this.db
-      .prepare(`SELECT * FROM sandboxes ${where.toSql()} ORDER BY created_at DESC, id DESC LIMIT ?`)
-      .all(...where.params, query.limit + 1) as SandboxRow[];
+  async list(namespace: string, query: ListQuery): Promise<Page<SandboxListItem>> {
+    let select = this.ctx.db.selectFrom('sandboxes').selectAll().where('namespace', '=', namespace);
+    for (const condition of listFilters(this.ctx.dialect, query, SandboxStatusSchema.options)) select = select.where(condition);
+    const rows = await select.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(query.limit + 1).execute();
     return toPage(rows, query.limit, toSandboxListItem);
   }
 
-  liveOnExecutor(executorId: string): SandboxRow[] {
-    return this.db
-      .prepare(`SELECT * FROM sandboxes WHERE executor_id = ? AND status IN (${LIVE})`)
-      .all(executorId) as SandboxRow[];
+  liveOnExecutor(executorId: string): Promise<SandboxRow[]> {
+    return this.ctx.db.selectFrom('sandboxes').selectAll()
+      .where('executor_id', '=', executorId).where('status', 'in', lits(LIVE)).execute();
   }
 
   /** Live sandboxes and the resources they reserve, per executor: what placement subtracts. */
-  reservationsByExecutor(): Map<string, { sandboxes: number; cpus: number; memoryMb: number }> {
-    const rows = this.db
-      .prepare(
-        `SELECT executor_id, COUNT(*) AS sandboxes,
-                COALESCE(SUM(json_extract(resources, '$.cpus')), 0) AS cpus,
-                COALESCE(SUM(json_extract(resources, '$.memory_mb')), 0) AS memory_mb
-           FROM sandboxes WHERE status IN (${LIVE}) AND executor_id IS NOT NULL
-          GROUP BY executor_id`,
-      )
-      .all() as Array<{ executor_id: string; sandboxes: number; cpus: number; memory_mb: number }>;
-    return new Map(rows.map((r) => [r.executor_id, { sandboxes: r.sandboxes, cpus: r.cpus, memoryMb: r.memory_mb }]));
+  async reservationsByExecutor(): Promise<Map<string, { sandboxes: number; cpus: number; memoryMb: number }>> {
+    const { dialect } = this.ctx;
+    const rows = await this.ctx.db.selectFrom('sandboxes')
+      .select((eb) => [
+        'executor_id',
+        eb.fn.countAll<number>().as('sandboxes'),
+        jsonNumberSum(dialect, 'resources', 'cpus').as('cpus'),
+        jsonNumberSum(dialect, 'resources', 'memory_mb').as('memory_mb'),
+      ])
+      .where('status', 'in', lits(LIVE)).where('executor_id', 'is not', null)
+      .groupBy('executor_id')
+      .execute();
+    const out = new Map<string, { sandboxes: number; cpus: number; memoryMb: number }>();
+    for (const r of rows) {
+      if (r.executor_id !== null) out.set(r.executor_id, { sandboxes: r.sandboxes, cpus: r.cpus, memoryMb: r.memory_mb });
+    }
+    return out;
   }
 
-  markRunning(id: string, containerId: string, now: number, expiresAt: number | null): boolean {
-    return statement(this.db, 
-      `UPDATE sandboxes SET status = 'running', pending_reason = NULL, container_id = ?, started_at = ?,
-              expires_at = ?, updated_at = ?
-        WHERE id = ? AND status = 'pending'`,
-    ).run(containerId, now, expiresAt, now, id).changes === 1;
+  async markRunning(id: string, containerId: string, now: number, expiresAt: number | null): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('sandboxes')
+      .set({ status: 'running', pending_reason: null, container_id: containerId, started_at: now, expires_at: expiresAt, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit('pending'))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
+  }
+
+  /**
+   * Compare-and-set running -> snapshotting for a sandbox with an executor; the row after the
+   * move, or undefined when the sandbox is missing or not running.
+   */
+  beginSnapshot(namespace: string, id: string, now: number): Promise<SandboxRow | undefined> {
+    return this.ctx.db.updateTable('sandboxes').set({ status: 'snapshotting', updated_at: now })
+      .where('id', '=', id).where('namespace', '=', namespace).where('status', '=', lit('running')).where('executor_id', 'is not', null)
+      .returningAll()
+      .executeTakeFirst();
   }
 
   /** Moves a sandbox between running and snapshotting; false when it is no longer in `from`. */
-  setStatus(id: string, from: SandboxStatus, to: SandboxStatus, now: number): boolean {
-    return statement(this.db, 'UPDATE sandboxes SET status = ?, updated_at = ? WHERE id = ? AND status = ?')
-      .run(to, now, id, from).changes === 1;
+  async setStatus(id: string, from: SandboxStatus, to: SandboxStatus, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('sandboxes').set({ status: to, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit(from)).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   /** Ends a sandbox unless it has already ended; returns whether this call ended it. */
-  terminate(id: string, outcome: Outcome, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE sandboxes SET status = 'terminated', outcome_kind = ?, outcome_reason = ?, pending_reason = NULL,
-              terminated_at = ?, updated_at = ?
-        WHERE id = ? AND status != 'terminated'`,
-    ).run(outcome.kind, outcome.reason ?? null, now, now, id).changes === 1;
+  async terminate(id: string, outcome: Outcome, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('sandboxes')
+      .set({
+        status: 'terminated', outcome_kind: outcome.kind, outcome_reason: outcome.reason ?? null, pending_reason: null,
+        terminated_at: now, updated_at: now,
+      })
+      .where('id', '=', id).where('status', '!=', lit('terminated'))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  reassign(id: string, executorId: string, pendingReason: string, now: number): void {
-    statement(this.db, 
-      `UPDATE sandboxes SET executor_id = ?, pending_reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'`,
-    ).run(executorId, pendingReason, now, id);
+  async reassign(id: string, executorId: string, pendingReason: string, now: number): Promise<void> {
+    await this.ctx.db.updateTable('sandboxes').set({ executor_id: executorId, pending_reason: pendingReason, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit('pending')).execute();
   }
 
-  setPendingReason(id: string, reason: string, now: number): void {
-    statement(this.db, `UPDATE sandboxes SET pending_reason = ?, updated_at = ? WHERE id = ? AND status = 'pending'`)
-      .run(reason, now, id);
+  async setPendingReason(id: string, reason: string, now: number): Promise<void> {
+    await this.ctx.db.updateTable('sandboxes').set({ pending_reason: reason, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit('pending')).execute();
   }
 
   /** Running sandboxes whose timeout has passed. Snapshotting ones wait until their snapshot ends. */
-  dueForTimeout(now: number, limit: number): SandboxRow[] {
-    return this.db
-      .prepare(`SELECT * FROM sandboxes WHERE status = 'running' AND expires_at IS NOT NULL AND expires_at <= ?
-                ORDER BY expires_at LIMIT ?`)
-      .all(now, limit) as SandboxRow[];
+  dueForTimeout(now: number, limit: number): Promise<SandboxRow[]> {
+    return this.ctx.db.selectFrom('sandboxes').selectAll()
+      .where('status', '=', lit('running')).where('expires_at', 'is not', null).where('expires_at', '<=', now)
+      .orderBy('expires_at').limit(limit).execute();
   }
 
   /** Is anything still reading this snapshot's image: a pending restore, or a lazily restored sandbox? */
-  hasRestoresInUse(snapshotId: string): boolean {
-    const row = statement(this.db, 
-      `SELECT 1 FROM sandboxes WHERE restored_from_snapshot = ?
-          AND (status = 'pending' OR (restore_mode = 'lazy' AND status != 'terminated')) LIMIT 1`,
-    ).get(snapshotId);
+  async hasRestoresInUse(snapshotId: string): Promise<boolean> {
+    const row = await this.ctx.db.selectFrom('sandboxes').select('id')
+      .where('restored_from_snapshot', '=', snapshotId)
+      .where((eb) => eb.or([
+        eb('status', '=', lit('pending')),
+        eb.and([eb('restore_mode', '=', lit('lazy')), eb('status', '!=', lit('terminated'))]),
+      ]))
+      .limit(1).executeTakeFirst();
     return row !== undefined;
   }
 
   /** Deletes terminated sandboxes that ended before `before`; returns how many. */
-  pruneTerminated(before: number, limit: number): number {
-    return statement(this.db, 
-      `DELETE FROM sandboxes WHERE id IN (
-         SELECT id FROM sandboxes WHERE status = 'terminated' AND terminated_at < ? LIMIT ?)`,
-    ).run(before, limit).changes;
+  async pruneTerminated(before: number, limit: number): Promise<number> {
+    const { db } = this.ctx;
+    const result = await db.deleteFrom('sandboxes')
+      .where('id', 'in', db.selectFrom('sandboxes').select('id')
+        .where('status', '=', lit('terminated')).where('terminated_at', '<', before).limit(limit))
+      .executeTakeFirst();
+    return changedRows(result);
   }
 
-  countByStatus(): Array<{ status: string; count: number }> {
-    return statement(this.db, 'SELECT status, COUNT(*) AS count FROM sandboxes GROUP BY status').all() as Array<{
-      status: string;
-      count: number;
-    }>;
+  countByStatus(): Promise<Array<{ status: string; count: number }>> {
+    return this.ctx.db.selectFrom('sandboxes')
+      .select((eb) => ['status', eb.fn.countAll<number>().as('count')])
+      .groupBy('status').execute();
   }
 }

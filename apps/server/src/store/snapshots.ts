@@ -9,10 +9,12 @@ import {
   type SnapshotStatus,
 } from '@cryo/snapshot';
 import { toIso, toIsoOrNull } from '../clock';
-import type { Database } from '../db/database';
-import { sqlStrings, statement } from '../db/statements';
+import { sql } from 'kysely';
+import type { OperationState } from './operations';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
-import { addListFilters, toPage, WhereClause, type Page } from './pagination';
+import { listFilters, toPage, type Page } from './pagination';
+import { jsonSetKey, lit, lits } from './sql-dialect';
+import { changedRows, type SqlContext } from './stores';
 
 export type DeleteReason = 'expired' | 'deleted';
 
@@ -67,7 +69,6 @@ export interface NewSnapshot {
 
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
 export const LIVE_SNAPSHOT_STATUSES: readonly SnapshotStatus[] = ['creating', 'active', 'deleting'];
-const LIVE = sqlStrings(LIVE_SNAPSHOT_STATUSES);
 
 const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null };
 
@@ -102,225 +103,254 @@ export function toSnapshotView(row: SnapshotRow): Snapshot {
   };
 }
 
+const LIVE = [...LIVE_SNAPSHOT_STATUSES];
+const ENDED: SnapshotStatus[] = ['failed', 'deleted', 'expired'];
+
 export class SnapshotStore {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly ctx: SqlContext) {}
 
-  insert(s: NewSnapshot): void {
-    statement(this.db, 
-      `INSERT INTO snapshots (id, namespace, sandbox_id, executor_id, status, tag, user_tag, labels, planned_ref,
-         base_image, ttl_secs, created_at, expires_at, updated_at)
-       VALUES (?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      s.id, s.namespace, s.sandboxId, s.executorId, s.tag, s.userTag ? 1 : 0, JSON.stringify(s.labels),
-      s.plannedRef, s.baseImage, s.ttlSecs, s.now, expiresAtFor(s.now, s.ttlSecs), s.now,
-    );
+  /** Inserts a `creating` snapshot and returns its row. */
+  insert(s: NewSnapshot): Promise<SnapshotRow> {
+    return this.ctx.db.insertInto('snapshots').values({
+      id: s.id, namespace: s.namespace, sandbox_id: s.sandboxId, executor_id: s.executorId, status: 'creating',
+      tag: s.tag, user_tag: s.userTag ? 1 : 0, labels: JSON.stringify(s.labels), planned_ref: s.plannedRef,
+      base_image: s.baseImage, ttl_secs: s.ttlSecs, created_at: s.now, expires_at: expiresAtFor(s.now, s.ttlSecs),
+      delete_attempts: 0, updated_at: s.now,
+    }).returningAll().executeTakeFirstOrThrow();
   }
 
-  get(id: string): SnapshotRow | undefined {
-    return statement(this.db, 'SELECT * FROM snapshots WHERE id = ?').get(id) as SnapshotRow | undefined;
+  get(id: string): Promise<SnapshotRow | undefined> {
+    return this.ctx.db.selectFrom('snapshots').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  getInNamespace(namespace: string, id: string): SnapshotRow | undefined {
-    return statement(this.db, 'SELECT * FROM snapshots WHERE id = ? AND namespace = ?').get(id, namespace) as
-      | SnapshotRow
-      | undefined;
+  getInNamespace(namespace: string, id: string): Promise<SnapshotRow | undefined> {
+    return this.ctx.db.selectFrom('snapshots').selectAll().where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst();
   }
 
-  list(namespace: string, query: ListQuery, sandboxId?: string): Page<Snapshot> {
-    const where = new WhereClause().add('namespace = ?', namespace);
-    if (sandboxId !== undefined) where.add('sandbox_id = ?', sandboxId);
-    addListFilters(where, query, SnapshotStatusSchema.options);
-    const rows = this.db
-      .prepare(`SELECT * FROM snapshots ${where.toSql()} ORDER BY created_at DESC, id DESC LIMIT ?`)
-      .all(...where.params, query.limit + 1) as SnapshotRow[];
+  async list(namespace: string, query: ListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
+    let select = this.ctx.db.selectFrom('snapshots').selectAll().where('namespace', '=', namespace);
+    if (sandboxId !== undefined) select = select.where('sandbox_id', '=', sandboxId);
+    for (const condition of listFilters(this.ctx.dialect, query, SnapshotStatusSchema.options)) select = select.where(condition);
+    const rows = await select.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(query.limit + 1).execute();
     return toPage(rows, query.limit, toSnapshotView);
   }
 
-  countLive(namespace: string): number {
-    const row = statement(this.db, 
-      `SELECT COUNT(*) AS n FROM snapshots WHERE namespace = ? AND status IN (${LIVE})`,
-    ).get(namespace) as { n: number };
-    return row.n;
+  async countLive(namespace: string): Promise<number> {
+    const row = await this.ctx.db.selectFrom('snapshots').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('namespace', '=', namespace).where('status', 'in', lits(LIVE)).executeTakeFirst();
+    return row?.n ?? 0;
   }
 
   /** A tag still naming an image somewhere (or that may, until a failed push is cleaned up). */
-  tagHolder(tag: string): SnapshotRow | undefined {
-    return statement(this.db, 
-      `SELECT * FROM snapshots WHERE tag = ?
-          AND (status IN (${LIVE}) OR next_attempt_at IS NOT NULL)
-        LIMIT 1`,
-    ).get(tag) as SnapshotRow | undefined;
+  tagHolder(tag: string): Promise<SnapshotRow | undefined> {
+    return this.ctx.db.selectFrom('snapshots').selectAll().where('tag', '=', tag)
+      .where((eb) => eb.or([eb('status', 'in', lits(LIVE)), eb('next_attempt_at', 'is not', null)]))
+      .limit(1).executeTakeFirst();
   }
 
   /** Records a pushed image. A snapshot deleted meanwhile stays `deleting`, now with a digest to delete. */
-  recordPushed(id: string, result: SnapshotResult, now: number): void {
-    statement(this.db, 
-      `UPDATE snapshots SET
-          status = CASE WHEN status = 'creating' THEN 'active' ELSE status END,
-          image_ref = ?, digest = ?, size_bytes = ?, timings = ?,
-          progress = NULL, error = NULL,
-          next_attempt_at = CASE WHEN status = 'deleting' THEN ? ELSE next_attempt_at END,
-          updated_at = ?
-        WHERE id = ? AND status IN ('creating', 'deleting')`,
-    ).run(
-      result.image_ref, result.digest, result.size_bytes, JSON.stringify(result.timings), now, now, id,
-    );
+  async recordPushed(id: string, result: SnapshotResult, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        status: eb.case().when('status', '=', 'creating').then(eb.val<SnapshotStatus>('active')).else(eb.ref('status')).end(),
+        image_ref: result.image_ref, digest: result.digest, size_bytes: result.size_bytes, timings: JSON.stringify(result.timings),
+        progress: null, error: null,
+        next_attempt_at: eb.case().when('status', '=', 'deleting').then(eb.val<number | null>(now)).else(eb.ref('next_attempt_at')).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('status', 'in', lits<SnapshotStatus>(['creating', 'deleting']))
+      .execute();
   }
 
   /** The clip index of an active snapshot was pushed: lazy restore becomes possible. */
-  recordClipIndex(id: string, clipIndexRef: string, indexMs: number, now: number): void {
-    statement(this.db,
-      `UPDATE snapshots SET clip_index_ref = ?, clip_error = NULL,
-          timings = json_set(COALESCE(timings, '{}'), '$.index_ms', ?), updated_at = ?
-        WHERE id = ? AND status = 'active'`,
-    ).run(clipIndexRef, indexMs, now, id);
+  async recordClipIndex(id: string, clipIndexRef: string, indexMs: number, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots')
+      .set({
+        clip_index_ref: clipIndexRef, clip_error: null,
+        timings: jsonSetKey(this.ctx.dialect, 'timings', 'index_ms', indexMs), updated_at: now,
+      })
+      .where('id', '=', id).where('status', '=', lit('active'))
+      .execute();
   }
 
   /** Indexing failed: the snapshot stays restorable eagerly and says why lazy is unavailable. */
-  recordClipError(id: string, error: string, now: number): void {
-    statement(this.db, `UPDATE snapshots SET clip_error = ?, updated_at = ? WHERE id = ?`).run(error, now, id);
+  async recordClipError(id: string, error: string, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots').set({ clip_error: error, updated_at: now }).where('id', '=', id).execute();
   }
 
   /**
    * A snapshot whose creation failed. `registryCleanup` schedules a check for a manifest that a
    * push of unknown outcome may have left behind (the executor vanished mid-push).
    */
-  markFailed(id: string, error: string, registryCleanup: boolean, now: number): void {
-    statement(this.db, 
-      `UPDATE snapshots SET
-          status = CASE WHEN status = 'creating' THEN 'failed' ELSE status END,
-          error = CASE WHEN status = 'creating' THEN ? ELSE error END,
-          failed_at = ?, progress = NULL,
-          next_attempt_at = CASE WHEN ? THEN ? ELSE next_attempt_at END,
-          updated_at = ?
-        WHERE id = ? AND status IN ('creating', 'deleting')`,
-    ).run(error, now, registryCleanup ? 1 : 0, now, now, id);
+  async markFailed(id: string, error: string, registryCleanup: boolean, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        status: eb.case().when('status', '=', 'creating').then(eb.val<SnapshotStatus>('failed')).else(eb.ref('status')).end(),
+        error: eb.case().when('status', '=', 'creating').then(eb.val<string | null>(error)).else(eb.ref('error')).end(),
+        failed_at: now,
+        progress: null,
+        ...(registryCleanup ? { next_attempt_at: now } : {}),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('status', 'in', lits<SnapshotStatus>(['creating', 'deleting']))
+      .execute();
   }
 
   /** A snapshot deleted while creating whose push is known not to have happened. */
-  wakeDeletion(id: string, now: number): void {
-    statement(this.db, 
-      `UPDATE snapshots SET next_attempt_at = ?, progress = NULL, updated_at = ? WHERE id = ? AND status = 'deleting'`,
-    ).run(now, now, id);
+  async wakeDeletion(id: string, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots').set({ next_attempt_at: now, progress: null, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit('deleting')).execute();
   }
 
-  updateProgress(id: string, progress: Progress, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE snapshots SET progress = ?, updated_at = ? WHERE id = ? AND status IN ('creating', 'deleting')`,
-    ).run(JSON.stringify(progress), now, id).changes === 1;
+  async updateProgress(id: string, progress: Progress, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots').set({ progress: JSON.stringify(progress), updated_at: now })
+      .where('id', '=', id).where('status', 'in', lits<SnapshotStatus>(['creating', 'deleting'])).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  setTtl(id: string, ttlSecs: number, expiresAt: number | null, now: number): void {
-    statement(this.db, 'UPDATE snapshots SET ttl_secs = ?, expires_at = ?, updated_at = ? WHERE id = ?')
-      .run(ttlSecs, expiresAt, now, id);
+  async setTtl(id: string, ttlSecs: number, expiresAt: number | null, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots').set({ ttl_secs: ttlSecs, expires_at: expiresAt, updated_at: now })
+      .where('id', '=', id).execute();
   }
 
   /** Starts deleting a snapshot; returns false when it is already on its way out. */
-  requestDelete(id: string, reason: DeleteReason, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE snapshots SET status = 'deleting', delete_reason = ?, delete_requested_at = ?, next_attempt_at = ?,
-              progress = CASE WHEN status = 'creating' THEN progress ELSE NULL END, updated_at = ?
-        WHERE id = ? AND status IN ('creating', 'active', 'failed')`,
-    ).run(reason, now, now, now, id).changes === 1;
+  async requestDelete(id: string, reason: DeleteReason, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        status: 'deleting', delete_reason: reason, delete_requested_at: now, next_attempt_at: now,
+        progress: eb.case().when('status', '=', 'creating').then(eb.ref('progress')).else(null).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('status', 'in', lits<SnapshotStatus>(['creating', 'active', 'failed']))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   /**
-   * Moves up to `limit` active snapshots past their expiry to `deleting`, oldest deadline first.
-   * Snapshots a pending or lazy restore still reads are left for a later pass.
+   * Moves up to `limit` active snapshots past their expiry to `deleting`, oldest deadline first,
+   * and returns those this call moved (each move is a compare-and-set). Snapshots a pending or
+   * lazy restore still reads are left for a later pass.
    */
-  expireDue(now: number, limit: number): string[] {
-    const rows = statement(this.db, 
-      `SELECT id FROM snapshots s
-        WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?
-          AND NOT EXISTS (SELECT 1 FROM sandboxes b WHERE b.restored_from_snapshot = s.id
-                            AND (b.status = 'pending' OR (b.restore_mode = 'lazy' AND b.status != 'terminated')))
-        ORDER BY expires_at LIMIT ?`,
-    ).all(now, limit) as Array<{ id: string }>;
-    const ids = rows.map((r) => r.id);
-    const mark = statement(this.db, 
-      `UPDATE snapshots SET status = 'deleting', delete_reason = 'expired', delete_requested_at = ?,
-              next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'active'`,
-    );
-    for (const id of ids) mark.run(now, now, now, id);
-    return ids;
+  async expireDue(now: number, limit: number): Promise<string[]> {
+    const { db } = this.ctx;
+    const rows = await db.selectFrom('snapshots as s').select('s.id')
+      .where('s.status', '=', lit('active')).where('s.expires_at', 'is not', null).where('s.expires_at', '<=', now)
+      .where(({ not, exists, selectFrom }) => not(exists(
+        selectFrom('sandboxes as b').select('b.id')
+          .whereRef('b.restored_from_snapshot', '=', 's.id')
+          .where((eb) => eb.or([
+            eb('b.status', '=', lit('pending')),
+            eb.and([eb('b.restore_mode', '=', lit('lazy')), eb('b.status', '!=', lit('terminated'))]),
+          ])),
+      )))
+      .orderBy('s.expires_at').limit(limit).execute();
+    if (rows.length === 0) return [];
+    const moved = await db.updateTable('snapshots')
+      .set({ status: 'deleting', delete_reason: 'expired', delete_requested_at: now, next_attempt_at: now, updated_at: now })
+      .where('id', 'in', rows.map((r) => r.id)).where('status', '=', lit('active'))
+      .returning('id')
+      .execute();
+    return moved.map((r) => r.id);
   }
 
   /** Deleting snapshots due for another attempt, skipping those whose push is still in flight. */
-  dueForDeletion(now: number, limit: number): SnapshotRow[] {
-    return statement(this.db, 
-      `SELECT * FROM snapshots s
-        WHERE status = 'deleting' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
-          AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.snapshot_id = s.id AND o.kind = 'snapshot'
-                            AND o.state IN ('queued', 'leased'))
-        ORDER BY next_attempt_at LIMIT ?`,
-    ).all(now, limit) as SnapshotRow[];
+  dueForDeletion(now: number, limit: number): Promise<SnapshotRow[]> {
+    return this.ctx.db.selectFrom('snapshots as s').selectAll('s')
+      .where('s.status', '=', lit('deleting')).where('s.next_attempt_at', 'is not', null).where('s.next_attempt_at', '<=', now)
+      .where(({ not, exists, selectFrom }) => not(exists(
+        selectFrom('operations as o').select('o.id')
+          .whereRef('o.snapshot_id', '=', 's.id').where('o.kind', '=', 'snapshot').where('o.state', 'in', lits<OperationState>(['queued', 'leased'])),
+      )))
+      .orderBy('s.next_attempt_at').limit(limit).execute();
   }
 
   /**
    * Ended snapshots whose push may still have reached the registry: the executor vanished
    * mid-push, or reported a push after the snapshot had already ended.
    */
-  dueForOrphanCheck(now: number, limit: number): SnapshotRow[] {
-    return statement(this.db, 
-      `SELECT * FROM snapshots WHERE status IN ('failed', 'deleted', 'expired')
-          AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?
-        ORDER BY next_attempt_at LIMIT ?`,
-    ).all(now, limit) as SnapshotRow[];
+  dueForOrphanCheck(now: number, limit: number): Promise<SnapshotRow[]> {
+    return this.ctx.db.selectFrom('snapshots').selectAll()
+      .where('status', 'in', lits(ENDED)).where('next_attempt_at', 'is not', null).where('next_attempt_at', '<=', now)
+      .orderBy('next_attempt_at').limit(limit).execute();
+  }
+
+  /**
+   * Claims a snapshot found due (its `next_attempt_at` unchanged since it was read) for
+   * `untilMs`: the one replica whose claim succeeds talks to the registry, so no manifest is
+   * deleted twice. A claimant that dies leaves the snapshot due again when the claim runs out.
+   */
+  async claim(row: Pick<SnapshotRow, 'id' | 'next_attempt_at'>, until: number): Promise<boolean> {
+    if (row.next_attempt_at === null) return false;
+    const result = await this.ctx.db.updateTable('snapshots').set({ next_attempt_at: until })
+      .where('id', '=', row.id).where('next_attempt_at', '=', row.next_attempt_at).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   /** A push reported for a snapshot that has already ended: its manifest has to go too. */
-  scheduleLateCleanup(id: string, digest: string | null, now: number): boolean {
-    return statement(this.db, 
-      `UPDATE snapshots SET digest = COALESCE(?, digest), registry_cleared_at = NULL, next_attempt_at = ?, updated_at = ?
-        WHERE id = ? AND status IN ('failed', 'deleted', 'expired')`,
-    ).run(digest, now, now, id).changes === 1;
+  async scheduleLateCleanup(id: string, digest: string | null, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        digest: eb.fn.coalesce(eb.val(digest), eb.ref('digest')), registry_cleared_at: null, next_attempt_at: now, updated_at: now,
+      }))
+      .where('id', '=', id).where('status', 'in', lits(ENDED))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
-  recordDeleteError(id: string, error: string, nextAttemptAt: number, now: number): void {
-    statement(this.db, 
-      `UPDATE snapshots SET delete_attempts = delete_attempts + 1, last_delete_error = ?, next_attempt_at = ?,
-              updated_at = ? WHERE id = ?`,
-    ).run(error, nextAttemptAt, now, id);
+  async recordDeleteError(id: string, error: string, nextAttemptAt: number, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots')
+      .set({ delete_attempts: sql`delete_attempts + 1`, last_delete_error: error, next_attempt_at: nextAttemptAt, updated_at: now })
+      .where('id', '=', id).execute();
   }
 
-  markRegistryCleared(id: string, digest: string | null, now: number): void {
-    statement(this.db, 
-      `UPDATE snapshots SET registry_cleared_at = ?, digest = COALESCE(digest, ?), last_delete_error = NULL,
-              next_attempt_at = CASE WHEN status IN ('failed', 'deleted', 'expired') THEN NULL ELSE next_attempt_at END,
-              updated_at = ? WHERE id = ?`,
-    ).run(now, digest, now, id);
+  async markRegistryCleared(id: string, digest: string | null, now: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        registry_cleared_at: now,
+        digest: eb.fn.coalesce(eb.ref('digest'), eb.val(digest)),
+        last_delete_error: null,
+        next_attempt_at: eb.case().when('status', 'in', ENDED).then(eb.val<number | null>(null)).else(eb.ref('next_attempt_at')).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).execute();
   }
 
-  markLocalCleanupRequested(id: string, now: number): void {
-    statement(this.db, 'UPDATE snapshots SET local_cleanup_at = ?, updated_at = ? WHERE id = ?').run(now, now, id);
+  /** Compare-and-set: true only for the one call that asked executors to remove local copies. */
+  async markLocalCleanupRequested(id: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots').set({ local_cleanup_at: now, updated_at: now })
+      .where('id', '=', id).where('local_cleanup_at', 'is', null).executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   /** Postpones the next look at a deleting snapshot (waiting for executors to remove copies). */
-  postpone(id: string, nextAttemptAt: number): void {
-    statement(this.db, 'UPDATE snapshots SET next_attempt_at = ? WHERE id = ?').run(nextAttemptAt, id);
+  async postpone(id: string, nextAttemptAt: number): Promise<void> {
+    await this.ctx.db.updateTable('snapshots').set({ next_attempt_at: nextAttemptAt }).where('id', '=', id).execute();
   }
 
-  finish(id: string, reason: DeleteReason, now: number): boolean {
-    const column = reason === 'expired' ? 'expired_at' : 'deleted_at';
-    return statement(this.db, 
-      `UPDATE snapshots SET status = ?, ${column} = ?, next_attempt_at = NULL, last_delete_error = NULL,
-              progress = NULL, updated_at = ? WHERE id = ? AND status = 'deleting'`,
-    ).run(reason, now, now, id).changes === 1;
+  async finish(id: string, reason: DeleteReason, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots')
+      .set({
+        status: reason, ...(reason === 'expired' ? { expired_at: now } : { deleted_at: now }),
+        next_attempt_at: null, last_delete_error: null, progress: null, updated_at: now,
+      })
+      .where('id', '=', id).where('status', '=', lit('deleting'))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   /** Snapshots whose image is gone (or never existed) and that ended before `before`. */
-  pruneEnded(before: number, limit: number): number {
-    return statement(this.db, 
-      `DELETE FROM snapshots WHERE id IN (
-         SELECT id FROM snapshots
-          WHERE status IN ('deleted', 'expired', 'failed') AND next_attempt_at IS NULL AND updated_at < ? LIMIT ?)`,
-    ).run(before, limit).changes;
+  async pruneEnded(before: number, limit: number): Promise<number> {
+    const { db } = this.ctx;
+    const result = await db.deleteFrom('snapshots')
+      .where('id', 'in', db.selectFrom('snapshots').select('id')
+        .where('status', 'in', lits(ENDED)).where('next_attempt_at', 'is', null).where('updated_at', '<', before).limit(limit))
+      .executeTakeFirst();
+    return changedRows(result);
   }
 
-  countByStatus(): Array<{ status: string; count: number }> {
-    return statement(this.db, 'SELECT status, COUNT(*) AS count FROM snapshots GROUP BY status').all() as Array<{
-      status: string;
-      count: number;
-    }>;
+  countByStatus(): Promise<Array<{ status: string; count: number }>> {
+    return this.ctx.db.selectFrom('snapshots')
+      .select((eb) => ['status', eb.fn.countAll<number>().as('count')])
+      .groupBy('status').execute();
   }
 }

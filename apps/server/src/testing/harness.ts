@@ -1,12 +1,16 @@
 /**
- * A whole server for unit tests: a temporary SQLite file, a manual clock, a fake registry, and
- * fake executors that speak the real protocol over HTTP (fastify.inject). Logs are captured so
- * tests can check that no secret is ever written.
+ * A whole server for unit tests: a temporary SQLite file — or, in the `unit-pg` test project
+ * (CRYO_TEST_DATABASE=postgres), its own schema in the real PostgreSQL that project started — a
+ * manual clock, a fake registry, and fake executors that speak the real protocol over HTTP
+ * (fastify.inject). Logs are captured so tests can check that no secret is ever written.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
+import pg from 'pg';
+import { inject } from 'vitest';
 import {
   HeartbeatResponseSchema,
   OperationsResponseSchema,
@@ -34,6 +38,42 @@ export interface Reply {
 type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT';
 type Overrides = Omit<Partial<ServerConfigInput>, 'auth'> & { auth?: Partial<ServerConfigInput['auth']> };
 
+/** Which database the server tests run against: `sqlite` (default) or `postgres` (project unit-pg). */
+export const TEST_DATABASE: 'sqlite' | 'postgres' = process.env.CRYO_TEST_DATABASE === 'postgres' ? 'postgres' : 'sqlite';
+
+/** The PostgreSQL the unit-pg project started (postgres-setup.ts); only there. */
+export function testPostgresUrl(): string {
+  const url = inject('cryoPostgresUrl');
+  if (typeof url !== 'string') throw new Error('no test PostgreSQL: run the unit-pg project (vitest --project unit-pg)');
+  return url;
+}
+
+/** A fresh schema name for one server's tables in the shared test PostgreSQL. */
+export function newTestSchema(): string {
+  return `t_${randomBytes(6).toString('hex')}`;
+}
+
+/** Drops a test schema (and everything in it). */
+export async function dropTestSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: testPostgresUrl() });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+interface HarnessState {
+  dir: string;
+  clock: ManualClock;
+  registry: FakeRegistry;
+  /** PostgreSQL only: the schema this server's tables live in. */
+  schema: string | null;
+  /** False for a second replica: the first one drops the schema when it closes. */
+  ownsSchema?: boolean;
+}
+
 export class Harness {
   readonly logs: string[] = [];
 
@@ -42,14 +82,18 @@ export class Harness {
     readonly clock: ManualClock,
     readonly registry: FakeRegistry,
     readonly dir: string,
+    /** PostgreSQL only: this server's schema (kept across restart()). */
+    readonly schema: string | null,
+    private readonly ownsSchema: boolean,
     private readonly overrides: Overrides,
     logs: string[],
   ) {
     this.logs = logs;
   }
 
-  static async start(overrides: Overrides = {}, state?: { dir: string; clock: ManualClock; registry: FakeRegistry }): Promise<Harness> {
+  static async start(overrides: Overrides = {}, state?: HarnessState): Promise<Harness> {
     const dir = state?.dir ?? mkdtempSync(join(tmpdir(), 'cryo-server-test-'));
+    const schema = TEST_DATABASE === 'postgres' ? (state?.schema ?? newTestSchema()) : null;
     const clock = state?.clock ?? new ManualClock();
     const registry = state?.registry ?? new FakeRegistry();
     const logs: string[] = [];
@@ -61,24 +105,39 @@ export class Harness {
     });
     const config = serverConfig({
       ...overrides,
-      database: join(dir, 'server.db'),
+      database: schema === null ? join(dir, 'server.db') : testPostgresUrl(),
       log_level: 'debug',
       auth: { api_keys: [API_KEY], executor_token: EXECUTOR_TOKEN, ...overrides.auth },
       snapshot_registry: { ...REGISTRY, username: 'myuser', password: 'registry-secret-pw' },
     });
-    const server = await CryoServer.create(config, { clock, registry, logger: createLogger('debug', sink) });
-    return new Harness(server, clock, registry, dir, overrides, logs);
+    const server = await CryoServer.create(config, {
+      clock, registry, logger: createLogger('debug', sink), ...(schema === null ? {} : { pgSchema: schema }),
+    });
+    return new Harness(server, clock, registry, dir, schema, state?.ownsSchema ?? true, overrides, logs);
   }
 
   /** Closes this server and opens a new one on the same database file (a restart). */
   async restart(): Promise<Harness> {
     await this.server.close();
-    return Harness.start(this.overrides, { dir: this.dir, clock: this.clock, registry: this.registry });
+    return Harness.start(this.overrides, {
+      dir: this.dir, clock: this.clock, registry: this.registry, schema: this.schema, ownsSchema: this.ownsSchema,
+    });
+  }
+
+  /**
+   * Another server replica on the same PostgreSQL schema, with the same clock and registry (and
+   * its own log); close it before this one.
+   */
+  async replica(): Promise<Harness> {
+    if (this.schema === null) throw new Error('replicas share a PostgreSQL database: run in the unit-pg project');
+    const dir = mkdtempSync(join(tmpdir(), 'cryo-server-test-'));
+    return Harness.start(this.overrides, { dir, clock: this.clock, registry: this.registry, schema: this.schema, ownsSchema: false });
   }
 
   async close(): Promise<void> {
     await this.server.close();
     rmSync(this.dir, { recursive: true, force: true });
+    if (this.schema !== null && this.ownsSchema) await dropTestSchema(this.schema);
   }
 
   /** `body` is sent as JSON; a string is sent as it is (to test malformed JSON). */
