@@ -23,14 +23,17 @@ import { parseJsonBody, parseQueryString, QUERY_ERROR, type ParsedQuery } from '
 import { PublicRequestTurns } from './http/turns';
 import { executorRoutes } from './routes/executors';
 import { internalRoutes } from './routes/internal';
+import { lifecycleRoutes } from './routes/lifecycle';
 import { sandboxRoutes } from './routes/sandboxes';
 import { snapshotRoutes } from './routes/snapshots';
 import { systemRoutes } from './routes/system';
 import { DEFAULT_UI_DIR, uiRoutes } from './routes/ui';
 import type { ExecutorService } from './services/executor-service';
+import type { ForkService } from './services/fork-service';
 import type { GaugeSamples, Metrics } from './services/metrics';
 import type { OperationOutcomes } from './services/operation-outcomes';
 import type { OperationQueue } from './services/operation-queue';
+import type { RollbackService } from './services/rollback-service';
 import type { SandboxService } from './services/sandbox-service';
 import type { SnapshotService } from './services/snapshot-service';
 import type { ExecutorStore } from './store/executors';
@@ -47,6 +50,8 @@ export interface AppDeps {
   db: Database;
   sandboxService: SandboxService;
   snapshotService: SnapshotService;
+  forkService: ForkService;
+  rollbackService: RollbackService;
   executorService: ExecutorService;
   executors: ExecutorStore;
   queue: OperationQueue;
@@ -136,6 +141,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       async (ns) => {
         await ns.register(sandboxRoutes, { sandboxes: deps.sandboxService, snapshots: deps.snapshotService });
         await ns.register(snapshotRoutes, { snapshots: deps.snapshotService });
+        await ns.register(lifecycleRoutes, { forks: deps.forkService, rollbacks: deps.rollbackService });
       },
       { prefix: '/namespaces/:ns' },
     );

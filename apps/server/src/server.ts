@@ -14,6 +14,7 @@ import { describeTarget } from './db/target';
 import { createLogger } from './logger';
 import { ExecutorMonitor } from './services/executor-monitor';
 import { ExecutorService } from './services/executor-service';
+import { ForkService } from './services/fork-service';
 import { Metrics, type GaugeSamples } from './services/metrics';
 import { Leadership } from './services/leadership';
 import { OciSnapshotRegistry } from './services/oci-snapshot-registry';
@@ -23,10 +24,12 @@ import { OperationSignals } from './services/operation-signals';
 import { PeriodicTask } from './services/periodic-task';
 import { Placement } from './services/placement';
 import { RetentionPruner } from './services/retention-pruner';
+import { RollbackService } from './services/rollback-service';
 import { SandboxService } from './services/sandbox-service';
 import { SandboxTimeouts } from './services/sandbox-timeouts';
 import { SnapshotReaper } from './services/snapshot-reaper';
 import type { SnapshotImageRegistry } from './services/snapshot-registry';
+import { SnapshotFollowUps } from './services/snapshot-follow-ups';
 import { SnapshotService } from './services/snapshot-service';
 import type { Stores } from './store/stores';
 
@@ -54,6 +57,8 @@ export class CryoServer {
   readonly placement: Placement;
   readonly sandboxService: SandboxService;
   readonly snapshotService: SnapshotService;
+  readonly forkService: ForkService;
+  readonly rollbackService: RollbackService;
   readonly executorService: ExecutorService;
   readonly monitor: ExecutorMonitor;
   readonly reaper: SnapshotReaper;
@@ -92,16 +97,19 @@ export class CryoServer {
     db.on('wake', (duty) => {
       if (duty === 'reaper') this.reaperTask.trigger();
     });
+    const followUps = new SnapshotFollowUps({ queue: this.queue, metrics: this.metrics, clock, logger, onDeletionReady: wakeReaper });
     this.outcomes = new OperationOutcomes({
-      db, queue: this.queue, metrics: this.metrics, clock, logger, onDeletionReady: wakeReaper,
+      db, queue: this.queue, metrics: this.metrics, clock, logger, onDeletionReady: wakeReaper, followUps,
     });
     this.sandboxService = new SandboxService({
       db, queue: this.queue, signals: this.signals, placement: this.placement, metrics: this.metrics, clock, config, logger,
     });
     this.snapshotService = new SnapshotService({
       db, queue: this.queue, sandboxService: this.sandboxService, metrics: this.metrics, clock, config, logger,
-      onDeleteRequested: wakeReaper,
+      onDeleteRequested: wakeReaper, followUps,
     });
+    this.forkService = new ForkService({ db, sandboxService: this.sandboxService, snapshotService: this.snapshotService, logger });
+    this.rollbackService = new RollbackService({ db, queue: this.queue, clock, logger });
     this.executorService = new ExecutorService({ db, queue: this.queue, clock, config, logger });
     this.monitor = new ExecutorMonitor({
       db, queue: this.queue, outcomes: this.outcomes, placement: this.placement, metrics: this.metrics,
@@ -160,6 +168,8 @@ export class CryoServer {
         db,
         sandboxService: server.sandboxService,
         snapshotService: server.snapshotService,
+        forkService: server.forkService,
+        rollbackService: server.rollbackService,
         executorService: server.executorService,
         executors: server.stores.executors,
         queue: server.queue,

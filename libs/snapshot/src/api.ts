@@ -140,12 +140,13 @@ export const ResourcesSchema = z.strictObject({
 });
 
 /**
- * A sandbox's life: pending -> running -> (snapshotting -> running)* -> terminated; any live
- * status may end in terminated. The server makes each move with one compare-and-set UPDATE whose
- * WHERE names the statuses it may come from (apps/server/src/store/sandboxes.ts): that is where
- * the machine is enforced, atomically.
+ * A sandbox's life: pending -> running -> (snapshotting -> running | restoring -> running)* ->
+ * terminated; any live status may end in terminated. `restoring` is a rollback in place: the
+ * sandbox keeps its id while its container is replaced by one restored from a snapshot. The
+ * server makes each move with one compare-and-set UPDATE whose WHERE names the statuses it may
+ * come from (apps/server/src/store/sandboxes.ts): that is where the machine is enforced, atomically.
  */
-export const SandboxStatusSchema = z.enum(['pending', 'running', 'snapshotting', 'terminated']);
+export const SandboxStatusSchema = z.enum(['pending', 'running', 'snapshotting', 'restoring', 'terminated']);
 export type SandboxStatus = z.infer<typeof SandboxStatusSchema>;
 
 export const OutcomeSchema = z.object({
@@ -197,10 +198,18 @@ export type Sandbox = z.infer<typeof SandboxSchema>;
 export const SandboxListItemSchema = SandboxSchema.omit({ command: true });
 export type SandboxListItem = z.infer<typeof SandboxListItemSchema>;
 
+/** Why a restore or fork started from the snapshot's base image instead (`on_expired: "base_image"`). */
+export const FallbackSchema = z.object({
+  reason: z.string(),
+});
+export type Fallback = z.infer<typeof FallbackSchema>;
+
 export const CreateSandboxResponseSchema = z.object({
   sandbox_id: z.string(),
   status: SandboxStatusSchema,
-  restored_from_snapshot: z.string().optional(),
+  /** The snapshot restored; null when `fallback` says it could not be and the base image ran instead. */
+  restored_from_snapshot: z.string().nullable().optional(),
+  fallback: FallbackSchema.optional(),
 });
 
 export const ExecBodySchema = z.strictObject({
@@ -224,10 +233,28 @@ export type ExecResult = z.infer<typeof ExecResultSchema>;
 export const SnapshotStatusSchema = z.enum(['creating', 'active', 'failed', 'deleting', 'deleted', 'expired']);
 export type SnapshotStatus = z.infer<typeof SnapshotStatusSchema>;
 
+/** `created`: a snapshot expires ttl_secs after it was created; `last_use`: after its last restore, fork or rollback. */
+export const TtlFromSchema = z.enum(['created', 'last_use']);
+export type TtlFrom = z.infer<typeof TtlFromSchema>;
+
+/** At most this many snapshots of one sandbox kept by `keep_last`. */
+export const MAX_KEEP_LAST = 1000;
+
+const TagSchema = z.string().regex(TAG_PATTERN, 'tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}');
+
 export const CreateSnapshotBodySchema = z.strictObject({
   ttl_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
-  tag: z.string().regex(TAG_PATTERN, 'tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}').optional(),
+  tag: TagSchema.optional().meta({
+    description: 'A name unique among the namespace\'s creating and active snapshots (409 naming the holder); find it with GET /snapshots?tag=.',
+  }),
   labels: LabelsSchema.optional(),
+  keep_last: z.number().int().min(1).max(MAX_KEEP_LAST).optional().meta({
+    description: 'Retention: once this snapshot is active, the older active snapshots of the same sandbox beyond the newest ' +
+      'keep_last (this one counted) are deleted, with deleted_reason "retention". Snapshots a lazily restored sandbox still reads are kept.',
+  }),
+  ttl_from: TtlFromSchema.optional().meta({
+    description: 'What the TTL counts from: "created" (default) or "last_use" (every restore, fork or rollback from the snapshot moves expires_at to now + ttl_secs).',
+  }),
 });
 export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBodySchema>;
 
@@ -272,6 +299,14 @@ export const SnapshotSchema = z.object({
   clip_index_ref: z.string().nullable(),
   /** Why lazy restore is unavailable for this snapshot (indexing failed), else null. */
   clip_error: z.string().nullable(),
+  /** What the TTL counts from (issue 12). */
+  ttl_from: TtlFromSchema,
+  /** The last restore, fork or rollback from this snapshot; null if never used. */
+  last_used_at: z.string().nullable(),
+  /** Retention asked at creation (keep_last), else null. */
+  keep_last: z.number().int().nullable(),
+  /** Why a deleted (or deleting) snapshot went: "user" (DELETE) or "retention" (a newer snapshot's keep_last). */
+  deleted_reason: z.enum(['user', 'retention']).nullable(),
 });
 export type Snapshot = z.infer<typeof SnapshotSchema>;
 
@@ -284,6 +319,14 @@ export const PatchSnapshotBodySchema = z.strictObject({
   ttl_secs: z.number().int().min(0).max(MAX_TTL_SECS),
 });
 
+/** What a restore or fork of an expired or deleted snapshot does: `fail` (410) or start from its base image. */
+export const OnExpiredSchema = z.enum(['fail', 'base_image']).meta({
+  description: 'For an expired or deleted snapshot: "fail" (default, 410) or "base_image": start from the snapshot\'s base image ' +
+    'with the command (the request\'s, else the snapshot\'s sandbox\'s) and the request\'s env; answered with ' +
+    'restored_from_snapshot null and fallback {reason}.',
+});
+export type OnExpired = z.infer<typeof OnExpiredSchema>;
+
 export const RestoreBodySchema = z.strictObject({
   mode: RestoreModeSchema.optional(),
   executor_id: ExecutorIdSchema.optional(),
@@ -291,8 +334,60 @@ export const RestoreBodySchema = z.strictObject({
   env: EnvSchema.optional(),
   labels: LabelsSchema.optional(),
   timeout_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
+  on_expired: OnExpiredSchema.optional(),
 });
 export type RestoreBody = z.infer<typeof RestoreBodySchema>;
+
+// ---- issue 12: fork and rollback ----
+
+/** Sandboxes one fork call starts at most. */
+export const MAX_FORK_COUNT = 100;
+
+const ForkCommon = {
+  count: z.number().int().min(1).max(MAX_FORK_COUNT),
+  mode: RestoreModeSchema.optional(),
+  executor_ids: z.array(ExecutorIdSchema).min(1).max(MAX_FORK_COUNT).optional().meta({
+    description: 'Spread the forks over these executors only (default: every ready executor, those holding the image first).',
+  }),
+  command: CommandSchema.optional(),
+  env: EnvSchema.optional(),
+  labels: LabelsSchema.optional(),
+  timeout_secs: z.number().int().min(0).max(MAX_TTL_SECS).optional(),
+};
+
+/** POST /snapshots/{id}/fork: `count` sandboxes from one snapshot, spread over executors. */
+export const ForkSnapshotBodySchema = z.strictObject({ ...ForkCommon, on_expired: OnExpiredSchema.optional() });
+export type ForkSnapshotBody = z.infer<typeof ForkSnapshotBodySchema>;
+
+/** POST /sandboxes/{id}/fork: snapshot a running sandbox and fork it in one call. */
+export const ForkSandboxBodySchema = z.strictObject(ForkCommon);
+export type ForkSandboxBody = z.infer<typeof ForkSandboxBodySchema>;
+
+export const ForkResponseSchema = z.object({
+  /** The snapshot the forks start from: the one forked, or the one POST /sandboxes/{id}/fork took. */
+  snapshot_id: z.string(),
+  /** Null when `fallback` says the forks start from the base image. */
+  restored_from_snapshot: z.string().nullable(),
+  fallback: FallbackSchema.optional(),
+  /** One per fork; each runs or fails on its own (a fork that could not be placed is terminated with the reason). */
+  sandboxes: z.array(z.object({ sandbox_id: z.string(), status: SandboxStatusSchema, executor_id: z.string().nullable() })),
+});
+export type ForkResponse = z.infer<typeof ForkResponseSchema>;
+
+/** POST /sandboxes/{id}/rollback: replace the sandbox's container by one restored from an active snapshot of the namespace. */
+export const RollbackBodySchema = z.strictObject({
+  snapshot_id: ResourceIdSchema,
+  mode: RestoreModeSchema.optional(),
+});
+export type RollbackBody = z.infer<typeof RollbackBodySchema>;
+
+export const RollbackResponseSchema = z.object({
+  sandbox_id: z.string(),
+  status: SandboxStatusSchema,
+  snapshot_id: z.string(),
+  restore_mode: RestoreModeSchema,
+});
+export type RollbackResponse = z.infer<typeof RollbackResponseSchema>;
 
 const LABEL_FILTER_RULE = `key=value with ${LABEL_KEY_RULE} and ${LABEL_VALUE_RULE}`;
 const LabelFilterSchema = z.string().regex(
@@ -322,8 +417,12 @@ export function listQueryOf(statuses: readonly string[]) {
   });
 }
 export const SandboxListQuerySchema = listQueryOf(SandboxStatusSchema.options);
-export const SnapshotListQuerySchema = listQueryOf(SnapshotStatusSchema.options);
 export type ListQuery = z.infer<typeof SandboxListQuerySchema>;
+/** Snapshot lists also filter by `tag` (a snapshot's name; GET /snapshots?tag=NAME). */
+export const SnapshotListQuerySchema = listQueryOf(SnapshotStatusSchema.options).extend({
+  tag: TagSchema.optional().meta({ description: 'Only the snapshots named this tag (live or ended), newest first.' }),
+});
+export type SnapshotListQuery = z.infer<typeof SnapshotListQuerySchema>;
 
 export const pageOf = <T extends z.ZodTypeAny>(item: T) =>
   z.object({ items: z.array(item), next_cursor: z.string().nullable() });

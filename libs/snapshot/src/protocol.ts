@@ -97,6 +97,15 @@ const CreateSandboxPayloadSchema = z.object({
 
 export const CreateSandboxResultSchema = z.object({ container_id: z.string().min(1).max(256), runtime: RuntimeNameSchema });
 
+/**
+ * A rollback in place (issue 12): the sandbox keeps its id; its container is removed and one
+ * restored from the snapshot is created, by the driver of `restore.mode` (which may differ from
+ * the driver that ran it). Idempotent by op id, like every operation.
+ */
+const RollbackSandboxPayloadSchema = CreateSandboxPayloadSchema.extend({
+  restore: CreateSandboxPayloadSchema.shape.restore.unwrap(),
+});
+
 export const SnapshotResultSchema = z.object({
   image_ref: ImageRefSchema,
   digest: DigestSchema.nullable(),
@@ -137,6 +146,7 @@ export const OPERATIONS = {
     payload: z.object({ snapshot_id: z.string(), image_ref: z.string(), digest: z.string() }),
     result: BuildIndexResultSchema,
   },
+  rollback_sandbox: { payload: RollbackSandboxPayloadSchema, result: CreateSandboxResultSchema },
 } as const;
 
 export type OperationKind = keyof typeof OPERATIONS;
@@ -157,6 +167,7 @@ export const OperationSchema = z.discriminatedUnion('kind', [
   operationSchema('snapshot'),
   operationSchema('delete_image'),
   operationSchema('build_index'),
+  operationSchema('rollback_sandbox'),
 ]);
 export type Operation = z.infer<typeof OperationSchema>;
 export type OperationOf<K extends OperationKind> = Extract<Operation, { kind: K }>;

@@ -32,7 +32,8 @@ function targetUrl(): string {
   return `${testPostgresUrl()}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
 }
 
-const TABLES = [['namespaces', 'name'], ['executors', 'id'], ['sandboxes', 'id'], ['snapshots', 'id'], ['operations', 'id'], ['reaper_records', 'seq']] as const;
+const TABLES = [['namespaces', 'name'], ['executors', 'id'], ['sandboxes', 'id'], ['snapshots', 'id'], ['operations', 'id'], ['reaper_records', 'seq'],
+  ['pending_launches', 'sandbox_id']] as const;
 
 async function dump(db: Database): Promise<Record<string, unknown[]>> {
   const out: Record<string, unknown[]> = {};
@@ -70,6 +71,10 @@ async function sqliteCatalogue(path: string): Promise<Database> {
         localRemoved: ['a', 'b'], bytesReclaimed: 5_000_000_000 + i, attempts: 1, at: now,
       });
     }
+    await tx.launches.insert({
+      sandboxId: 'sbx-1', snapshotId: 'snap-0', mode: 'eager',
+      payload: { sandbox_id: 'sbx-1', namespace: 'ns-1', image: 'busybox', command: null, env: { A: '1' }, labels: {}, resources: {} },
+    }, now);
   });
   return db;
 }
@@ -89,6 +94,7 @@ describe.skipIf(TEST_DATABASE !== 'postgres')('cryo-server db copy', () => {
       { table: 'snapshots', source: 7, inserted: 7, verified: 7 },
       { table: 'operations', source: 7, inserted: 7, verified: 7 },
       { table: 'reaper_records', source: 7, inserted: 7, verified: 7 },
+      { table: 'pending_launches', source: 1, inserted: 1, verified: 1 },
     ]);
     const again = await copyDatabase(path, targetUrl(), { batchSize: 2 }); // idempotent, in small batches
     expect(again.map((c) => [c.inserted, c.verified === c.source])).toEqual(first.map(() => [0, true]));

@@ -17,14 +17,16 @@ import type { Tables } from './schema';
 import { parseDatabaseTarget, redactDatabaseUrl } from './target';
 
 /** Tables in an order that satisfies their foreign keys, with their primary key. */
-const COPIED: ReadonlyArray<{ table: CopiedTable; key: 'name' | 'id' | 'seq' }> = [
+const COPIED: ReadonlyArray<{ table: CopiedTable; key: CopyKey }> = [
   { table: 'namespaces', key: 'name' },
   { table: 'executors', key: 'id' },
   { table: 'sandboxes', key: 'id' },
   { table: 'snapshots', key: 'id' },
   { table: 'operations', key: 'id' },
   { table: 'reaper_records', key: 'seq' },
+  { table: 'pending_launches', key: 'sandbox_id' },
 ];
+type CopyKey = 'name' | 'id' | 'seq' | 'sandbox_id';
 type CopiedTable = Exclude<keyof Tables, 'schema_migrations' | 'leases'>;
 
 export interface CopiedCount {
@@ -88,8 +90,8 @@ export async function copyDatabase(
   }
 }
 
-async function copyTable(src: Database, dst: Database, table: CopiedTable, key: 'name' | 'id' | 'seq', batchSize: number): Promise<CopiedCount> {
-  // Untyped on purpose: one loop for six tables whose rows go across as they are.
+async function copyTable(src: Database, dst: Database, table: CopiedTable, key: CopyKey, batchSize: number): Promise<CopiedCount> {
+  // Untyped on purpose: one loop for every table whose rows go across as they are.
   const from = src.kysely as unknown as Kysely<Record<string, Record<string, string | number | null>>>;
   const into = dst.kysely as unknown as typeof from;
   const count: CopiedCount = { table, source: 0, inserted: 0, verified: 0 };

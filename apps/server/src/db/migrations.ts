@@ -190,4 +190,83 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  // ---- issue 12: snapshot lifecycle (fork, rollback, retention, sliding TTL, names) ----
+  {
+    version: 3,
+    name: 'sandbox status restoring (rollback in place) and restored_at',
+    up: async (db, dialect) => {
+      if (dialect === 'postgres') {
+        await runStatements(db, `
+          ALTER TABLE sandboxes DROP CONSTRAINT sandboxes_status_check;
+          ALTER TABLE sandboxes ADD CONSTRAINT sandboxes_status_check
+            CHECK (status IN ('pending', 'running', 'snapshotting', 'restoring', 'terminated'));
+          ALTER TABLE sandboxes ADD COLUMN restored_at BIGINT
+        `);
+        return;
+      }
+      // SQLite cannot change a CHECK constraint: the table is rebuilt (sqlite.org/lang_altertable.html, section 7).
+      const columns = 'id, namespace, image, base_image, command, labels, resources, timeout_secs, status, pending_reason, ' +
+        'outcome_kind, outcome_reason, executor_id, pinned, container_id, restored_from_snapshot, restore_mode, created_at, ' +
+        'started_at, terminated_at, expires_at, updated_at';
+      await runStatements(db, `
+        CREATE TABLE sandboxes_v3 (
+          id TEXT PRIMARY KEY,
+          namespace TEXT NOT NULL REFERENCES namespaces(name),
+          image TEXT NOT NULL,
+          base_image TEXT NOT NULL,
+          command TEXT,
+          labels TEXT NOT NULL,
+          resources TEXT NOT NULL,
+          timeout_secs INTEGER NOT NULL,
+          status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'snapshotting', 'restoring', 'terminated')),
+          pending_reason TEXT,
+          outcome_kind TEXT,
+          outcome_reason TEXT,
+          executor_id TEXT,
+          pinned INTEGER NOT NULL DEFAULT 0,
+          container_id TEXT,
+          restored_from_snapshot TEXT,
+          restore_mode TEXT,
+          created_at BIGINT NOT NULL,
+          started_at BIGINT,
+          terminated_at BIGINT,
+          expires_at BIGINT,
+          updated_at BIGINT NOT NULL,
+          restored_at BIGINT
+        );
+        INSERT INTO sandboxes_v3 (${columns}) SELECT ${columns} FROM sandboxes;
+        DROP TABLE sandboxes;
+        ALTER TABLE sandboxes_v3 RENAME TO sandboxes;
+        CREATE INDEX sandboxes_by_namespace ON sandboxes (namespace, created_at DESC, id DESC);
+        CREATE INDEX sandboxes_by_executor ON sandboxes (executor_id, status);
+        CREATE INDEX sandboxes_by_expiry ON sandboxes (status, expires_at);
+        CREATE INDEX sandboxes_by_termination ON sandboxes (terminated_at) WHERE status = 'terminated';
+        CREATE INDEX sandboxes_by_source ON sandboxes (restored_from_snapshot) WHERE restored_from_snapshot IS NOT NULL
+      `);
+    },
+  },
+  {
+    version: 4,
+    name: 'snapshots: ttl_from, last_used_at, keep_last, deleted_reason; tags unique per namespace; pending launches',
+    up: (db) => runStatements(db, `
+      ALTER TABLE snapshots ADD COLUMN ttl_from TEXT NOT NULL DEFAULT 'created' CHECK (ttl_from IN ('created', 'last_use'));
+      ALTER TABLE snapshots ADD COLUMN last_used_at BIGINT;
+      ALTER TABLE snapshots ADD COLUMN keep_last INTEGER;
+      ALTER TABLE snapshots ADD COLUMN deleted_reason TEXT CHECK (deleted_reason IN ('user', 'retention'));
+      CREATE UNIQUE INDEX snapshots_live_tag ON snapshots (namespace, tag)
+        WHERE user_tag = 1 AND status IN ('creating', 'active');
+      CREATE INDEX snapshots_active_by_sandbox ON snapshots (sandbox_id, created_at DESC) WHERE status = 'active';
+
+      -- Forks of a snapshot still being made (POST /sandboxes/{id}/fork): placed, their
+      -- create_sandbox operation queued once the snapshot is active (indexed, for lazy forks).
+      CREATE TABLE pending_launches (
+        sandbox_id TEXT PRIMARY KEY,
+        snapshot_id TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('eager', 'lazy')),
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+      CREATE INDEX pending_launches_by_snapshot ON pending_launches (snapshot_id)
+    `),
+  },
 ];

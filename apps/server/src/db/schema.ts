@@ -6,6 +6,7 @@
 import type { Generated } from 'kysely';
 import type { ExecutorState } from '../store/executors';
 import type { OperationRow } from '../store/operations';
+import type { PendingLaunchRow } from '../store/pending-launches';
 import type { SandboxRow } from '../store/sandboxes';
 import type { SnapshotRow } from '../store/snapshots';
 
@@ -67,4 +68,5 @@ export interface Tables {
   reaper_records: ReaperRecordTable;
   schema_migrations: SchemaMigrationTable;
   leases: LeaseTable;
+  pending_launches: PendingLaunchRow;
 }

@@ -36,13 +36,13 @@ export const sandboxRoutes: FastifyPluginAsyncZod<SandboxRoutesOptions> = async 
     const body = request.body;
     const row = body.snapshot_id === undefined
       ? await sandboxes.create(ns, body)
-      : await snapshots.restore(ns, body.snapshot_id, {
+      : (await snapshots.restore(ns, body.snapshot_id, {
           executor_id: body.executor_id,
           command: body.command,
           env: body.env,
           labels: body.labels,
           timeout_secs: body.timeout_secs,
-        }, body.resources);
+        }, body.resources)).sandbox;
     const view = toSandboxView(row);
     return reply.code(202).send({
       sandbox_id: view.sandbox_id,

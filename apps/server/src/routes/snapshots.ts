@@ -45,7 +45,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
 
   app.get('/snapshots', {
     schema: {
-      summary: 'List snapshots, newest first (filter with status=expired, label=k=v)',
+      summary: 'List snapshots, newest first (filter with status=expired, label=k=v, tag=NAME)',
       tags: ['snapshots'],
       params: NsParamsSchema,
       querystring: SnapshotListQuerySchema,
@@ -64,7 +64,7 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
 
   app.patch('/snapshots/:id', {
     schema: {
-      summary: 'Change the TTL; expires_at is recomputed from created_at',
+      summary: 'Change the TTL; expires_at is recomputed from created_at (ttl_from last_use: from last_used_at)',
       tags: ['snapshots'],
       params: IdParamsSchema,
       body: PatchSnapshotBodySchema,
@@ -83,14 +83,19 @@ export const snapshotRoutes: FastifyPluginAsyncZod<SnapshotRoutesOptions> = asyn
 
   app.post('/snapshots/:id/restore', {
     schema: {
-      summary: 'Start a new sandbox from an active snapshot',
+      summary: 'Start a new sandbox from an active snapshot (on_expired: base_image falls back to its base image)',
       tags: ['snapshots'],
       params: IdParamsSchema,
       body: optionalBody(RestoreBodySchema),
       response: { 202: CreateSandboxResponseSchema, ...errorReplies(400, 401, 404, 409, 410, 422, 503) },
     },
   }, async (request, reply) => {
-    const row = await snapshots.restore(request.params.ns, request.params.id, request.body);
-    return reply.code(202).send({ sandbox_id: row.id, status: row.status, restored_from_snapshot: request.params.id });
+    const { sandbox, fallback } = await snapshots.restore(request.params.ns, request.params.id, request.body);
+    return reply.code(202).send({
+      sandbox_id: sandbox.id,
+      status: sandbox.status,
+      restored_from_snapshot: fallback === null ? request.params.id : null,
+      ...(fallback === null ? {} : { fallback }),
+    });
   });
 };

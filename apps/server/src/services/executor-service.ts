@@ -77,11 +77,12 @@ export class ExecutorService {
     const byId = new Map(observed.map((o) => [o.sandbox_id, o]));
     const graceMs = this.deps.config.executors.reconcile_grace_secs * 1000;
     for (const sandbox of await tx.sandboxes.liveOnExecutor(executorId)) {
-      if (sandbox.status === 'pending') continue; // its create_sandbox result will tell
+      if (sandbox.status === 'pending' || sandbox.status === 'restoring') continue; // its create or rollback result will tell
       const seen = byId.get(sandbox.id);
       if (seen !== undefined && seen.state !== 'missing' && seen.state !== 'exited') continue;
-      // A heartbeat composed just before the container started may not show it yet.
-      if (sandbox.started_at !== null && now - sandbox.started_at < graceMs) continue;
+      // A heartbeat composed just before the container started (or a rollback's replaced it) may not show it yet.
+      const startedAt = Math.max(sandbox.started_at ?? 0, sandbox.restored_at ?? 0);
+      if (startedAt > 0 && now - startedAt < graceMs) continue;
       const reason = endedReason(sandbox, executorId, seen);
       if (await tx.sandboxes.terminate(sandbox.id, { kind: 'failed', reason }, now)) {
         this.deps.logger.warn({ sandbox_id: sandbox.id, executor_id: executorId, reason }, 'sandbox ended on its executor');

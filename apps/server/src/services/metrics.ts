@@ -30,6 +30,11 @@ const COUNTERS = {
   cryo_executors_lost_total: { help: 'Executors declared lost after missing heartbeats.', labels: [] },
   cryo_operations_requeued_total: { help: 'Operations offered again after their lease expired.', labels: [] },
   cryo_rows_pruned_total: { help: 'Rows removed from the database after their retention period.', labels: [] },
+  cryo_restore_fallbacks_total: {
+    help: 'Sandboxes started from a snapshot\'s base image because the snapshot was gone (on_expired: base_image).', labels: [],
+  },
+  cryo_snapshots_retained_out_total: { help: 'Snapshots deleted by a newer snapshot\'s keep_last (retention).', labels: [] },
+  cryo_rollbacks_total: { help: 'Rollbacks in place that ended, by outcome (done, failed).', labels: ['outcome'] },
   cryo_http_requests_total: { help: 'HTTP requests answered, by method, route and status.', labels: ['method', 'route', 'status'] },
   cryo_operations_total: {
     help: 'Executor operations that ended, by kind and outcome (done, failed, cancelled, executor_lost, lease_expired).',

@@ -18,6 +18,7 @@ import type { DoneEnd, OperationEnd, OperationRow } from '../store/operations';
 import type { Stores } from '../store/stores';
 import type { Metrics, OperationOutcome } from './metrics';
 import type { OperationQueue } from './operation-queue';
+import type { SnapshotFollowUps } from './snapshot-follow-ups';
 
 export interface Ack {
   ignored: boolean;
@@ -38,6 +39,8 @@ export interface OperationOutcomesDeps {
    * local removal ended): wakes the reaper on the replica that runs it.
    */
   onDeletionReady: (tx: Stores) => Promise<void>;
+  /** Forks waiting for a snapshot, and retention (issue 12). */
+  followUps: SnapshotFollowUps;
 }
 
 const ACCEPTED: Ack = { ignored: false, reason: null };
@@ -164,12 +167,14 @@ export class OperationOutcomes {
             await this.deps.queue.enqueue(tx, 'build_index', op.executor_id,
               { snapshot_id: snapshot.id, image_ref: result.image_ref, digest: result.digest }, { snapshotId: snapshot.id });
           }
+          await this.deps.followUps.pushed(tx, snapshot.id);
         } else if (end.state === 'failed') {
           // A push of unknown outcome (the executor vanished) may have left a manifest behind.
           const unknownOutcome = cause !== null && !isLocalSnapshotRef(snapshot.planned_ref);
           await snapshots.markFailed(snapshot.id, end.message, unknownOutcome, now);
           metrics.inc('cryo_snapshots_failed_total');
           log.warn({ error: end.message }, 'snapshot failed');
+          await this.deps.followUps.failed(tx, snapshot.id, end.message);
         }
         if (op.sandbox_id !== null) await sandboxes.setStatus(op.sandbox_id, 'snapshotting', 'running', now);
         if (snapshot.status === 'deleting' || (end.state === 'failed' && cause !== null)) await this.deps.onDeletionReady(tx);
@@ -189,9 +194,37 @@ export class OperationOutcomes {
           await snapshots.recordClipIndex(op.snapshot_id, result.clip_index_ref, result.index_ms, now);
           this.deps.metrics.snapshotTimings({ index_ms: result.index_ms });
           log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms }, 'clip index pushed');
+          await this.deps.followUps.indexed(tx, op.snapshot_id);
         } else if (end.state === 'failed') {
           await snapshots.recordClipError(op.snapshot_id, end.message, now);
           log.warn({ error: end.message }, 'clip index failed; the snapshot stays restorable eagerly');
+          await this.deps.followUps.indexFailed(tx, op.snapshot_id, end.message);
+        }
+        return;
+      }
+      case 'rollback_sandbox': {
+        if (op.sandbox_id === null) return;
+        const sandbox = await sandboxes.get(op.sandbox_id);
+        if (sandbox === undefined) return;
+        if (end.state === 'done' && end.kind === 'rollback_sandbox') {
+          if (await sandboxes.finishRollback(sandbox.id, end.result.container_id, now)) {
+            log.info({ executor_id: op.executor_id, runtime: end.result.runtime }, 'sandbox rolled back');
+            tx.afterCommit(() => metrics.inc('cryo_rollbacks_total', 1, { outcome: 'done' }));
+          } else if (sandbox.status === 'terminated') {
+            // Ended (deleted, executor lost) during the swap: remove what was just made.
+            await this.deps.queue.enqueue(tx, 'delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
+          }
+        } else if (end.state === 'failed') {
+          const reason = `rollback to snapshot ${op.snapshot_id ?? '?'} failed: ${end.message}`;
+          const outcome: Outcome = cause === 'executor_lost' ? { kind: 'executor_lost', reason } : { kind: 'failed', reason };
+          if (await sandboxes.terminate(sandbox.id, outcome, now)) {
+            log.warn({ reason }, 'rollback failed; the sandbox ended');
+            tx.afterCommit(() => metrics.inc('cryo_rollbacks_total', 1, { outcome: 'failed' }));
+            // The old container, or a half-made new one, may be left: the executor removes it.
+            if (cause !== 'executor_lost') {
+              await this.deps.queue.enqueue(tx, 'delete_sandbox', op.executor_id, { sandbox_id: sandbox.id }, { sandboxId: sandbox.id });
+            }
+          }
         }
         return;
       }

@@ -47,6 +47,7 @@ export class OperationQueue {
       case 'build_index':
         return this.config.snapshot_lease_secs * 1000;
       case 'create_sandbox':
+      case 'rollback_sandbox':
         return this.config.create_sandbox_lease_secs * 1000;
       case 'exec': {
         const payload = OPERATIONS.exec.payload.safeParse(JSON.parse(row.payload));

@@ -1,7 +1,8 @@
 /**
  * Where a sandbox runs. Among ready executors with room, the one with the most free capacity
  * wins (spreading load); a restore prefers executors that already hold the snapshot's image.
- * Every refusal says why, so a user can act on it.
+ * The forks of one call (`spread`) go first to the executor with the fewest of them, so N forks
+ * spread evenly, holders of the image first. Every refusal says why, so a user can act on it.
  */
 import { CryoError, type RestoreMode } from '@cryo/snapshot';
 import { toIso } from '../clock';
@@ -18,9 +19,15 @@ export interface PlacementRequest {
     mode: RestoreMode;
     /** A snapshot kept only in its executor's local image store can only be restored there. */
     onlyOn: string | null;
+    /** Executors known to hold the image that their heartbeats do not list yet (a snapshot still being pushed). */
+    heldBy?: readonly string[];
   };
   /** Executors not to consider (re-placing away from a lost one). */
   exclude?: readonly string[];
+  /** Only these executors (a fork's executor_ids). */
+  among?: readonly string[];
+  /** Sandboxes already placed per executor by the same call (forks): fewest first. */
+  spread?: ReadonlyMap<string, number>;
 }
 
 interface Candidate {
@@ -40,11 +47,16 @@ export class Placement {
     const onlyOn = request.restore?.onlyOn ?? null;
     if (onlyOn !== null) return this.checkPinned(tx, onlyOn, request);
 
-    const ready = (await tx.executors.ready()).filter((e) => !(request.exclude ?? []).includes(e.id));
-    if (ready.length === 0) {
+    const reasons = new Map<string, string>();
+    let ready = (await tx.executors.ready()).filter((e) => !(request.exclude ?? []).includes(e.id));
+    if (request.among !== undefined) {
+      const among = request.among;
+      for (const id of among) if (!ready.some((e) => e.id === id)) reasons.set(id, 'not a ready executor');
+      ready = ready.filter((e) => among.includes(e.id));
+    }
+    if (ready.length === 0 && reasons.size === 0) {
       throw new CryoError('UNAVAILABLE', 'no executor is ready to run sandboxes; start cryo-executor on a host');
     }
-    const reasons = new Map<string, string>();
     const candidates: Candidate[] = [];
     const reserved = await tx.sandboxes.reservationsByExecutor();
     for (const executor of ready) {
@@ -59,11 +71,14 @@ export class Placement {
         freeShare: (executor.capacity.max_sandboxes - used) / Math.max(1, executor.capacity.max_sandboxes),
         holdsImage:
           request.restore !== undefined &&
-          holdsSnapshotImage(executor, request.restore.snapshotId, request.restore.imageRef),
+          (holdsSnapshotImage(executor, request.restore.snapshotId, request.restore.imageRef) ||
+            (request.restore.heldBy ?? []).includes(executor.id)),
       });
     }
+    const placed = (c: Candidate): number => request.spread?.get(c.executor.id) ?? 0;
     candidates.sort(
       (a, b) =>
+        placed(a) - placed(b) ||
         Number(b.holdsImage) - Number(a.holdsImage) ||
         b.freeShare - a.freeShare ||
         a.executor.id.localeCompare(b.executor.id),
@@ -80,6 +95,13 @@ export class Placement {
 
   private async checkPinned(tx: Stores, id: string, request: PlacementRequest): Promise<Executor> {
     const onlyOn = request.restore?.onlyOn ?? null;
+    if (request.among !== undefined && !request.among.includes(id)) {
+      throw new CryoError(
+        'UNPROCESSABLE',
+        `snapshot ${request.restore?.snapshotId ?? ''} is stored only on executor ${id}, which is not among executor_ids ` +
+          `(${request.among.join(', ')})`,
+      );
+    }
     if (onlyOn !== null && onlyOn !== id && request.restore !== undefined) {
       throw new CryoError(
         'UNPROCESSABLE',

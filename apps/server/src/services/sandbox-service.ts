@@ -47,6 +47,19 @@ export interface LaunchSpec {
   } | null;
 }
 
+/** How `count` sandboxes of one call (a fork) are placed and started. */
+export interface LaunchManyOptions {
+  /** Spread over these executors only (a fork's executor_ids). */
+  among?: readonly string[] | undefined;
+  /** Executors holding the image that heartbeats do not show yet (the snapshot is still being pushed). */
+  heldBy?: readonly string[];
+  /**
+   * The snapshot is not pushed yet: the sandboxes are placed and pending, and their
+   * create_sandbox operations are queued when it is ready (pending_launches, snapshot-follow-ups.ts).
+   */
+  deferred?: boolean;
+}
+
 export interface SandboxServiceDeps {
   db: Database;
   queue: OperationQueue;
@@ -75,73 +88,131 @@ export class SandboxService {
     });
   }
 
-  async launch(namespace: string, spec: LaunchSpec): Promise<SandboxRow> {
-    const { db, placement, queue, clock } = this.deps;
-    const timeoutSecs = this.checkTimeout(spec.timeoutSecs);
-    const id = newSandboxId();
-    const row = await db.transaction(async (tx) => {
-      const { namespaces, sandboxes } = tx;
-      const executor = await placement.choose(tx, {
-        pinned: spec.executorId,
-        resources: spec.resources,
-        ...(spec.restore === null
-          ? {}
-          : {
-              restore: {
-                snapshotId: spec.restore.snapshotId,
-                imageRef: spec.restore.imageRef,
-                mode: spec.restore.mode,
-                onlyOn: spec.restore.onlyOn,
-              },
-            }),
-      });
-      const now = clock.now();
-      await namespaces.ensure(namespace, now);
-      await sandboxes.insert({
-        id,
-        namespace,
-        image: spec.image,
-        baseImage: spec.baseImage,
-        command: spec.command,
-        labels: spec.labels,
-        resources: spec.resources,
-        timeoutSecs,
-        executorId: executor.id,
-        pinned: spec.executorId !== undefined || (spec.restore?.onlyOn ?? null) !== null,
-        pendingReason: `waiting for executor ${executor.id} to start the container`,
-        restoredFromSnapshot: spec.restore?.snapshotId ?? null,
-        restoreMode: spec.restore?.mode ?? null,
-        now,
-      });
-      await queue.enqueue(
-        tx,
-        'create_sandbox',
-        executor.id,
-        {
-          sandbox_id: id,
-          namespace,
-          image: spec.image,
-          command: spec.command,
-          env: spec.env,
-          labels: spec.labels,
-          resources: spec.resources,
-          restore:
-            spec.restore === null
-              ? null
-              : {
-                  snapshot_id: spec.restore.snapshotId,
-                  image_ref: spec.restore.imageRef,
-                  digest: spec.restore.digest,
-                  clip_index_ref: spec.restore.clipIndexRef,
-                  mode: spec.restore.mode,
-                },
-        },
-        { sandboxId: id, snapshotId: spec.restore?.snapshotId ?? null },
-      );
-      return sandboxes.get(id);
+  /**
+   * Places and starts one sandbox; a placement refusal is the caller's error. `beforeInsert` runs
+   * in the same transaction first (a compare-and-set on the snapshot restored from).
+   */
+  async launch(namespace: string, spec: LaunchSpec, beforeInsert?: (tx: Stores) => Promise<void>): Promise<SandboxRow> {
+    const rows = await this.deps.db.transaction(async (tx) => {
+      await beforeInsert?.(tx);
+      return this.launchManyIn(tx, namespace, spec, 1, {});
     });
+    const row = rows[0];
+    if (row === undefined) throw new Error('a launch of one sandbox placed none');
+    return row;
+  }
+
+  /**
+   * Places `count` sandboxes of one spec in `tx`, spread over executors (the holders of the image
+   * first), and queues each one's create_sandbox operation. Each then runs or fails on its own.
+   * When the first cannot be placed the whole call is refused with the reason; a later one that
+   * cannot (the executors filled up) is recorded `terminated` with the reason, the others go on.
+   */
+  async launchManyIn(tx: Stores, namespace: string, spec: LaunchSpec, count: number, options: LaunchManyOptions): Promise<SandboxRow[]> {
+    const { placement, clock } = this.deps;
+    const timeoutSecs = this.checkTimeout(spec.timeoutSecs);
+    await tx.namespaces.ensure(namespace, clock.now());
+    const spread = new Map<string, number>();
+    const rows: SandboxRow[] = [];
+    for (let i = 0; i < count; i += 1) {
+      const id = newSandboxId();
+      let executorId: string;
+      try {
+        const executor = await placement.choose(tx, {
+          pinned: spec.executorId,
+          resources: spec.resources,
+          among: options.among,
+          spread,
+          ...(spec.restore === null
+            ? {}
+            : {
+                restore: {
+                  snapshotId: spec.restore.snapshotId,
+                  imageRef: spec.restore.imageRef,
+                  mode: spec.restore.mode,
+                  onlyOn: spec.restore.onlyOn,
+                  heldBy: options.heldBy ?? [],
+                },
+              }),
+        });
+        executorId = executor.id;
+      } catch (err) {
+        if (i === 0 || !(err instanceof CryoError)) throw err;
+        rows.push(await this.insertUnplaced(tx, id, namespace, spec, timeoutSecs, err.message));
+        continue;
+      }
+      spread.set(executorId, (spread.get(executorId) ?? 0) + 1);
+      rows.push(await this.insertPlaced(tx, id, namespace, spec, timeoutSecs, executorId, options.deferred === true));
+    }
+    tx.afterCommit(() => {
+      for (const row of rows) {
+        this.deps.logger.info({ sandbox_id: row.id, executor_id: row.executor_id, namespace, status: row.status }, 'sandbox placed');
+      }
+    });
+    return rows;
+  }
+
+  private async insertPlaced(
+    tx: Stores, id: string, namespace: string, spec: LaunchSpec, timeoutSecs: number, executorId: string, deferred: boolean,
+  ): Promise<SandboxRow> {
+    const { queue, clock } = this.deps;
+    const now = clock.now();
+    const restore = spec.restore;
+    await tx.sandboxes.insert({
+      id,
+      namespace,
+      image: spec.image,
+      baseImage: spec.baseImage,
+      command: spec.command,
+      labels: spec.labels,
+      resources: spec.resources,
+      timeoutSecs,
+      executorId,
+      pinned: spec.executorId !== undefined || (restore?.onlyOn ?? null) !== null,
+      pendingReason: deferred && restore !== null
+        ? `waiting for snapshot ${restore.snapshotId} to be ${restore.mode === 'lazy' ? 'pushed and indexed' : 'pushed'}; then executor ${executorId} starts it`
+        : `waiting for executor ${executorId} to start the container`,
+      restoredFromSnapshot: restore?.snapshotId ?? null,
+      restoreMode: restore?.mode ?? null,
+      now,
+    });
+    const payload = {
+      sandbox_id: id, namespace, image: spec.image, command: spec.command, env: spec.env, labels: spec.labels, resources: spec.resources,
+    };
+    if (deferred && restore !== null) {
+      await tx.launches.insert({ sandboxId: id, snapshotId: restore.snapshotId, mode: restore.mode, payload }, now);
+    } else {
+      await queue.enqueue(tx, 'create_sandbox', executorId, {
+        ...payload,
+        restore: restore === null ? null : {
+          snapshot_id: restore.snapshotId,
+          image_ref: restore.imageRef,
+          digest: restore.digest,
+          clip_index_ref: restore.clipIndexRef,
+          mode: restore.mode,
+        },
+      }, { sandboxId: id, snapshotId: restore?.snapshotId ?? null });
+    }
+    return this.inserted(tx, id);
+  }
+
+  /** A fork no executor could take: recorded, and ended at once with the reason. */
+  private async insertUnplaced(
+    tx: Stores, id: string, namespace: string, spec: LaunchSpec, timeoutSecs: number, reason: string,
+  ): Promise<SandboxRow> {
+    const now = this.deps.clock.now();
+    await tx.sandboxes.insert({
+      id, namespace, image: spec.image, baseImage: spec.baseImage, command: spec.command, labels: spec.labels,
+      resources: spec.resources, timeoutSecs, executorId: null, pinned: false, pendingReason: 'placing',
+      restoredFromSnapshot: spec.restore?.snapshotId ?? null, restoreMode: spec.restore?.mode ?? null, now,
+    });
+    await tx.sandboxes.terminate(id, { kind: 'failed', reason: `not placed: ${reason}` }, now);
+    return this.inserted(tx, id);
+  }
+
+  private async inserted(tx: Stores, id: string): Promise<SandboxRow> {
+    const row = await tx.sandboxes.get(id);
     if (row === undefined) throw new Error(`sandbox ${id} vanished right after it was created`);
-    this.deps.logger.info({ sandbox_id: id, executor_id: row.executor_id, namespace }, 'sandbox placed');
     return row;
   }
 
@@ -163,6 +234,8 @@ export class SandboxService {
       const now = clock.now();
       // Compare-and-set: of two deletes at once (on two replicas), one ends the sandbox.
       if (!(await sandboxes.terminate(id, { kind: 'user' }, now))) return toSandboxView(await this.row(tx, namespace, id));
+      // A fork still waiting for its snapshot has nothing on an executor yet.
+      await tx.launches.drop(id);
       // A create the executor has not picked up yet is simply withdrawn.
       let delivered = row.status !== 'pending';
       for (const op of await operations.openForSandbox(id, 'create_sandbox')) {

@@ -231,8 +231,10 @@ function registryTargets(row: SnapshotRow): RegistryTarget[] {
   const targets: RegistryTarget[] = [{ ref: imageRef, digest: row.digest }];
   if (row.clip_index_ref !== null) targets.push({ ref: row.clip_index_ref, digest: null });
   else if (row.image_ref === null) {
+    // The image tag is the planned ref's (a user's `tag` is a name only, never an image tag).
     const planned = parseImageReference(row.planned_ref);
-    targets.push({ ref: formatImageReference({ host: planned.host, repository: planned.repository, tag: clipIndexTag(row.tag) }), digest: null });
+    const imageTag = planned.tag ?? row.tag;
+    targets.push({ ref: formatImageReference({ host: planned.host, repository: planned.repository, tag: clipIndexTag(imageTag) }), digest: null });
   }
   return targets;
 }

@@ -1,29 +1,52 @@
-/** Snapshots: create (a snapshot operation on the sandbox's executor), TTL changes, delete, restore. */
+/**
+ * Snapshots: create (a snapshot operation on the sandbox's executor), TTL changes, delete,
+ * restore. Issue 12: names unique per namespace, retention (keep_last), TTLs counted from the last
+ * use (ttl_from), and restores of expired snapshots from their base image (on_expired).
+ */
 import type { Logger } from 'pino';
 import {
   CryoError,
-  isLocalSnapshotRef,
   localSnapshotRef,
   newSnapshotId,
   notFound,
   registrySnapshotRef,
   snapshotTag,
   type CreateSnapshotBody,
-  type ListQuery,
+  type Fallback,
   type RestoreBody,
+  type RestoreMode,
   type Snapshot,
+  type SnapshotListQuery,
 } from '@cryo/snapshot';
 import { toIso, type Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
+import { decodeJsonOrNull, StringListSchema } from '../store/columns';
 import type { Page } from '../store/pagination';
 import type { SandboxRow } from '../store/sandboxes';
-import { expiresAtFor, toSnapshotView, type SnapshotRow } from '../store/snapshots';
+import { expiresAtFor, toSnapshotView, ttlBase, type SnapshotRow } from '../store/snapshots';
 import type { Stores } from '../store/stores';
 import { assertWithinLimit } from './duration-limits';
 import type { Metrics } from './metrics';
 import type { OperationQueue } from './operation-queue';
+import type { SnapshotFollowUps } from './snapshot-follow-ups';
 import type { LaunchSpec, SandboxService } from './sandbox-service';
+import { goneError, goneMeanwhile, restoreSource } from './snapshot-source';
+
+/** What a restore (or fork) starts from: the snapshot, or (on_expired base_image) its base image. */
+export interface LaunchPlan {
+  spec: LaunchSpec;
+  /** Set when the snapshot was gone and the base image runs instead. */
+  fallback: Fallback | null;
+  /** In the launch's transaction: marks the snapshot used (sliding TTL); 410 if it went meanwhile. */
+  beforeInsert: (tx: Stores) => Promise<void>;
+}
+
+/** A restore's answer: the new sandbox, and the fallback when the snapshot's base image ran instead. */
+export interface Restored {
+  sandbox: SandboxRow;
+  fallback: Fallback | null;
+}
 
 export interface SnapshotServiceDeps {
   db: Database;
@@ -35,82 +58,95 @@ export interface SnapshotServiceDeps {
   logger: Logger;
   /** Asks the reaper (on whichever replica runs it) to look at deletions now, once `tx` commits. */
   onDeleteRequested: (tx: Stores) => Promise<void>;
+  /** Ends the forks still waiting for a snapshot deleted before it was ready. */
+  followUps: SnapshotFollowUps;
 }
 
 export class SnapshotService {
   constructor(private readonly deps: SnapshotServiceDeps) {}
 
   async create(namespace: string, sandboxId: string, body: CreateSnapshotBody): Promise<SnapshotRow> {
-    const { db, queue, clock, config } = this.deps;
+    const row = await this.deps.db.transaction((tx) => this.createIn(tx, namespace, sandboxId, body));
+    this.deps.logger.info({ snapshot_id: row.id, sandbox_id: sandboxId, ttl_secs: row.ttl_secs }, 'snapshot requested');
+    return row;
+  }
+
+  /** Starts a snapshot in `tx` (a fork of the sandbox may place its forks in the same transaction). */
+  async createIn(tx: Stores, namespace: string, sandboxId: string, body: CreateSnapshotBody): Promise<SnapshotRow> {
+    const { queue, clock, config } = this.deps;
     const ttlSecs = this.checkTtl(body.ttl_secs ?? config.snapshots.default_ttl_secs);
     const id = newSnapshotId();
-    const row = await db.transaction(async (tx) => {
-      const { sandboxes, snapshots, executors } = tx;
-      const now = clock.now();
-      // Compare-and-set running -> snapshotting first: of two requests at once (on two replicas),
-      // one gets the sandbox; any refusal below rolls the move back.
-      const sandbox = await sandboxes.beginSnapshot(namespace, sandboxId, now);
-      if (sandbox === undefined) {
-        const current = await sandboxes.getInNamespace(namespace, sandboxId);
-        if (current === undefined) throw notFound('sandbox', sandboxId);
-        this.checkSnapshottable(current);
-        throw new CryoError('CONFLICT', `sandbox ${sandboxId} changed state while the snapshot was requested; try again`);
+    const { sandboxes, snapshots, executors } = tx;
+    const now = clock.now();
+    // Compare-and-set running -> snapshotting first: of two requests at once (on two replicas),
+    // one gets the sandbox; any refusal below rolls the move back.
+    const sandbox = await sandboxes.beginSnapshot(namespace, sandboxId, now);
+    if (sandbox === undefined) {
+      const current = await sandboxes.getInNamespace(namespace, sandboxId);
+      if (current === undefined) throw notFound('sandbox', sandboxId);
+      this.checkSnapshottable(current);
+      throw new CryoError('CONFLICT', `sandbox ${sandboxId} changed state while the snapshot was requested; try again`);
+    }
+    const executorId = this.checkSnapshottable({ ...sandbox, status: 'running' });
+    const max = config.snapshots.max_per_namespace;
+    if (max > 0) {
+      const live = await snapshots.countLive(namespace);
+      if (live >= max) {
+        throw new CryoError(
+          'LIMIT_EXCEEDED',
+          `namespace ${namespace} already has ${live} snapshots; the limit snapshots.max_per_namespace is ${max} ` +
+            '(delete snapshots or wait for them to expire)',
+          { limit: 'snapshots.max_per_namespace', value: max },
+        );
       }
-      const executorId = this.checkSnapshottable({ ...sandbox, status: 'running' });
-      const max = config.snapshots.max_per_namespace;
-      if (max > 0) {
-        const live = await snapshots.countLive(namespace);
-        if (live >= max) {
-          throw new CryoError(
-            'LIMIT_EXCEEDED',
-            `namespace ${namespace} already has ${live} snapshots; the limit snapshots.max_per_namespace is ${max} ` +
-              '(delete snapshots or wait for them to expire)',
-            { limit: 'snapshots.max_per_namespace', value: max },
-          );
-        }
+    }
+    // The image tag is made of ids, so it is unique in the registry; a user's tag is a name,
+    // unique among the namespace's creating and active snapshots.
+    const imageTag = snapshotTag(sandbox.id, id);
+    if (body.tag !== undefined) {
+      await tx.lock(`cryo.tag.${namespace}.${body.tag}`); // two replicas checking the same name at once: one after the other
+      const holder = await snapshots.tagHolder(namespace, body.tag);
+      if (holder !== undefined) {
+        throw new CryoError(
+          'CONFLICT',
+          `tag ${body.tag} is already used by snapshot ${holder.id} (${holder.status}) in namespace ${namespace}; ` +
+            'delete that snapshot or choose another tag',
+          { holder: holder.id, status: holder.status },
+        );
       }
-      // A generated tag holds the new snapshot id: only a user's tag can be taken already.
-      const tag = body.tag ?? snapshotTag(sandbox.id, id);
-      if (body.tag !== undefined) {
-        await tx.lock(`cryo.tag.${tag}`); // two replicas checking the same tag at once: one after the other
-        const holder = await snapshots.tagHolder(tag);
-        if (holder !== undefined) {
-          throw new CryoError('CONFLICT', `tag ${tag} is already used by snapshot ${holder.id} (${holder.status})`);
-        }
-      }
-      const registry = (await executors.get(executorId))?.registry ?? null;
-      // The namespace exists: the sandbox is in it.
-      const inserted = await snapshots.insert({
-        id,
-        namespace,
-        sandboxId: sandbox.id,
-        executorId,
-        tag,
-        userTag: body.tag !== undefined,
-        labels: body.labels ?? {},
-        plannedRef: registry === null ? localSnapshotRef(tag) : registrySnapshotRef(registry, tag),
-        baseImage: sandbox.base_image,
-        ttlSecs,
-        now,
-      });
-      await queue.enqueue(
-        tx,
-        'snapshot',
-        executorId,
-        { sandbox_id: sandbox.id, snapshot_id: id, namespace, tag, base_image: sandbox.base_image },
-        { sandboxId: sandbox.id, snapshotId: id },
-      );
-      return inserted;
+    }
+    const registry = (await executors.get(executorId))?.registry ?? null;
+    // The namespace exists: the sandbox is in it.
+    const inserted = await snapshots.insert({
+      id,
+      namespace,
+      sandboxId: sandbox.id,
+      executorId,
+      tag: body.tag ?? imageTag,
+      userTag: body.tag !== undefined,
+      labels: body.labels ?? {},
+      plannedRef: registry === null ? localSnapshotRef(imageTag) : registrySnapshotRef(registry, imageTag),
+      baseImage: sandbox.base_image,
+      ttlSecs,
+      now,
+      ttlFrom: body.ttl_from ?? 'created',
+      keepLast: body.keep_last ?? null,
     });
-    this.deps.logger.info({ snapshot_id: id, sandbox_id: sandboxId, ttl_secs: ttlSecs }, 'snapshot requested');
-    return row;
+    await queue.enqueue(
+      tx,
+      'snapshot',
+      executorId,
+      { sandbox_id: sandbox.id, snapshot_id: id, namespace, tag: imageTag, base_image: sandbox.base_image },
+      { sandboxId: sandbox.id, snapshotId: id },
+    );
+    return inserted;
   }
 
   async get(namespace: string, id: string): Promise<Snapshot> {
     return toSnapshotView(await this.row(this.deps.db.stores, namespace, id));
   }
 
-  async list(namespace: string, query: ListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
+  async list(namespace: string, query: SnapshotListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
     const { sandboxes, snapshots } = this.deps.db.stores;
     if (sandboxId !== undefined && (await sandboxes.getInNamespace(namespace, sandboxId)) === undefined) {
       throw notFound('sandbox', sandboxId);
@@ -118,7 +154,7 @@ export class SnapshotService {
     return snapshots.list(namespace, query, sandboxId);
   }
 
-  /** A new TTL, counted (like the first one) from when the snapshot was created. */
+  /** A new TTL, counted (like the first one) from when the snapshot was created, or last used with ttl_from last_use. */
   async setTtl(namespace: string, id: string, ttlSecs: number): Promise<Snapshot> {
     const { clock } = this.deps;
     const { snapshots } = this.deps.db.stores;
@@ -127,14 +163,16 @@ export class SnapshotService {
     if (row.status === 'failed') throw new CryoError('CONFLICT', `snapshot ${id} failed; its TTL cannot be changed`);
     this.checkTtl(ttlSecs);
     const now = clock.now();
-    const expiresAt = expiresAtFor(row.created_at, ttlSecs);
+    const base = ttlBase(row);
+    const expiresAt = expiresAtFor(base, ttlSecs);
     if (expiresAt !== null && expiresAt <= now) {
-      const ageSecs = Math.floor((now - row.created_at) / 1000);
+      const ageSecs = Math.floor((now - base) / 1000);
+      const since = base === row.created_at ? 'it was created' : 'it was last used';
       throw new CryoError(
         'UNPROCESSABLE',
         `ttl_secs ${ttlSecs} would make snapshot ${id} expire at ${toIso(expiresAt)}, which is already past ` +
-          `(it was created at ${toIso(row.created_at)}, ${ageSecs}s ago); use a ttl_secs above ${ageSecs}, or 0 for never`,
-        { created_at: toIso(row.created_at), expires_at: toIso(expiresAt) },
+          `(${since} at ${toIso(base)}, ${ageSecs}s ago); use a ttl_secs above ${ageSecs}, or 0 for never`,
+        { created_at: toIso(row.created_at), last_used_at: row.last_used_at === null ? null : toIso(row.last_used_at), expires_at: toIso(expiresAt) },
       );
     }
     await snapshots.setTtl(id, ttlSecs, expiresAt, now);
@@ -153,7 +191,7 @@ export class SnapshotService {
       const { snapshots, sandboxes, operations } = tx;
       const row = await this.row(tx, namespace, id);
       const now = clock.now();
-      if (await snapshots.requestDelete(id, 'deleted', now)) {
+      if (await snapshots.requestDelete(id, 'user', now)) {
         for (const op of await operations.openForSnapshot(id, 'snapshot')) {
           if (op.state !== 'queued') continue;
           if (await operations.finish(op.id, { state: 'cancelled', message: 'snapshot deleted before it started' }, now)) {
@@ -162,6 +200,7 @@ export class SnapshotService {
           }
         }
         this.deps.logger.info({ snapshot_id: id, was: row.status }, 'snapshot deletion requested');
+        if (row.status === 'creating') await this.deps.followUps.deleted(tx, id);
       }
       await this.deps.onDeleteRequested(tx);
       return toSnapshotView(await this.row(tx, namespace, id));
@@ -169,46 +208,73 @@ export class SnapshotService {
   }
 
   /** `resources` come from `POST /sandboxes {snapshot_id, resources}`; a restore request has none. */
-  async restore(namespace: string, id: string, body: RestoreBody, resources: LaunchSpec['resources'] = {}): Promise<SandboxRow> {
-    const row = await this.row(this.deps.db.stores, namespace, id);
-    this.assertNotGone(row);
-    if (row.status === 'creating') {
-      throw new CryoError('CONFLICT', `snapshot ${id} is still creating; restore it once it is active`, {
-        status: row.status,
-      });
-    }
-    if (row.status === 'failed') {
-      throw new CryoError('CONFLICT', `snapshot ${id} failed and cannot be restored: ${row.error ?? 'no error recorded'}`, {
-        status: row.status,
-      });
-    }
-    if (row.image_ref === null) throw new CryoError('CONFLICT', `snapshot ${id} has no image to restore`);
-    const mode = body.mode ?? 'eager';
-    if (mode === 'lazy' && row.clip_index_ref === null) {
-      throw new CryoError(
-        'UNPROCESSABLE',
-        `snapshot ${id} has no clip index, so it cannot be restored lazily` +
-          `${row.clip_error === null ? '' : ` (indexing failed: ${row.clip_error})`}; restore it with mode "eager"`,
-      );
-    }
-    return this.deps.sandboxService.launch(namespace, {
-      image: row.image_ref,
-      baseImage: row.base_image,
-      command: body.command ?? null,
-      env: body.env ?? {},
-      labels: body.labels ?? {},
-      resources,
+  async restore(namespace: string, id: string, body: RestoreBody, resources: LaunchSpec['resources'] = {}): Promise<Restored> {
+    const plan = await this.plan(namespace, id, {
+      mode: body.mode ?? 'eager',
+      onExpired: body.on_expired ?? 'fail',
+      command: body.command,
+      env: body.env,
+      labels: body.labels,
       timeoutSecs: body.timeout_secs,
       executorId: body.executor_id,
-      restore: {
-        snapshotId: row.id,
-        imageRef: row.image_ref,
-        digest: row.digest,
-        clipIndexRef: row.clip_index_ref,
-        mode,
-        onlyOn: isLocalSnapshotRef(row.image_ref) ? row.executor_id : null,
-      },
+      resources,
     });
+    const sandbox = await this.deps.sandboxService.launch(namespace, plan.spec, plan.beforeInsert);
+    if (plan.fallback !== null) this.fellBack(id, [sandbox.id], plan.fallback);
+    return { sandbox, fallback: plan.fallback };
+  }
+
+  /**
+   * What starting from snapshot `id` takes (a restore, or the forks of one): the snapshot's image,
+   * or when it is gone and `onExpired` is base_image, its base image with the request's command
+   * (else the command its sandbox ran) and the request's env. 410 when gone otherwise; 409/422
+   * when it cannot be restored (snapshot-source.ts).
+   */
+  async plan(namespace: string, id: string, request: {
+    mode: RestoreMode;
+    onExpired: 'fail' | 'base_image';
+    command: string[] | undefined;
+    env: Record<string, string> | undefined;
+    labels: Record<string, string> | undefined;
+    timeoutSecs: number | undefined;
+    executorId: string | undefined;
+    resources: LaunchSpec['resources'];
+  }): Promise<LaunchPlan> {
+    const { db, clock } = this.deps;
+    const row = await this.row(db.stores, namespace, id);
+    const common = {
+      env: request.env ?? {},
+      labels: request.labels ?? {},
+      resources: request.resources,
+      timeoutSecs: request.timeoutSecs,
+      executorId: request.executorId,
+    };
+    const gone = goneError(row, clock.now());
+    if (gone !== null) {
+      if (request.onExpired !== 'base_image') throw gone;
+      const source = await db.stores.sandboxes.get(row.sandbox_id);
+      const command = request.command ??
+        (source === undefined ? null : decodeJsonOrNull(StringListSchema, source.command, 'sandboxes.command'));
+      return {
+        spec: { ...common, image: row.base_image, baseImage: row.base_image, command, restore: null },
+        fallback: { reason: `${gone.message}; started from its base image ${row.base_image} instead (on_expired: base_image)` },
+        beforeInsert: async () => undefined,
+      };
+    }
+    const restore = restoreSource(row, request.mode);
+    return {
+      spec: { ...common, image: restore.imageRef, baseImage: row.base_image, command: request.command ?? null, restore },
+      fallback: null,
+      beforeInsert: async (tx) => {
+        if (!(await tx.snapshots.touch(row.id, clock.now()))) throw goneMeanwhile(row.id);
+      },
+    };
+  }
+
+  /** A fallback is never silent: the answer carries it, and so do the log and a counter. */
+  fellBack(snapshotId: string, sandboxIds: string[], fallback: Fallback): void {
+    this.deps.metrics.inc('cryo_restore_fallbacks_total', sandboxIds.length);
+    this.deps.logger.warn({ snapshot_id: snapshotId, sandbox_ids: sandboxIds, reason: fallback.reason }, 'snapshot gone: started from its base image');
   }
 
   private async row(stores: Stores, namespace: string, id: string): Promise<SnapshotRow> {
@@ -219,26 +285,8 @@ export class SnapshotService {
 
   /** 410 for a snapshot that is gone or going, saying when it expired or was deleted. */
   private assertNotGone(row: SnapshotRow): void {
-    const now = this.deps.clock.now();
-    const expired = row.status === 'expired' || (row.status === 'deleting' && row.delete_reason === 'expired') ||
-      (row.status === 'active' && row.expires_at !== null && row.expires_at <= now);
-    if (expired) {
-      const at = row.expires_at ?? row.expired_at ?? row.delete_requested_at ?? now;
-      throw new CryoError(
-        'GONE',
-        `snapshot ${row.id} expired at ${toIso(at)} (ttl_secs ${row.ttl_secs}) and can no longer be restored or changed`,
-        { expired_at: toIso(at), status: row.status },
-      );
-    }
-    if (row.status === 'deleted' || row.status === 'deleting') {
-      const at = row.deleted_at ?? row.delete_requested_at ?? now;
-      const verb = row.status === 'deleted' ? 'was deleted' : 'is being deleted (requested';
-      throw new CryoError(
-        'GONE',
-        `snapshot ${row.id} ${verb} at ${toIso(at)}${row.status === 'deleting' ? ')' : ''} and can no longer be restored or changed`,
-        { deleted_at: toIso(at), status: row.status },
-      );
-    }
+    const gone = goneError(row, this.deps.clock.now());
+    if (gone !== null) throw gone;
   }
 
   private checkSnapshottable(sandbox: SandboxRow): string {

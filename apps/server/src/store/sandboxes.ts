@@ -39,6 +39,8 @@ export interface SandboxRow {
   terminated_at: number | null;
   expires_at: number | null;
   updated_at: number;
+  /** When the last rollback's container started (issue 12), else null. */
+  restored_at: number | null;
 }
 
 export interface NewSandbox {
@@ -50,7 +52,8 @@ export interface NewSandbox {
   labels: Record<string, string>;
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
   timeoutSecs: number;
-  executorId: string;
+  /** Null for a fork no executor could take (it is ended at once). */
+  executorId: string | null;
   pinned: boolean;
   pendingReason: string;
   restoredFromSnapshot: string | null;
@@ -59,7 +62,7 @@ export interface NewSandbox {
 }
 
 /** Sandboxes that occupy an executor. */
-export const LIVE_SANDBOX_STATUSES: readonly SandboxStatus[] = ['pending', 'running', 'snapshotting'];
+export const LIVE_SANDBOX_STATUSES: readonly SandboxStatus[] = ['pending', 'running', 'snapshotting', 'restoring'];
 
 /** A sandbox as lists show it: `command` (up to 256 KiB) is neither decoded nor sent. */
 export function toSandboxListItem(row: SandboxRow): SandboxListItem {
@@ -175,6 +178,37 @@ export class SandboxStore {
       .executeTakeFirst();
   }
 
+  /**
+   * Compare-and-set running -> restoring for a rollback in place: the sandbox now reads from
+   * `snapshot` (so the reaper keeps that snapshot while the rollback or a lazy sandbox needs it).
+   * The row after the move, or undefined when the sandbox is missing or not running.
+   */
+  beginRollback(
+    namespace: string,
+    id: string,
+    snapshot: { id: string; imageRef: string; baseImage: string; mode: RestoreMode },
+    reason: string,
+    now: number,
+  ): Promise<SandboxRow | undefined> {
+    return this.ctx.db.updateTable('sandboxes')
+      .set({
+        status: 'restoring', restored_from_snapshot: snapshot.id, restore_mode: snapshot.mode, image: snapshot.imageRef,
+        base_image: snapshot.baseImage, pending_reason: reason, updated_at: now,
+      })
+      .where('id', '=', id).where('namespace', '=', namespace).where('status', '=', lit('running')).where('executor_id', 'is not', null)
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  /** Compare-and-set restoring -> running: the rollback's container runs. Timeout and expiry stay. */
+  async finishRollback(id: string, containerId: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('sandboxes')
+      .set({ status: 'running', container_id: containerId, pending_reason: null, restored_at: now, updated_at: now })
+      .where('id', '=', id).where('status', '=', lit('restoring'))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
+  }
+
   /** Moves a sandbox between running and snapshotting; false when it is no longer in `from`. */
   async setStatus(id: string, from: SandboxStatus, to: SandboxStatus, now: number): Promise<boolean> {
     const result = await this.ctx.db.updateTable('sandboxes').set({ status: to, updated_at: now })
@@ -216,7 +250,7 @@ export class SandboxStore {
     const row = await this.ctx.db.selectFrom('sandboxes').select('id')
       .where('restored_from_snapshot', '=', snapshotId)
       .where((eb) => eb.or([
-        eb('status', '=', lit('pending')),
+        eb('status', 'in', lits<SandboxStatus>(['pending', 'restoring'])),
         eb.and([eb('restore_mode', '=', lit('lazy')), eb('status', '!=', lit('terminated'))]),
       ]))
       .limit(1).executeTakeFirst();

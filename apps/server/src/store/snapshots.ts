@@ -2,11 +2,13 @@ import {
   ProgressSchema,
   SnapshotStatusSchema,
   TimingsSchema,
-  type ListQuery,
   type Progress,
   type Snapshot,
+  type SnapshotListQuery,
   type SnapshotResult,
+  type SandboxStatus,
   type SnapshotStatus,
+  type TtlFrom,
 } from '@cryo/snapshot';
 import { toIso, toIsoOrNull } from '../clock';
 import { sql } from 'kysely';
@@ -17,6 +19,8 @@ import { jsonSetKey, lit, lits } from './sql-dialect';
 import { changedRows, type SqlContext } from './stores';
 
 export type DeleteReason = 'expired' | 'deleted';
+/** Why a snapshot was deleted (not expired): a user's DELETE, or a newer snapshot's keep_last. */
+export type DeletedReason = 'user' | 'retention';
 
 export interface SnapshotRow {
   id: string;
@@ -51,6 +55,11 @@ export interface SnapshotRow {
   registry_cleared_at: number | null;
   local_cleanup_at: number | null;
   updated_at: number;
+  // issue 12
+  ttl_from: TtlFrom;
+  last_used_at: number | null;
+  keep_last: number | null;
+  deleted_reason: DeletedReason | null;
 }
 
 export interface NewSnapshot {
@@ -65,6 +74,10 @@ export interface NewSnapshot {
   baseImage: string;
   ttlSecs: number;
   now: number;
+  /** Default `created`. */
+  ttlFrom?: TtlFrom;
+  /** Retention (keep_last); default none. */
+  keepLast?: number | null;
 }
 
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
@@ -74,6 +87,16 @@ const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: n
 
 export function expiresAtFor(createdAt: number, ttlSecs: number): number | null {
   return ttlSecs === 0 ? null : createdAt + ttlSecs * 1000;
+}
+
+/** When the TTL counts from: creation, or with ttl_from last_use the last use (creation until the first). */
+export function ttlBase(row: Pick<SnapshotRow, 'ttl_from' | 'created_at' | 'last_used_at'>): number {
+  return row.ttl_from === 'last_use' ? row.last_used_at ?? row.created_at : row.created_at;
+}
+
+/** The name a snapshot was given (`tag`), or null when it has only its generated image tag. */
+export function userTag(row: Pick<SnapshotRow, 'tag' | 'user_tag'>): string | null {
+  return row.user_tag === 1 ? row.tag : null;
 }
 
 export function toSnapshotView(row: SnapshotRow): Snapshot {
@@ -100,6 +123,10 @@ export function toSnapshotView(row: SnapshotRow): Snapshot {
     progress: decodeJsonOrNull(ProgressSchema, row.progress, 'snapshots.progress'),
     clip_index_ref: row.clip_index_ref,
     clip_error: row.clip_error,
+    ttl_from: row.ttl_from,
+    last_used_at: toIsoOrNull(row.last_used_at),
+    keep_last: row.keep_last,
+    deleted_reason: row.deleted_reason,
   };
 }
 
@@ -116,6 +143,7 @@ export class SnapshotStore {
       tag: s.tag, user_tag: s.userTag ? 1 : 0, labels: JSON.stringify(s.labels), planned_ref: s.plannedRef,
       base_image: s.baseImage, ttl_secs: s.ttlSecs, created_at: s.now, expires_at: expiresAtFor(s.now, s.ttlSecs),
       delete_attempts: 0, updated_at: s.now,
+      ttl_from: s.ttlFrom ?? 'created', keep_last: s.keepLast ?? null,
     }).returningAll().executeTakeFirstOrThrow();
   }
 
@@ -127,9 +155,10 @@ export class SnapshotStore {
     return this.ctx.db.selectFrom('snapshots').selectAll().where('id', '=', id).where('namespace', '=', namespace).executeTakeFirst();
   }
 
-  async list(namespace: string, query: ListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
+  async list(namespace: string, query: SnapshotListQuery, sandboxId?: string): Promise<Page<Snapshot>> {
     let select = this.ctx.db.selectFrom('snapshots').selectAll().where('namespace', '=', namespace);
     if (sandboxId !== undefined) select = select.where('sandbox_id', '=', sandboxId);
+    if (query.tag !== undefined) select = select.where('tag', '=', query.tag).where('user_tag', '=', 1);
     for (const condition of listFilters(this.ctx.dialect, query, SnapshotStatusSchema.options)) select = select.where(condition);
     const rows = await select.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(query.limit + 1).execute();
     return toPage(rows, query.limit, toSnapshotView);
@@ -141,11 +170,46 @@ export class SnapshotStore {
     return row?.n ?? 0;
   }
 
-  /** A tag still naming an image somewhere (or that may, until a failed push is cleaned up). */
-  tagHolder(tag: string): Promise<SnapshotRow | undefined> {
-    return this.ctx.db.selectFrom('snapshots').selectAll().where('tag', '=', tag)
-      .where((eb) => eb.or([eb('status', 'in', lits(LIVE)), eb('next_attempt_at', 'is not', null)]))
+  /**
+   * The creating or active snapshot of the namespace named `tag`, if any: a name is unique among
+   * those (the unique index snapshots_live_tag holds it; this finds the holder for the message).
+   * Image tags in the registry are generated from ids, so names never clash there.
+   */
+  tagHolder(namespace: string, tag: string): Promise<SnapshotRow | undefined> {
+    return this.ctx.db.selectFrom('snapshots').selectAll()
+      .where('namespace', '=', namespace).where('tag', '=', tag).where('user_tag', '=', 1)
+      .where('status', 'in', lits<SnapshotStatus>(['creating', 'active']))
       .limit(1).executeTakeFirst();
+  }
+
+  /**
+   * A restore, fork or rollback uses the snapshot now: `last_used_at` moves to `now` and, with
+   * ttl_from last_use, `expires_at` to now + ttl. A compare-and-set on an active snapshot not past
+   * its expiry: false when it expired (or went) meanwhile.
+   */
+  async touch(id: string, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('snapshots')
+      .set((eb) => ({
+        last_used_at: now,
+        expires_at: eb.case()
+          .when(eb.and([eb('ttl_from', '=', lit('last_use')), eb('ttl_secs', '>', 0)]))
+          .then(sql<number>`${now} + ttl_secs * 1000`)
+          .else(eb.ref('expires_at')).end(),
+        updated_at: now,
+      }))
+      .where('id', '=', id).where('status', '=', lit('active'))
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
+  }
+
+  /** The active snapshots of a sandbox older than its newest `keep`, oldest last (retention, keep_last). */
+  activeBeyondNewest(sandboxId: string, keep: number): Promise<SnapshotRow[]> {
+    return this.ctx.db.selectFrom('snapshots').selectAll()
+      .where('sandbox_id', '=', sandboxId).where('status', '=', lit('active'))
+      .orderBy('created_at', 'desc').orderBy('id', 'desc')
+      .limit(1_000_000).offset(keep)
+      .execute();
   }
 
   /** Records a pushed image. A snapshot deleted meanwhile stays `deleting`, now with a digest to delete. */
@@ -213,15 +277,18 @@ export class SnapshotStore {
       .where('id', '=', id).execute();
   }
 
-  /** Starts deleting a snapshot; returns false when it is already on its way out. */
-  async requestDelete(id: string, reason: DeleteReason, now: number): Promise<boolean> {
+  /**
+   * Starts deleting a snapshot (`deletedReason`: who asked, shown as deleted_reason); returns
+   * false when it is already on its way out.
+   */
+  async requestDelete(id: string, deletedReason: DeletedReason, now: number, from: readonly SnapshotStatus[] = ['creating', 'active', 'failed']): Promise<boolean> {
     const result = await this.ctx.db.updateTable('snapshots')
       .set((eb) => ({
-        status: 'deleting', delete_reason: reason, delete_requested_at: now, next_attempt_at: now,
+        status: 'deleting', delete_reason: 'deleted', deleted_reason: deletedReason, delete_requested_at: now, next_attempt_at: now,
         progress: eb.case().when('status', '=', 'creating').then(eb.ref('progress')).else(null).end(),
         updated_at: now,
       }))
-      .where('id', '=', id).where('status', 'in', lits<SnapshotStatus>(['creating', 'active', 'failed']))
+      .where('id', '=', id).where('status', 'in', lits(from))
       .executeTakeFirst();
     return changedRows(result) === 1;
   }
@@ -239,7 +306,7 @@ export class SnapshotStore {
         selectFrom('sandboxes as b').select('b.id')
           .whereRef('b.restored_from_snapshot', '=', 's.id')
           .where((eb) => eb.or([
-            eb('b.status', '=', lit('pending')),
+            eb('b.status', 'in', lits<SandboxStatus>(['pending', 'restoring'])),
             eb.and([eb('b.restore_mode', '=', lit('lazy')), eb('b.status', '!=', lit('terminated'))]),
           ])),
       )))

@@ -11,6 +11,7 @@ import { ExecutorStore } from './executors';
 import { LeaseStore } from './leases';
 import { NamespaceStore } from './namespaces';
 import { OperationStore } from './operations';
+import { PendingLaunchStore } from './pending-launches';
 import { ReaperRecordStore } from './reaper-records';
 import { SandboxStore } from './sandboxes';
 import { SnapshotStore } from './snapshots';
@@ -42,6 +43,7 @@ export class Stores {
   readonly operations: OperationStore;
   readonly records: ReaperRecordStore;
   readonly leases: LeaseStore;
+  readonly launches: PendingLaunchStore;
 
   constructor(readonly ctx: SqlContext, private readonly hooks: TxHooks) {
     this.namespaces = new NamespaceStore(ctx);
@@ -51,6 +53,7 @@ export class Stores {
     this.operations = new OperationStore(ctx);
     this.records = new ReaperRecordStore(ctx);
     this.leases = new LeaseStore(ctx);
+    this.launches = new PendingLaunchStore(ctx);
   }
 
   /** Runs `hook` once the transaction has committed (at once outside a transaction). */
