@@ -197,6 +197,35 @@ describe('dashboard', () => {
     await snapRow.getByText('TTL 3h').waitFor();
   });
 
+  it('forks the snapshot and rolls a sandbox back in place from the UI (issue 12)', async () => {
+    await page.getByRole('link', { name: /Snapshots/ }).click();
+    const snapRow = row('snapshot', snapshotId);
+    await snapRow.locator('button[data-action="fork"]').click();
+    await snapRow.locator('form[data-form="fork"] input[name="count"]').fill('2');
+    await snapRow.locator('form[data-form="fork"] select[name="mode"]').selectOption('eager');
+    await snapRow.locator('form[data-form="fork"] button[type="submit"]').click();
+    await expect.poll(() => notice().textContent()).toContain(`2 forks of ${snapshotId} started on A`);
+    type Listed = { sandbox_id: string; restored_from_snapshot: string | null; restore_mode: string | null; status: string };
+    const forks = (obj((await cluster.api('GET', `${API}/sandboxes?limit=500`)).body).items as Listed[])
+      .filter((s) => s.restored_from_snapshot === snapshotId && s.restore_mode === 'eager' && s.sandbox_id !== restoredId && s.status !== 'terminated');
+    expect(forks).toHaveLength(2);
+    for (const fork of forks) await waitSandbox(cluster, API, fork.sandbox_id, ['running']);
+
+    // The restored sandbox writes a file, then goes back to the snapshot: same id, file gone.
+    expect((await execIn(cluster, API, restoredId, ['touch', '/data/after-snapshot'])).exit_code).toBe(0);
+    await page.getByRole('link', { name: /Sandboxes/ }).click();
+    const sandboxRow = row('sandbox', restoredId);
+    await sandboxRow.locator('button[data-action="rollback"]').click();
+    await sandboxRow.locator('form[data-form="rollback"] input[name="snapshot"]').fill(snapshotId);
+    await sandboxRow.locator('form[data-form="rollback"] button[type="submit"]').click();
+    await expect.poll(() => notice().textContent()).toContain(`sandbox ${restoredId} is restoring: rolling back to ${snapshotId} (eager)`);
+    await sandboxRow.locator('[data-status="running"]').waitFor({ timeout: 180_000 });
+    expect((await execIn(cluster, API, restoredId, ['test', '-e', '/data/after-snapshot'])).exit_code).toBe(1);
+    expect(String((await execIn(cluster, API, restoredId, ['sha256sum', '/data/blob'])).stdout).split(' ')[0]).toBe(blobSum);
+    await shot('sandboxes-rolled-back');
+    for (const fork of forks) await cluster.api('DELETE', `${API}/sandboxes/${fork.sandbox_id}`);
+  });
+
   it('shows the executors with their state, lazy support and cached snapshot images', async () => {
     await page.getByRole('link', { name: /Executors/ }).click();
     const executor = row('executor', 'A');
@@ -241,7 +270,9 @@ describe('dashboard', () => {
     expect(sampleValue(text, 'cryo_snapshot_phase_seconds_sum', { phase: 'push' })).toBeGreaterThan(0);
     expect(sampleValue(text, 'cryo_operations_total', { kind: 'snapshot', outcome: 'done' })).toBe(1);
     expect(sampleValue(text, 'cryo_operations_total', { kind: 'build_index', outcome: 'done' })).toBe(1);
-    expect(sampleValue(text, 'cryo_restore_to_running_seconds_count', { mode: 'eager' })).toBe(1);
+    // The eager restore and the two forks (a rollback is not a restore).
+    expect(sampleValue(text, 'cryo_restore_to_running_seconds_count', { mode: 'eager' })).toBe(3);
+    expect(sampleValue(text, 'cryo_rollbacks_total', { outcome: 'done' })).toBe(1);
     if (lazySupported) expect(sampleValue(text, 'cryo_restore_to_running_seconds_count', { mode: 'lazy' })).toBe(1);
     expect(sampleValue(text, 'cryo_executor_heartbeat_age_seconds', { executor_id: 'A', state: 'ready' })).toBeLessThan(10);
     expect(sampleValue(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);

@@ -26,3 +26,10 @@ export function parsePositiveNumber(value: string): number {
   }
   return n;
 }
+
+/** A repeatable option (`--executor a --executor b`), or one comma-separated value (`--executor a,b`). */
+export function collectList(item: string, previous: string[] | undefined): string[] {
+  const items = item.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new InvalidArgumentError(`expected a value, got "${item}"`);
+  return [...(previous ?? []), ...items];
+}

@@ -11,7 +11,9 @@ import {
   ErrorBodySchema,
   ExecResultSchema,
   ExecutorViewSchema,
+  ForkResponseSchema,
   NAMESPACE_PATTERN,
+  RollbackResponseSchema,
   SandboxListItemSchema,
   SandboxSchema,
   SnapshotSchema,
@@ -21,7 +23,12 @@ import {
   type ExecBody,
   type ExecResult,
   type ExecutorView,
+  type ForkResponse,
+  type ForkSandboxBody,
+  type ForkSnapshotBody,
   type RestoreBody,
+  type RollbackBody,
+  type RollbackResponse,
   type Sandbox,
   type SandboxListItem,
   type SandboxStatus,
@@ -50,6 +57,8 @@ const CreateSandboxResponse = CreateSandboxResponseSchema.loose();
 const CreateSnapshotResponse = CreateSnapshotResponseSchema.loose();
 const ExecResponse = ExecResultSchema.loose();
 const ExecutorPage = pageOf(ExecutorResponse).loose();
+const ForkResponse = ForkResponseSchema.loose();
+const RollbackResponse = RollbackResponseSchema.loose();
 /** /healthz is not part of the /v1 schemas: `{status: "ok", version}`. */
 const HealthResponse = z.object({ status: z.string(), version: z.string().optional() }).loose();
 
@@ -73,8 +82,13 @@ export interface ListOptions {
 
 export interface SnapshotListOptions extends ListOptions {
   /** Only the snapshots of this sandbox (GET /sandboxes/{id}/snapshots). */
-  sandboxId?: string;
+  sandboxId?: string | undefined;
+  /** Only the snapshots named this tag. */
+  tag?: string | undefined;
 }
+
+/** `tag:NAME` names a snapshot by its tag wherever a snapshot id is taken (resolveSnapshotId). */
+export const TAG_REF_PREFIX = 'tag:';
 
 export interface CryoClientOptions {
   /** Base URL of the server, e.g. http://127.0.0.1:8900. */
@@ -195,7 +209,25 @@ export class CryoClient {
 
   listSnapshots(options: SnapshotListOptions = {}): Promise<Page<Snapshot>> {
     const path = options.sandboxId === undefined ? '/snapshots' : `/sandboxes/${enc(options.sandboxId)}/snapshots`;
-    return this.call(SnapshotPage, 'GET', this.ns(path), { query: listQuery(options) });
+    return this.call(SnapshotPage, 'GET', this.ns(path), { query: { ...listQuery(options), tag: options.tag } });
+  }
+
+  /**
+   * A snapshot id, or `tag:NAME` resolved to the snapshot named NAME: the creating or active one
+   * (names are unique among those), else the newest that had the name (so the server answers
+   * what became of it: 410 expired, or a fallback with on_expired). An unknown name is an error.
+   */
+  async resolveSnapshotId(ref: string): Promise<string> {
+    if (!ref.startsWith(TAG_REF_PREFIX)) return ref;
+    const tag = ref.slice(TAG_REF_PREFIX.length);
+    if (tag === '') throw new CryoClientError('INVALID_SNAPSHOT_REF', `"${ref}" names no tag; write tag:NAME`);
+    const { items } = await this.listSnapshots({ tag, limit: 50 });
+    const live = items.find((s) => s.status === 'active' || s.status === 'creating');
+    const chosen = live ?? items[0];
+    if (chosen === undefined) {
+      throw new CryoClientError('SNAPSHOT_TAG_NOT_FOUND', `no snapshot in namespace ${this.namespace} is tagged ${tag}`);
+    }
+    return chosen.snapshot_id;
   }
 
   listAllSnapshots(options: Omit<SnapshotListOptions, 'cursor'> = {}): Promise<Snapshot[]> {
@@ -219,6 +251,21 @@ export class CryoClient {
   /** Starts a new sandbox from the snapshot; answers at once with the pending sandbox. */
   restoreSnapshot(id: string, body: RestoreBody = {}): Promise<CreateSandboxResponse> {
     return this.call(CreateSandboxResponse, 'POST', this.ns(`/snapshots/${enc(id)}/restore`), { body });
+  }
+
+  /** Starts `count` sandboxes from the snapshot, spread over executors; answers at once with them (pending). */
+  forkSnapshot(id: string, body: ForkSnapshotBody): Promise<ForkResponse> {
+    return this.call(ForkResponse, 'POST', this.ns(`/snapshots/${enc(id)}/fork`), { body });
+  }
+
+  /** Snapshots a running sandbox and forks it; the forks start once the snapshot is active. */
+  forkSandbox(id: string, body: ForkSandboxBody): Promise<ForkResponse> {
+    return this.call(ForkResponse, 'POST', this.ns(`/sandboxes/${enc(id)}/fork`), { body });
+  }
+
+  /** Rolls a running sandbox back in place to a snapshot; it is `restoring` until the new container runs. */
+  rollbackSandbox(id: string, body: RollbackBody): Promise<RollbackResponse> {
+    return this.call(RollbackResponse, 'POST', this.ns(`/sandboxes/${enc(id)}/rollback`), { body });
   }
 
   /** Polls until the snapshot is active, failed, expired or deleted (or `until` says otherwise). */

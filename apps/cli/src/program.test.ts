@@ -191,7 +191,7 @@ describe('sandboxes list and get', () => {
   it('rejects an unknown status', async () => {
     const ran = await cryo(['sb', 'ls', '--status', 'sleeping']);
     expect(ran.code).toBe(1);
-    expect(ran.stderr).toContain("error: option '--status <status>' argument 'sleeping' is invalid. Allowed choices are pending, running, snapshotting, terminated.");
+    expect(ran.stderr).toContain("error: option '--status <status>' argument 'sleeping' is invalid. Allowed choices are pending, running, snapshotting, restoring, terminated.");
   });
 
   it('--all follows cursors; --json prints one page of everything; --quiet the ids', async () => {
@@ -409,6 +409,122 @@ describe('snapshots', () => {
   });
 });
 
+describe('lifecycle (issue 12): fork, rollback, retention, sliding TTL, fallback, tags', () => {
+  /** GET /snapshots?tag=golden answers an expired and an active one; the active one is chosen. */
+  const tagged = (req: { path: string; query: URLSearchParams }) =>
+    req.path === `${NS}/snapshots` && req.query.get('tag') === 'golden'
+      ? { body: { items: [snapshotFixture({ snapshot_id: 'snap-new', status: 'active', tag: 'golden' }), snapshotFixture({ snapshot_id: 'snap-old', status: 'expired', tag: 'golden' })], next_cursor: null } }
+      : undefined;
+  const forked = (statuses: string[]) => ({
+    status: 202,
+    body: {
+      snapshot_id: 'snap-new', restored_from_snapshot: 'snap-new',
+      sandboxes: statuses.map((status, i) => ({ sandbox_id: `sbx-f${i}`, status, executor_id: status === 'terminated' ? null : `exec-${i % 2 === 0 ? 'a' : 'b'}` })),
+    },
+  });
+
+  it('create sends keep_last and ttl_from; get shows them with last_used_at and deleted_reason', async () => {
+    await cryo(['snap', 'create', 'sbx-1', '--keep-last', '3', '--ttl-from', 'last_use'], () => ({ status: 202, body: { snapshot_id: 'snap-1', status: 'creating' } }));
+    expect(fake.requests[0]?.body).toEqual({ keep_last: 3, ttl_from: 'last_use' });
+    expect((await cryo(['snap', 'create', 'sbx-1', '--keep-last', '0'])).stderr).toContain('must be between 1 and 1000');
+    expect((await cryo(['snap', 'create', 'sbx-1', '--ttl-from', 'never'])).stderr).toContain('Allowed choices are created, last_use.');
+    const ran = await cryo(['snap', 'get', 'snap-1'], () => ({
+      body: snapshotFixture({ ttl_from: 'last_use', keep_last: 3, last_used_at: '2025-01-01T00:04:00.000Z', status: 'deleted', deleted_reason: 'retention', deleted_at: '2025-01-01T00:04:30.000Z' }),
+    }));
+    expect(ran.stdout).toMatch(/\nttl_secs: +3600 \(1h, from the last use\)\n/);
+    expect(ran.stdout).toMatch(/\nlast_used_at: +2025-01-01T00:04:00.000Z \(1m ago\)\n/);
+    expect(ran.stdout).toMatch(/\nkeep_last: +3\n/);
+    expect(ran.stdout).toMatch(/\ndeleted_reason: +retention\n/);
+  });
+
+  it('takes tag:NAME wherever it takes a snapshot id: the live snapshot of that name', async () => {
+    const handler: FakeHandler = (req) => tagged(req) ?? { body: snapshotFixture({ snapshot_id: 'snap-new' }) };
+    const ran = await cryo(['snap', 'get', 'tag:golden', '-q'], handler);
+    expect(ran).toEqual({ code: 0, stdout: 'snap-new\n', stderr: '' });
+    expect(fake.requests.map((r) => `${r.method} ${r.path.replace(NS, '')}${r.query.size > 0 ? `?${r.query.toString()}` : ''}`)).toEqual([
+      'GET /snapshots?limit=50&tag=golden', 'GET /snapshots/snap-new',
+    ]);
+    for (const args of [['snap', 'rm', 'tag:golden'], ['snap', 'patch', 'tag:golden', '--ttl-secs', '60'], ['snap', 'restore', 'tag:golden'], ['snap', 'fork', 'tag:golden', '--count', '1'], ['sb', 'rollback', 'sbx-1', 'tag:golden']]) {
+      fake.requests.length = 0;
+      await cryo(args, (req) => tagged(req) ?? (req.path.endsWith('/fork') ? forked(['pending']) : req.path.endsWith('/rollback')
+        ? { status: 202, body: { sandbox_id: 'sbx-1', status: 'restoring', snapshot_id: 'snap-new', restore_mode: 'eager' } }
+        : { status: 202, body: req.method === 'DELETE' || req.method === 'PATCH' ? snapshotFixture({ snapshot_id: 'snap-new' }) : { sandbox_id: 'sbx-r', status: 'pending' } }));
+      const second = fake.requests[1];
+      expect(second?.path.includes('snap-new') || (second?.body as { snapshot_id?: string } | undefined)?.snapshot_id === 'snap-new', args.join(' ')).toBe(true);
+    }
+    // Only an expired one of that name: it is chosen (the server then says what became of it).
+    const onlyOld = await cryo(['snap', 'get', 'tag:old', '-q'], (req) => (req.path === `${NS}/snapshots`
+      ? { body: { items: [snapshotFixture({ snapshot_id: 'snap-old', status: 'expired' })], next_cursor: null } }
+      : { body: snapshotFixture({ snapshot_id: 'snap-old', status: 'expired' }) }));
+    expect(onlyOld.stdout).toBe('snap-old\n');
+    const none = await cryo(['snap', 'restore', 'tag:nothing'], () => ({ body: { items: [], next_cursor: null } }));
+    expect(none).toEqual({ code: 1, stdout: '', stderr: 'error: no snapshot in namespace default is tagged nothing (SNAPSHOT_TAG_NOT_FOUND)\n' });
+    expect((await cryo(['snap', 'ls', '--tag', 'golden', '-q'], (req) => tagged(req) ?? { status: 500 })).stdout).toBe('snap-new\nsnap-old\n');
+  });
+
+  it('restore --on-expired base_image says on stderr that the base image ran instead', async () => {
+    const ran = await cryo(['snap', 'restore', 'snap-1', '--on-expired', 'base_image'], () => ({
+      status: 202,
+      body: { sandbox_id: 'sbx-r', status: 'pending', restored_from_snapshot: null, fallback: { reason: 'snapshot snap-1 expired at X; started from its base image busybox:latest instead' } },
+    }));
+    expect(fake.requests[0]?.body).toEqual({ on_expired: 'base_image' });
+    expect(ran).toEqual({
+      code: 0,
+      stdout: 'starting sandbox sbx-r from the base image of snapshot snap-1 (pending)\n',
+      stderr: 'snapshot snap-1 is gone: snapshot snap-1 expired at X; started from its base image busybox:latest instead\n',
+    });
+  });
+
+  it('snapshots fork sends count, executors, env, labels, command; prints the forks, and exits 1 when some could not be placed', async () => {
+    const ran = await cryo(
+      ['snap', 'fork', 'snap-new', '--count', '3', '--executor', 'exec-a,exec-b', '--executor', 'exec-c', '-e', 'K=V', '-l', 'run=7', '--timeout-secs', '60', '--on-expired', 'base_image', '--', 'python3', 'w.py'],
+      () => forked(['pending', 'pending', 'terminated']),
+    );
+    expect(fake.requests[0]?.path).toBe(`${NS}/snapshots/snap-new/fork`);
+    expect(fake.requests[0]?.body).toEqual({
+      count: 3, executor_ids: ['exec-a', 'exec-b', 'exec-c'], env: { K: 'V' }, labels: { run: '7' }, timeout_secs: 60, on_expired: 'base_image', command: ['python3', 'w.py'],
+    });
+    expect(ran.code).toBe(1);
+    expect(ran.stdout.split('\n').slice(0, 2)).toEqual(['3 forks of snapshot snap-new:', 'SANDBOX   STATUS       EXECUTOR   DETAIL']);
+    expect(ran.stderr).toBe('error: 1 of 3 forks could not be placed (cryo sandboxes get ID says why); the others start (FORKS_TERMINATED)\n');
+    expect((await cryo(['snap', 'fork', 'snap-new', '--count', '2', '-q'], () => forked(['pending', 'pending']))).stdout).toBe('sbx-f0\nsbx-f1\n');
+    expect((await cryo(['snap', 'fork', 'snap-new', '--count', '101'])).stderr).toContain('must be between 1 and 100');
+    expect((await cryo(['snap', 'fork', 'snap-new'])).stderr).toContain("required option '--count <n>' not specified");
+  });
+
+  it('fork --wait waits for every fork and fails naming how many terminated', async () => {
+    const ran = await cryo(['sb', 'fork', 'sbx-1', '--count', '2', '--wait'], (req) => {
+      if (req.method === 'POST') return forked(['pending', 'pending']);
+      return req.path.endsWith('sbx-f0')
+        ? { body: sandboxFixture({ sandbox_id: 'sbx-f0', status: 'running' }) }
+        : { body: sandboxFixture({ sandbox_id: 'sbx-f1', status: 'terminated', outcome: { kind: 'failed', reason: 'pull failed' } }) };
+    });
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-1/fork`);
+    expect(fake.requests[0]?.body).toEqual({ count: 2 });
+    expect(ran.code).toBe(1);
+    expect(ran.stdout).toContain('1 of 2 forks of snapshot snap-new running:');
+    expect(ran.stdout).toMatch(/sbx-f1 +terminated +exec-a +failed: pull failed/);
+    expect(ran.stderr).toBe('snapshot snap-new of sbx-1 is being taken; the forks start once it is active\nerror: 1 of 2 forks terminated; the others run (FORKS_TERMINATED)\n');
+  });
+
+  it('sandboxes rollback sends the snapshot and mode; --wait until it runs again, or fails with the reason', async () => {
+    const accepted = { status: 202, body: { sandbox_id: 'sbx-1', status: 'restoring', snapshot_id: 'snap-1', restore_mode: 'lazy' } };
+    const ran = await cryo(['sb', 'rollback', 'sbx-1', 'snap-1', '--mode', 'lazy'], () => accepted);
+    expect(fake.requests[0]?.path).toBe(`${NS}/sandboxes/sbx-1/rollback`);
+    expect(fake.requests[0]?.body).toEqual({ snapshot_id: 'snap-1', mode: 'lazy' });
+    expect(ran.stdout).toBe('sandbox sbx-1 is restoring: rolling back to snapshot snap-1 (lazy)\n');
+    const polls = [sandboxFixture({ sandbox_id: 'sbx-1', status: 'restoring' }), sandboxFixture({ sandbox_id: 'sbx-1', status: 'running' })];
+    const waited = await cryo(['sb', 'rollback', 'sbx-1', 'snap-1', '--wait'], (req) => (req.method === 'POST' ? accepted : { body: polls.shift() ?? sandboxFixture() }));
+    expect(waited).toEqual({ code: 0, stdout: 'sandbox sbx-1 rolled back to snapshot snap-1 (lazy); running on exec-a\n', stderr: '' });
+    const failed = await cryo(['sb', 'rollback', 'sbx-1', 'snap-1', '--wait'], (req) => (req.method === 'POST' ? accepted
+      : { body: sandboxFixture({ sandbox_id: 'sbx-1', status: 'terminated', outcome: { kind: 'failed', reason: 'rollback to snapshot snap-1 failed: pull failed' } }) }));
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toBe('error: sandbox sbx-1 terminated: failed: rollback to snapshot snap-1 failed: pull failed (SANDBOX_TERMINATED)\n');
+    const conflict = await cryo(['sb', 'rollback', 'sbx-1', 'snap-1'], () => ({ status: 409, body: { error: { code: 'CONFLICT', message: 'sandbox sbx-1 is snapshotting' } } }));
+    expect(conflict).toEqual({ code: 1, stdout: '', stderr: 'error: sandbox sbx-1 is snapshotting (CONFLICT)\n' });
+  });
+});
+
 describe('executors and health', () => {
   it('lists executors as a table', async () => {
     const ran = await cryo(['executors', 'list'], () => ({
@@ -546,7 +662,14 @@ describe('help', () => {
     let deleted = false;
     fake.handle((req) => {
       if (req.path === '/healthz') return { body: { status: 'ok' } };
+      if (req.method === 'GET' && req.query.has('tag')) return { body: { items: [snapshotFixture()], next_cursor: null } };
       if (req.path === '/v1/executors' || req.method === 'GET' && /\/(sandboxes|snapshots)$/.test(req.path)) return { body: { items: [], next_cursor: null } };
+      if (req.path.endsWith('/fork')) {
+        return { status: 202, body: { snapshot_id: 'snap-0123abcd4567', restored_from_snapshot: 'snap-0123abcd4567', sandboxes: [{ sandbox_id: 'sbx-0123abcd4567', status: 'pending', executor_id: 'exec-a' }] } };
+      }
+      if (req.path.endsWith('/rollback')) {
+        return { status: 202, body: { sandbox_id: 'sbx-0123abcd4567', status: 'restoring', snapshot_id: 'snap-0123abcd4567', restore_mode: 'eager' } };
+      }
       if (req.path.endsWith('/exec')) return { body: { exit_code: 0, stdout: '', stderr: '' } };
       if (req.method === 'POST' && req.path.endsWith('/snapshots')) return { status: 202, body: { snapshot_id: 'snap-0123abcd4567', status: 'creating' } };
       if (req.method === 'POST') return { status: 202, body: { sandbox_id: 'sbx-0123abcd4567', status: 'pending' } };

@@ -14,6 +14,7 @@ import {
   type OperationOf,
   type OperationResultOf,
   type Progress,
+  type RestoreMode,
 } from '@cryo/snapshot';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { serverUrls, type ExecutorConfig } from './config';
@@ -34,6 +35,8 @@ export const EXECUTOR_VERSION = '0.1.0';
 export interface ExecutorOptions {
   /** Fault injection for tests: hold a snapshot's pause this long before the commit. */
   holdPausedMs?: number;
+  /** Fault injection for tests: fail this many create_sandbox operations (the first ones) before creating anything. */
+  failCreates?: number;
 }
 
 type Handlers = { [K in OperationKind]: (op: OperationOf<K>, log: Logger, progress: ProgressSink) => Promise<OperationResultOf<K>> };
@@ -49,8 +52,10 @@ export class Executor {
   /** Every way this executor can run sandboxes, the lazy one first (its `owns` is a directory check). */
   private readonly drivers: RuntimeDriver[];
   private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
+  private failCreates: number;
 
   constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
+    this.failCreates = opts.failCreates ?? 0;
     this.server = new ServerClient(serverUrls(config), config.executor_id, config.token, log);
     this.ops = new OpJournal(config.state_dir);
     // One registry-access policy (@cryo/registry-auth) for every client of this executor.
@@ -186,11 +191,7 @@ export class Executor {
   private async driverFor(spec: SandboxSpec): Promise<RuntimeDriver> {
     const owner = await this.driverOf(spec.sandboxId);
     if (owner !== undefined) return owner;
-    const mode = spec.restore?.mode ?? 'eager';
-    const driver = this.active.find((d) => this.capabilities.get(d)?.restoreModes.includes(mode));
-    if (driver !== undefined) return driver;
-    const reason = [...this.capabilities.values()].find((c) => c.restoreModes.includes(mode))?.reason ?? 'no driver for it';
-    throw new CryoError('UNPROCESSABLE', `executor ${this.config.executor_id} cannot restore ${mode === 'lazy' ? 'lazily' : 'eagerly'}: ${reason}`);
+    return this.driverForMode(spec.restore?.mode ?? 'eager');
   }
 
   private progressSink(opId: string, log: Logger): ProgressSink {
@@ -216,18 +217,40 @@ export class Executor {
     return handler(op, log, this.progressSink(op.op_id, log));
   }
 
+  /** The driver that serves a restore mode (a create without a snapshot counts as eager). */
+  private driverForMode(mode: RestoreMode): RuntimeDriver {
+    const driver = this.active.find((d) => this.capabilities.get(d)?.restoreModes.includes(mode));
+    if (driver !== undefined) return driver;
+    const reason = [...this.capabilities.values()].find((c) => c.restoreModes.includes(mode))?.reason ?? 'no driver for it';
+    throw new CryoError('UNPROCESSABLE', `executor ${this.config.executor_id} cannot restore ${mode === 'lazy' ? 'lazily' : 'eagerly'}: ${reason}`);
+  }
+
   private readonly handlers: Handlers = {
     create_sandbox: ({ payload: p }, _log, progress) => this.withBusy(p.sandbox_id, async () => {
-      const spec: SandboxSpec = {
-        sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources,
-        restore: p.restore === null ? null : {
-          snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
-        },
-      };
+      if (this.failCreates > 0) {
+        this.failCreates -= 1;
+        throw new CryoError('UNAVAILABLE', `fault injected (CRYO_FAULT_FAIL_CREATES): create of sandbox ${p.sandbox_id} refused on executor ${this.config.executor_id}`);
+      }
+      const spec = sandboxSpec(p);
       const driver = await this.driverFor(spec);
       const containerId = await driver.create(spec, progress);
       this.heartbeat.nudge();
       return { container_id: containerId, runtime: driver.name };
+    }),
+    // Rollback in place: the old container goes, one restored from the snapshot comes, under the
+    // sandbox's busy mark (the reconciler leaves a busy sandbox alone). The target driver is
+    // chosen (and its availability checked) before anything is removed. Run once per op id.
+    rollback_sandbox: ({ payload: p }, log, progress) => this.withBusy(p.sandbox_id, async () => {
+      const spec = sandboxSpec(p);
+      const target = this.driverForMode(p.restore.mode);
+      const current = await this.driverOf(p.sandbox_id);
+      if (current !== undefined) {
+        await current.remove(p.sandbox_id);
+        log.info({ from: current.name, to: target.name, snapshot_id: p.restore.snapshot_id }, 'rollback: old container removed');
+      }
+      const containerId = await target.create(spec, progress);
+      this.heartbeat.nudge();
+      return { container_id: containerId, runtime: target.name };
     }),
     delete_sandbox: async ({ payload: p }) => {
       const removed = (await (await this.driverOf(p.sandbox_id))?.remove(p.sandbox_id)) ?? false;
@@ -254,6 +277,16 @@ export class Executor {
       const result = await this.clip.publish(p.image_ref, p.digest);
       log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes }, 'clip index pushed');
       return result;
+    },
+  };
+}
+
+/** The driver's view of a create_sandbox or rollback_sandbox payload. */
+function sandboxSpec(p: OperationOf<'create_sandbox'>['payload'] | OperationOf<'rollback_sandbox'>['payload']): SandboxSpec {
+  return {
+    sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources,
+    restore: p.restore === null ? null : {
+      snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
     },
   };
 }

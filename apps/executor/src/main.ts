@@ -40,7 +40,11 @@ async function main(): Promise<void> {
   }
   const log = createLogger('cryo-executor', config.log_level);
   const holdPausedMs = Number(process.env.CRYO_FAULT_HOLD_PAUSED_MS ?? '0');
-  const executor = new Executor(config, log, holdPausedMs > 0 ? { holdPausedMs } : {});
+  const failCreates = Number(process.env.CRYO_FAULT_FAIL_CREATES ?? '0');
+  const executor = new Executor(config, log, {
+    ...(holdPausedMs > 0 ? { holdPausedMs } : {}),
+    ...(failCreates > 0 ? { failCreates } : {}),
+  });
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;

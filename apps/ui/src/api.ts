@@ -8,12 +8,17 @@ import type {
   CreateSnapshotBody,
   ErrorBody,
   ExecutorView,
+  ForkResponse,
+  ForkSandboxBody,
+  ForkSnapshotBody,
   RestoreBody,
+  RollbackBody,
+  RollbackResponse,
   Sandbox,
   Snapshot,
 } from '@cryo/snapshot';
 
-export type { ExecutorView, Progress, RestoreMode, Sandbox, Snapshot } from '@cryo/snapshot';
+export type { ExecutorView, ForkResponse, Progress, RestoreMode, Sandbox, Snapshot } from '@cryo/snapshot';
 
 export interface Page<T> {
   items: T[];
@@ -73,6 +78,18 @@ export class CryoApi {
 
   restoreSnapshot(id: string, body: RestoreBody): Promise<{ sandbox_id: string; status: string }> {
     return this.request('POST', this.ns(`/snapshots/${enc(id)}/restore`), body);
+  }
+
+  forkSnapshot(id: string, body: ForkSnapshotBody): Promise<ForkResponse> {
+    return this.request('POST', this.ns(`/snapshots/${enc(id)}/fork`), body);
+  }
+
+  forkSandbox(id: string, body: ForkSandboxBody): Promise<ForkResponse> {
+    return this.request('POST', this.ns(`/sandboxes/${enc(id)}/fork`), body);
+  }
+
+  rollbackSandbox(id: string, body: RollbackBody): Promise<RollbackResponse> {
+    return this.request('POST', this.ns(`/sandboxes/${enc(id)}/rollback`), body);
   }
 
   listExecutors(): Promise<Page<ExecutorView>> {

@@ -1,9 +1,10 @@
 import { Option, type Command } from 'commander';
-import { SandboxStatusSchema, type CreateSandboxBody, type Sandbox } from '@cryo/snapshot';
+import { SandboxStatusSchema, type CreateSandboxBody, type RestoreMode, type Sandbox } from '@cryo/snapshot';
 import { collectKeyValue, parseInteger, parsePositiveNumber } from '../args';
 import type { Cli, CommandContext } from '../cli';
 import { CryoClientError } from '../client-errors';
 import { describeOutcome, sandboxFields, sandboxTable } from '../views';
+import { addForkOptions, forkBody, modeOption, reportForks, type ForkFlags } from './lifecycle';
 import {
   addListOptions,
   addWaitOptions,
@@ -28,13 +29,14 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
   const sandboxes = program
     .command('sandboxes')
     .aliases(['sandbox', 'sb'])
-    .description('create, list, inspect, exec in and delete sandboxes')
+    .description('create, list, inspect, exec in, fork, roll back and delete sandboxes')
     .addHelpText(
       'after',
       examples([
         'cryo sandboxes create busybox:latest --wait -- sleep 3600',
         'cryo sb list --status running',
         'cryo sb exec sbx-0123abcd4567 -- cat /etc/hostname',
+        'cryo sb rollback sbx-0123abcd4567 tag:before-upgrade --wait',
       ]),
     );
 
@@ -155,6 +157,68 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
       }
       // An exit status outside 0..255 cannot be passed on; it still must not read as success.
       cli.exitCode = result.exit_code >= 0 && result.exit_code <= 255 ? result.exit_code : 1;
+    });
+
+  addForkOptions(
+    sandboxes
+      .command('fork')
+      .description('snapshot a running sandbox and start --count sandboxes from it in one call (they start once the snapshot is active)')
+      .argument('<id>', 'the running sandbox to fork')
+      .argument('[command...]', 'command for every fork instead of the sandbox\'s; put it after --'),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo sandboxes fork sbx-0123abcd4567 --count 3',
+        'cryo sb fork sbx-0123abcd4567 --count 10 --executor exec-a,exec-b --wait',
+      ]),
+    )
+    .action(async (id: string, command: string[], flags: ForkFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const answer = await ctx.client.forkSandbox(id, forkBody(command, flags));
+      ctx.out.note(`snapshot ${answer.snapshot_id} of ${id} is being taken; the forks start once it is active`);
+      await reportForks(ctx, answer, flags);
+    });
+
+  addWaitOptions(
+    sandboxes
+      .command('rollback')
+      .description(
+        'roll a running sandbox back in place to a snapshot: same id, labels, command and timeout; its container is replaced by one restored from the snapshot',
+      )
+      .argument('<id>', 'the running sandbox')
+      .argument('<snapshot>', 'an active snapshot of the namespace: its id, or tag:NAME')
+      .addOption(modeOption()),
+    'until the sandbox runs again; exits 1 if the rollback failed (the sandbox then terminated, with the reason)',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo sandboxes rollback sbx-0123abcd4567 snap-0123abcd4567',
+        'cryo sb rollback sbx-0123abcd4567 tag:before-upgrade --mode lazy --wait',
+      ]),
+    )
+    .action(async (id: string, ref: string, flags: WaitFlags & { mode?: RestoreMode }, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const snapshotId = await ctx.client.resolveSnapshotId(ref);
+      const answer = await ctx.client.rollbackSandbox(id, { snapshot_id: snapshotId, mode: flags.mode });
+      if (flags.wait !== true) {
+        ctx.out.result(answer, {
+          ids: [answer.sandbox_id],
+          human: () => `sandbox ${id} is ${answer.status}: rolling back to snapshot ${snapshotId} (${answer.restore_mode})`,
+        });
+        return;
+      }
+      const sandbox = await ctx.client.waitForSandbox(id, { intervalMs: ctx.pollIntervalMs, timeoutMs: waitTimeoutMs(flags) });
+      ctx.out.result(sandbox, {
+        ids: [sandbox.sandbox_id],
+        human: () => sandbox.status === 'terminated'
+          ? sandboxFields(sandbox, ctx.now)
+          : `sandbox ${id} rolled back to snapshot ${snapshotId} (${answer.restore_mode}); running on ${sandbox.executor_id ?? 'an executor'}`,
+      });
+      if (sandbox.status === 'terminated') {
+        throw new CryoClientError('SANDBOX_TERMINATED', `sandbox ${id} terminated: ${describeOutcome(sandbox.outcome) ?? 'no outcome given'}`);
+      }
     });
 }
 

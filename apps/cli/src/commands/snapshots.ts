@@ -1,5 +1,14 @@
 import { Option, type Command } from 'commander';
-import { LOCAL_SNAPSHOT_REPOSITORY, RestoreModeSchema, SnapshotStatusSchema, type RestoreMode, type Snapshot } from '@cryo/snapshot';
+import {
+  LOCAL_SNAPSHOT_REPOSITORY,
+  MAX_KEEP_LAST,
+  SnapshotStatusSchema,
+  TtlFromSchema,
+  type OnExpired,
+  type RestoreMode,
+  type Snapshot,
+  type TtlFrom,
+} from '@cryo/snapshot';
 import { collectKeyValue, parseInteger } from '../args';
 import type { Cli, CommandContext } from '../cli';
 import { CryoApiError, CryoClientError } from '../client-errors';
@@ -8,6 +17,7 @@ import { ProgressLine } from '../progress';
 import { snapshotFields, snapshotProgressLine, snapshotTable } from '../views';
 import { pollUntil } from '../wait';
 import { waitUntilStarted } from './sandboxes';
+import { addForkOptions, forkBody, modeOption, onExpiredOption, reportForks, type ForkFlags } from './lifecycle';
 import {
   addListOptions,
   addWaitOptions,
@@ -25,7 +35,12 @@ interface CreateFlags extends WaitFlags {
   ttlSecs?: number;
   tag?: string;
   label?: Record<string, string>;
+  keepLast?: number;
+  ttlFrom?: TtlFrom;
 }
+
+/** How a snapshot is named on the command line: its id, or tag:NAME. */
+const SNAPSHOT_REF = 'snapshot id, or tag:NAME for the snapshot tagged NAME';
 
 interface RestoreFlags extends WaitFlags {
   mode?: RestoreMode;
@@ -33,6 +48,7 @@ interface RestoreFlags extends WaitFlags {
   env?: Record<string, string>;
   label?: Record<string, string>;
   timeoutSecs?: number;
+  onExpired?: OnExpired;
 }
 
 export function registerSnapshotCommands(program: Command, cli: Cli): void {
@@ -45,6 +61,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       examples([
         'cryo snapshots create sbx-0123abcd4567 --ttl-secs 86400 --wait',
         'cryo snap restore snap-0123abcd4567 --mode lazy --wait',
+        'cryo snap fork tag:golden --count 10 --wait',
         'cryo snap list --sandbox sbx-0123abcd4567',
       ]),
     );
@@ -57,8 +74,10 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       )
       .argument('<sandbox-id>', 'the sandbox to snapshot')
       .option('--ttl-secs <n>', 'expire the snapshot this long after it was created; 0 = never (default: the server\'s snapshots.default_ttl_secs)', parseInteger(0, MAX_TTL_SECS))
-      .option('--tag <tag>', 'a name for the snapshot ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})')
-      .option('-l, --label <KEY=VALUE>', 'label (repeatable)', collectKeyValue),
+      .option('--tag <tag>', 'a name for the snapshot ([A-Za-z0-9_][A-Za-z0-9._-]{0,127}), unique among the namespace\'s live snapshots; use it as tag:NAME')
+      .option('-l, --label <KEY=VALUE>', 'label (repeatable)', collectKeyValue)
+      .option('--keep-last <n>', 'retention: once active, delete the older snapshots of this sandbox beyond the newest N (this one counted)', parseInteger(1, MAX_KEEP_LAST))
+      .addOption(new Option('--ttl-from <from>', 'count the TTL from creation (default) or from the last restore, fork or rollback').choices(TtlFromSchema.options)),
     'until the snapshot is active or failed, showing its phase and bytes pushed; exits 1 if it failed',
   )
     .addHelpText(
@@ -66,6 +85,7 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       examples([
         'cryo snapshots create sbx-0123abcd4567',
         'cryo snap create sbx-0123abcd4567 --ttl-secs 3600 --tag before-upgrade --label step=3 --wait',
+        'cryo snap create sbx-0123abcd4567 --keep-last 3 --ttl-secs 86400 --ttl-from last_use',
         'SNAP=$(cryo snap create sbx-0123abcd4567 --wait --quiet)',
       ]),
     )
@@ -75,6 +95,8 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
         ttl_secs: flags.ttlSecs,
         tag: flags.tag,
         labels: flags.label,
+        keep_last: flags.keepLast,
+        ttl_from: flags.ttlFrom,
       });
       if (flags.wait !== true) {
         ctx.out.result(created, {
@@ -92,16 +114,17 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       .alias('ls')
       .description('list the snapshots of the namespace, or of one sandbox, newest first')
       .option('--sandbox <id>', 'only the snapshots of this sandbox')
+      .option('--tag <name>', 'only the snapshots tagged NAME (live or ended)')
       .addOption(new Option('--status <status>', 'only snapshots in this status').choices(SnapshotStatusSchema.options)),
     'snapshots',
   )
     .addHelpText(
       'after',
-      examples(['cryo snapshots list', 'cryo snap ls --sandbox sbx-0123abcd4567 --status active', 'cryo snap ls --all --json']),
+      examples(['cryo snapshots list', 'cryo snap ls --sandbox sbx-0123abcd4567 --status active', 'cryo snap ls --tag golden', 'cryo snap ls --all --json']),
     )
-    .action(async (flags: ListFlags & { sandbox?: string }, cmd: Command) => {
+    .action(async (flags: ListFlags & { sandbox?: string; tag?: string }, cmd: Command) => {
       const ctx = await cli.context(cmd);
-      const page = await listPage(flags, (options) => ctx.client.listSnapshots({ ...options, sandboxId: flags.sandbox }));
+      const page = await listPage(flags, (options) => ctx.client.listSnapshots({ ...options, sandboxId: flags.sandbox, tag: flags.tag }));
       printPage(ctx.out, page, {
         noun: 'snapshots',
         id: (snap) => snap.snapshot_id,
@@ -112,11 +135,11 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
   snapshots
     .command('get')
     .description('show one snapshot: status, error, image ref, digest, size, TTL, timings')
-    .argument('<id>', 'snapshot id')
-    .addHelpText('after', examples(['cryo snapshots get snap-0123abcd4567']))
-    .action(async (id: string, _flags: object, cmd: Command) => {
+    .argument('<id>', SNAPSHOT_REF)
+    .addHelpText('after', examples(['cryo snapshots get snap-0123abcd4567', 'cryo snap get tag:golden']))
+    .action(async (ref: string, _flags: object, cmd: Command) => {
       const ctx = await cli.context(cmd);
-      const snapshot = await ctx.client.getSnapshot(id);
+      const snapshot = await ctx.client.getSnapshot(await ctx.client.resolveSnapshotId(ref));
       ctx.out.result(snapshot, { ids: [snapshot.snapshot_id], human: () => snapshotFields(snapshot, ctx.now) });
     });
 
@@ -125,12 +148,13 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       .command('delete')
       .alias('rm')
       .description('delete a snapshot: its image is removed from the registry and from the executors in the background')
-      .argument('<id>', 'snapshot id'),
+      .argument('<id>', SNAPSHOT_REF),
     'until the deletion has finished',
   )
-    .addHelpText('after', examples(['cryo snapshots delete snap-0123abcd4567 --wait']))
-    .action(async (id: string, flags: WaitFlags, cmd: Command) => {
+    .addHelpText('after', examples(['cryo snapshots delete snap-0123abcd4567 --wait', 'cryo snap rm tag:golden']))
+    .action(async (ref: string, flags: WaitFlags, cmd: Command) => {
       const ctx = await cli.context(cmd);
+      const id = await ctx.client.resolveSnapshotId(ref);
       const answer = await ctx.client.deleteSnapshot(id);
       if (flags.wait !== true) {
         ctx.out.result(answer, { human: () => `snapshot ${id} is ${answer.status}` });
@@ -144,14 +168,15 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
     .command('patch')
     .alias('set-ttl')
     .description('change the TTL of a snapshot, to extend or shorten it; 0 = never expires. Prints the new expiry')
-    .argument('<id>', 'snapshot id')
+    .argument('<id>', SNAPSHOT_REF)
     .requiredOption('--ttl-secs <n>', 'the new TTL in seconds', parseInteger(0, MAX_TTL_SECS))
     .addHelpText(
       'after',
       examples(['cryo snapshots patch snap-0123abcd4567 --ttl-secs 604800', 'cryo snap set-ttl snap-0123abcd4567 --ttl-secs 0']),
     )
-    .action(async (id: string, flags: { ttlSecs: number }, cmd: Command) => {
+    .action(async (ref: string, flags: { ttlSecs: number }, cmd: Command) => {
       const ctx = await cli.context(cmd);
+      const id = await ctx.client.resolveSnapshotId(ref);
       const snapshot = await ctx.client.setSnapshotTtl(id, flags.ttlSecs);
       ctx.out.result(snapshot, {
         human: () =>
@@ -165,15 +190,10 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
     snapshots
       .command('restore')
       .description('start a new sandbox from an active snapshot, on any executor')
-      .argument('<id>', 'snapshot id')
+      .argument('<id>', SNAPSHOT_REF)
       .argument('[command...]', "command to run instead of the snapshot's; put it after --")
-      .addOption(
-        new Option(
-          '--mode <mode>',
-          'eager: run from the whole image, pulled if the executor lacks it; lazy: mount its clip index and fetch files on demand (default eager)',
-        )
-          .choices(RestoreModeSchema.options),
-      )
+      .addOption(modeOption())
+      .addOption(onExpiredOption())
       .option('--executor <id>', 'restore on this executor (default: the server prefers one that has the image)')
       .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectKeyValue)
       .option('-l, --label <KEY=VALUE>', 'label of the new sandbox (repeatable)', collectKeyValue)
@@ -185,11 +205,13 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
       examples([
         'cryo snapshots restore snap-0123abcd4567 --wait',
         'cryo snap restore snap-0123abcd4567 --mode lazy --executor exec-b -- python3 -m http.server',
+        'cryo snap restore tag:golden --on-expired base_image --wait',
         'SB=$(cryo snap restore snap-0123abcd4567 --wait --quiet)',
       ]),
     )
-    .action(async (id: string, command: string[], flags: RestoreFlags, cmd: Command) => {
+    .action(async (ref: string, command: string[], flags: RestoreFlags, cmd: Command) => {
       const ctx = await cli.context(cmd);
+      const id = await ctx.client.resolveSnapshotId(ref);
       if (flags.mode === 'lazy' && flags.wait === true) await waitUntilIndexed(ctx, id, flags);
       const created = await ctx.client.restoreSnapshot(id, {
         mode: flags.mode,
@@ -198,15 +220,44 @@ export function registerSnapshotCommands(program: Command, cli: Cli): void {
         env: flags.env,
         labels: flags.label,
         timeout_secs: flags.timeoutSecs,
+        on_expired: flags.onExpired,
       });
+      // A fallback to the base image is never silent.
+      if (created.fallback !== undefined) ctx.out.note(`snapshot ${id} is gone: ${created.fallback.reason}`);
       if (flags.wait === true) {
         await waitUntilStarted(ctx, created.sandbox_id, flags);
         return;
       }
       ctx.out.result(created, {
         ids: [created.sandbox_id],
-        human: () => `restoring snapshot ${id} into sandbox ${created.sandbox_id} (${created.status})`,
+        human: () => created.fallback === undefined
+          ? `restoring snapshot ${id} into sandbox ${created.sandbox_id} (${created.status})`
+          : `starting sandbox ${created.sandbox_id} from the base image of snapshot ${id} (${created.status})`,
       });
+    });
+
+  addForkOptions(
+    snapshots
+      .command('fork')
+      .description('start --count sandboxes from one snapshot, spread over executors; each runs or fails on its own')
+      .argument('<id>', SNAPSHOT_REF)
+      .argument('[command...]', "command for every fork instead of the snapshot's; put it after --")
+      .addOption(onExpiredOption()),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'cryo snapshots fork snap-0123abcd4567 --count 10',
+        'cryo snap fork tag:golden --count 4 --mode lazy --executor exec-a,exec-b --label run=7 --wait',
+        'cryo snap fork snap-0123abcd4567 --count 2 --quiet -- python3 worker.py',
+      ]),
+    )
+    .action(async (ref: string, command: string[], flags: ForkFlags, cmd: Command) => {
+      const ctx = await cli.context(cmd);
+      const id = await ctx.client.resolveSnapshotId(ref);
+      if (flags.mode === 'lazy' && flags.wait === true) await waitUntilIndexed(ctx, id, flags);
+      const answer = await ctx.client.forkSnapshot(id, { ...forkBody(command, flags), on_expired: flags.onExpired });
+      await reportForks(ctx, answer, flags);
     });
 }
 

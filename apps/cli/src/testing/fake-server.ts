@@ -134,6 +134,10 @@ export function snapshotFixture(overrides: Record<string, unknown> = {}): Record
     progress: null,
     clip_index_ref: null,
     clip_error: null,
+    ttl_from: 'created',
+    last_used_at: null,
+    keep_last: null,
+    deleted_reason: null,
     ...overrides,
   };
 }

@@ -101,7 +101,13 @@ export class Database {
     const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
     const db = new Database(kysely, 'postgres', target, `cryo_events${schema === undefined ? '' : `_${schema}`}`, options.logger);
     try {
-      if (schema !== undefined) await sql.raw(`CREATE SCHEMA IF NOT EXISTS ${schema}`).execute(kysely);
+      // Two opens at once both pass IF NOT EXISTS; a lock makes the second wait and find it.
+      if (schema !== undefined) {
+        await kysely.transaction().execute(async (trx) => {
+          await sql`SELECT pg_advisory_xact_lock(hashtext(${`cryo.schema.${schema}`}))`.execute(trx);
+          await sql.raw(`CREATE SCHEMA IF NOT EXISTS ${schema}`).execute(trx);
+        });
+      }
       await db.migrate(migrations);
       db.listener = new PgListener(clientConfig, db.channel, password, {
         notification: (payload) => db.onNotification(payload),
