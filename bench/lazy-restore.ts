@@ -23,7 +23,7 @@
  * on host A's engine, exported once and cached as a tarball under /var/tmp/cryo-test-cache).
  * The first run builds it (a few minutes, needs Debian's mirror); later runs reuse it.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -36,6 +36,7 @@ import { listMounts, mountsUnder, readMountStatus, stopMountProcess, unmountPath
 import { TEST_CACHE_DIR, debianRootfsTar } from '../libs/clip/src/testing/debian';
 import { startCluster, type Cluster } from '../test/support/cluster';
 import { DOCKER_BIN, type TestDockerd } from '../test/support/dockerd';
+import { dockerAsync } from '../test/support/images';
 import { freePort, killAll, waitFor } from '../test/support/processes';
 import { median, printTable, writeResult } from './report';
 
@@ -209,19 +210,7 @@ async function remove(bench: Bench, id: string): Promise<void> {
  * reaches the registry would wait forever on an event loop it blocks.
  */
 function dockerOut(engine: TestDockerd, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(DOCKER_BIN, ['-H', engine.host, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out).toString('utf8').trim());
-      else reject(new Error(`docker ${args.join(' ')} exited ${code}: ${Buffer.concat(err).toString('utf8').trim()}`));
-    });
-    child.stdin.end(input ?? '');
-  });
+  return dockerAsync(engine.host, args, input);
 }
 
 function emptyDir(dir: string): void {

@@ -2,7 +2,7 @@
  * Base images made locally (nothing can be pulled from public registries): a static busybox
  * root filesystem, imported with `docker import`.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, copyFileSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DOCKER_BIN } from './dockerd';
@@ -39,4 +39,24 @@ export function importBusybox(dockerHost: string, ref: string): void {
 
 export function docker(dockerHost: string, args: string[]): string {
   return execFileSync(DOCKER_BIN, ['-H', dockerHost, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+/**
+ * The docker CLI without blocking the event loop: for callers that serve something the engine
+ * talks to (a registry proxy in the same process) or wait on cryo processes meanwhile.
+ */
+export function dockerAsync(dockerHost: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(DOCKER_BIN, ['-H', dockerHost, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8').trim());
+      else reject(new Error(`docker ${args.join(' ')} exited ${code}: ${Buffer.concat(err).toString('utf8').trim()}`));
+    });
+    child.stdin.end(input ?? '');
+  });
 }
