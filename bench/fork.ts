@@ -5,6 +5,9 @@
  * as soon as its sandbox is seen running), eager against lazy, on one host (executor_ids [A]) and
  * spread over two (A and B), in one run.
  *
+ * For reference, one fork alone on host A (eager and lazy) in each round: what a fork costs when
+ * it does not share the host's cores with nine others.
+ *
  * Host A took the snapshot, so its engine holds the snapshot image (an eager fork there creates
  * containers from it); host B starts cold every round: no image in its engine, no cached clip
  * index or span. Both hosts' clip caches (index and spans) are emptied before every round, so a
@@ -32,13 +35,19 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 type Mode = 'eager' | 'lazy';
 type Layout = 'one host' | 'two hosts';
 
-interface Run {
+interface Case {
   layout: Layout;
   mode: Mode;
+  count: number;
+}
+
+const caseName = (c: Case): string => `${c.layout} ${c.mode}${c.count === COUNT ? '' : ` (${c.count} fork${c.count === 1 ? '' : 's'})`}`;
+
+interface Run extends Case {
   round: number;
-  /** fork call -> the 10th first exec returned */
+  /** fork call -> the last first exec returned */
   all_exec_ms: number;
-  /** fork call -> the 10th sandbox seen running */
+  /** fork call -> the last sandbox seen running */
   all_running_ms: number;
   /** fork call -> each fork's first exec returned, sorted */
   per_fork_ms: number[];
@@ -85,12 +94,12 @@ async function coldStart(cluster: Cluster): Promise<void> {
   }
 }
 
-async function forkOnce(client: CryoClient, cluster: Cluster, snapshotId: string, layout: Layout, mode: Mode, round: number): Promise<Run> {
+async function forkOnce(client: CryoClient, cluster: Cluster, snapshotId: string, { layout, mode, count }: Case, round: number): Promise<Run> {
   await coldStart(cluster);
   const load1 = loadavg()[0] ?? NaN;
   const t0 = performance.now();
   const answer = await client.forkSnapshot(snapshotId, {
-    count: COUNT, mode, executor_ids: layout === 'one host' ? ['A'] : ['A', 'B'], command: ['sleep', 'infinity'],
+    count, mode, executor_ids: layout === 'one host' ? ['A'] : ['A', 'B'], command: ['sleep', 'infinity'],
   });
   const forks = answer.sandboxes;
   let lastRunning = 0;
@@ -105,11 +114,11 @@ async function forkOnce(client: CryoClient, cluster: Cluster, snapshotId: string
   const executors: Record<string, number> = {};
   for (const fork of forks) executors[fork.executor_id ?? '-'] = (executors[fork.executor_id ?? '-'] ?? 0) + 1;
   const run: Run = {
-    layout, mode, round, all_exec_ms: Math.max(...perFork), all_running_ms: lastRunning,
+    layout, mode, count, round, all_exec_ms: Math.max(...perFork), all_running_ms: lastRunning,
     per_fork_ms: perFork.sort((a, b) => a - b), executors, load1,
     ...(mode === 'lazy' ? { lazy_phases: lazyPhases(cluster, forks.map((f) => f.sandbox_id)) } : {}),
   };
-  console.error(`${layout} ${mode} round ${round}: all 10 first execs after ${secs(run.all_exec_ms)} (all running after ${secs(run.all_running_ms)}; `
+  console.error(`${caseName({ layout, mode, count })} round ${round}: all ${count} first execs after ${secs(run.all_exec_ms)} (all running after ${secs(run.all_running_ms)}; `
     + `first exec ${secs(run.per_fork_ms[0] ?? NaN)}), executors ${JSON.stringify(executors)}, load ${load1.toFixed(2)}`
     + `${run.lazy_phases === undefined ? '' : `; lazy phases (median per fork) ${JSON.stringify(run.lazy_phases)}`}`);
   for (const fork of forks) await client.deleteSandbox(fork.sandbox_id);
@@ -158,19 +167,20 @@ try {
   const lazyOk = (await client.listExecutors()).items.every((e) => e.capabilities.lazy);
   if (!lazyOk) throw new Error('an executor reports no lazy capability (FUSE, runc); this benchmark needs both');
 
-  const cases: Array<{ layout: Layout; mode: Mode }> = [];
-  for (const layout of ['one host', 'two hosts'] as const) for (const mode of ['eager', 'lazy'] as const) cases.push({ layout, mode });
+  const cases: Case[] = [];
+  for (const layout of ['one host', 'two hosts'] as const) for (const mode of ['eager', 'lazy'] as const) cases.push({ layout, mode, count: COUNT });
+  for (const mode of ['eager', 'lazy'] as const) cases.push({ layout: 'one host', mode, count: 1 });
   const runs: Run[] = [];
   for (let round = 1; round <= rounds; round++) {
-    for (const c of round % 2 === 1 ? cases : [...cases].reverse()) runs.push(await forkOnce(client, cluster, snapshotId, c.layout, c.mode, round));
+    for (const c of round % 2 === 1 ? cases : [...cases].reverse()) runs.push(await forkOnce(client, cluster, snapshotId, c, round));
   }
 
-  const rows: string[][] = [['case', 'fork -> all 10 first execs (median, min..max)', 'fork -> all 10 running', 'fastest fork\'s first exec', 'lazy mount / total per fork', 'load1']];
+  const rows: string[][] = [['case', 'fork -> all first execs (median, min..max)', 'fork -> all running', 'fastest fork\'s first exec', 'lazy mount / total per fork', 'load1']];
   const summary: Record<string, { all_exec_ms: number; all_running_ms: number }> = {};
   for (const c of cases) {
-    const of = runs.filter((r) => r.layout === c.layout && r.mode === c.mode);
+    const of = runs.filter((r) => r.layout === c.layout && r.mode === c.mode && r.count === c.count);
     const all = of.map((r) => r.all_exec_ms);
-    const key = `${c.layout} ${c.mode}`;
+    const key = caseName(c);
     summary[key] = { all_exec_ms: median(all), all_running_ms: median(of.map((r) => r.all_running_ms)) };
     rows.push([key, `${secs(median(all))} (${secs(Math.min(...all))}..${secs(Math.max(...all))})`, secs(median(of.map((r) => r.all_running_ms))),
       secs(median(of.map((r) => r.per_fork_ms[0] ?? NaN))),
@@ -182,6 +192,8 @@ try {
   rows.push(['eager / lazy, two hosts', `${ratio('two hosts eager', 'two hosts lazy')}x`]);
   rows.push(['two hosts / one host, eager', `${ratio('two hosts eager', 'one host eager')}x`]);
   rows.push(['two hosts / one host, lazy', `${ratio('two hosts lazy', 'one host lazy')}x`]);
+  rows.push(['10 forks / 1 fork, one host, eager', `${ratio('one host eager', 'one host eager (1 fork)')}x`]);
+  rows.push(['10 forks / 1 fork, one host, lazy', `${ratio('one host lazy', 'one host lazy (1 fork)')}x`]);
   printTable(`Fork ${COUNT} from one snapshot of a ${mb(imageBytes)} Debian + python3 image -> every fork's first python3 exec; medians of ${rounds} rounds`, rows);
   console.log(`  whole run ${secs(performance.now() - started)}; load at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   writeResult('fork', { rounds, count: COUNT, image_uncompressed_bytes: imageBytes, snapshot: { id: snapshotId, timings: indexed.timings }, summary, runs });

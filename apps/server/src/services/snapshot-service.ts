@@ -13,6 +13,7 @@ import {
   snapshotTag,
   type CreateSnapshotBody,
   type Fallback,
+  type OnExpired,
   type RestoreBody,
   type RestoreMode,
   type Snapshot,
@@ -232,7 +233,7 @@ export class SnapshotService {
    */
   async plan(namespace: string, id: string, request: {
     mode: RestoreMode;
-    onExpired: 'fail' | 'base_image';
+    onExpired: OnExpired;
     command: string[] | undefined;
     env: Record<string, string> | undefined;
     labels: Record<string, string> | undefined;
