@@ -42,11 +42,13 @@ describe('snapshots without a registry', () => {
     const snapshotId = String(obj(snap.body).snapshot_id);
     const active = await status(`/snapshots/${snapshotId}`, ['active', 'failed']);
     expect(active.error).toBeNull();
-    expect(active.image_ref).toBe('cryo-snapshots:my-local-tag');
+    // The tag is the snapshot's name; the image tag is made of ids (issue 12: names are per namespace).
+    expect(active.tag).toBe('my-local-tag');
+    expect(active.image_ref).toBe(`cryo-snapshots:sb-${sandboxId}-snap-${snapshotId}`);
     expect(active.executor_id).toBe('solo');
     expect(obj(active.timings).push_ms).toBeNull();
     const host = cluster.engines.get('solo')?.host ?? '';
-    expect(docker(host, ['images', '-q', 'cryo-snapshots:my-local-tag'])).not.toBe('');
+    expect(docker(host, ['images', '-q', String(active.image_ref)])).not.toBe('');
 
     const restore = await cluster.api('POST', `${NS}/snapshots/${snapshotId}/restore`, { command: ['sh'] });
     expect(restore.status, JSON.stringify(restore.body)).toBe(202);

@@ -48,6 +48,9 @@ describe('sandbox progress', () => {
       .toEqual({ label: 'restoring (lazy): waiting for executor host-a', fraction: null });
     expect(sandboxProgress(sandbox({ status: 'pending' }))).toEqual({ label: 'starting', fraction: null });
     expect(sandboxProgress(sandbox({}))).toBeNull();
+    // A rollback in place (issue 12) says what it rolls back to.
+    expect(sandboxProgress(sandbox({ status: 'restoring', pending_reason: 'rolling back to snapshot snap-1 (eager) on executor host-a' })))
+      .toEqual({ label: 'rolling back to snapshot snap-1 (eager) on executor host-a', fraction: null });
   });
 
   it('tells the dashboard to poll faster while anything moves', () => {

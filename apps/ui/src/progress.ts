@@ -65,6 +65,7 @@ export function sandboxProgress(sandbox: Sandbox): ProgressView | null {
     return { label: sandbox.pending_reason === null ? what : `${what}: ${sandbox.pending_reason}`, fraction: null };
   }
   if (sandbox.status === 'snapshotting') return { label: 'snapshotting', fraction: null };
+  if (sandbox.status === 'restoring') return { label: sandbox.pending_reason ?? 'rolling back', fraction: null };
   return null;
 }
 

@@ -7,7 +7,7 @@ export function StatusBadge({ status }: { status: string }) {
 
 function toneOf(status: string): string {
   if (['running', 'active', 'ready'].includes(status)) return 'ok';
-  if (['pending', 'creating', 'snapshotting', 'deleting', 'draining'].includes(status)) return 'busy';
+  if (['pending', 'creating', 'snapshotting', 'restoring', 'deleting', 'draining'].includes(status)) return 'busy';
   if (['failed', 'lost'].includes(status)) return 'bad';
   return 'gone';
 }
