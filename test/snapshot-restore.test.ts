@@ -138,6 +138,18 @@ describe('snapshot on one host, restore on another', () => {
     expect(docker(hostC, ['images', '--filter', `label=dev.cryo.snapshot-id=${failedSnapshotId}`, '-q'])).toBe('');
   });
 
+  // 5 MB of NUL bytes on each stream encode to ~30 MB of JSON escapes: before, the result was
+  // refused (413) and the exec never answered.
+  it('an exec writing megabytes of binary output answers with the start of it, marked as cut', async () => {
+    const sandboxId = await createSandbox('busybox:local', 'C');
+    const out = await exec(sandboxId, ['sh', '-c', 'head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2; exit 3']);
+    expect(out.exit_code).toBe(3);
+    for (const stream of [String(out.stdout), String(out.stderr)]) {
+      expect(stream.startsWith('\u0000'.repeat(1000))).toBe(true);
+      expect(stream).toMatch(/\[cryo: output truncated: 5000000 bytes written; the start is kept, cut to \d+ bytes as JSON\]$/);
+    }
+  });
+
   it('restoring a failed snapshot is a 409', async () => {
     const res = await cluster.api('POST', `${NS}/snapshots/${failedSnapshotId}/restore`, {});
     expect(res.status).toBe(409);

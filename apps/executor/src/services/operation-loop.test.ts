@@ -146,16 +146,19 @@ describe('OperationLoop', () => {
     }
   });
 
-  it('replaces a result the server refuses as malformed by a failure, instead of retrying it forever', async () => {
+  it.each([
+    [400, 'result.exit_code: expected int'],
+    [413, 'request body is larger than 8388608 bytes'],
+  ])('replaces a result the server refuses (%i) by a failure, instead of retrying it forever', async (status, why) => {
     const server = new ScriptedServer([[execOp('op-e')]]);
-    server.resultFailures.push(new ServerError('server answered 400 to POST /internal/v1/operations/op-e/result: result.exit_code: expected int', 400));
+    server.resultFailures.push(new ServerError(`server answered ${status} to POST /internal/v1/operations/op-e/result: ${why}`, status));
     const journal = new OpJournal(stateDir());
     const loop = new OperationLoop(server, journal, async () => ({ exit_code: 1.5 }), log, 10);
     loop.start();
     try {
       await until('the report', () => server.reports.length === 1);
       expect(server.reports[0]?.body).toEqual({
-        ok: false, error: { code: 'INTERNAL', message: expect.stringContaining("the executor's exec result was refused by the server: server answered 400") },
+        ok: false, error: { code: 'INTERNAL', message: expect.stringContaining(`the executor's exec result was refused by the server: server answered ${status}`) },
       });
       expect(journal.get('op-e')).toMatchObject({ state: 'done', reported: true, result: { ok: false } });
     } finally {

@@ -14,6 +14,9 @@ export type OperationServer = Pick<ServerClient, 'operations' | 'result'>;
 
 export type OperationHandler = (op: Operation, log: Logger) => Promise<unknown>;
 
+/** Server answers to a result that sending it again cannot change. */
+const REFUSED_FOREVER = new Set([400, 413, 422]);
+
 export class OperationLoop {
   private readonly inFlight = new Map<string, Promise<void>>();
   private stopped = false;
@@ -88,8 +91,9 @@ export class OperationLoop {
 
   /**
    * Deliver a result, retrying while the server is unreachable or failing; the journal keeps it
-   * meanwhile. A result the server refuses as malformed (400) would be refused forever: it is
-   * replaced once by a failure saying so, so the operation still ends.
+   * meanwhile. A result the server refuses as malformed (400), too large (413) or unprocessable
+   * (422) would be refused forever: it is replaced once by a failure saying so, so the operation
+   * still ends.
    */
   async report(op: Pick<Operation, 'op_id' | 'kind'>, result: OpResultBody): Promise<void> {
     let delay = 250;
@@ -102,7 +106,7 @@ export class OperationLoop {
         return;
       } catch (err) {
         if (this.stopped) return;
-        if (err instanceof ServerError && err.status === 400) {
+        if (err instanceof ServerError && REFUSED_FOREVER.has(err.status)) {
           if (!replaced) {
             replaced = true;
             this.log.error({ op_id: op.op_id, err: err.message }, 'the server refused this result; reporting the operation as failed');
