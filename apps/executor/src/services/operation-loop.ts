@@ -106,7 +106,7 @@ export class OperationLoop {
         return;
       } catch (err) {
         if (this.stopped) return;
-        if (err instanceof ServerError && REFUSED_FOREVER.has(err.status)) {
+        if (err instanceof ServerError && err.status !== undefined && REFUSED_FOREVER.has(err.status)) {
           if (!replaced) {
             replaced = true;
             this.log.error({ op_id: op.op_id, err: err.message }, 'the server refused this result; reporting the operation as failed');
