@@ -9,7 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import pino from 'pino';
@@ -21,6 +21,7 @@ import { SNAPSHOT_LABELS } from '@cryo/snapshot';
 import { RuncLazyDriver, type RuncLazyDriverOptions } from '../apps/executor/src/runtime/runc-lazy';
 import type { SandboxSpec } from '../apps/executor/src/runtime/driver';
 import { lazyCapabilities } from '../apps/executor/src/runtime/lazy/capabilities';
+import { lazyCgroupGroup } from '../apps/executor/src/runtime/lazy/cgroups';
 import { DOCKER_BIN, startDockerd, type TestDockerd } from './support/dockerd';
 import { ClipArtifacts, lazyRestoreOf } from './support/lazy';
 import { busyboxRootfsTar } from './support/images';
@@ -178,6 +179,8 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     const firstExec = await driver.exec('lazy-a', ['cat', '/data/hello.txt'], 30);
     const firstExecMs = performance.now() - started;
     expect(containerId).toBe('cryo-lazy-a');
+    // The container's cgroup is this executor instance's: another executor's lazy-a is apart.
+    expect(lazyCgroupDirs().length).toBeGreaterThan(0);
     expect(await Promise.all([driver.owns('lazy-a'), driver.owns('other'), driver.owns('../x')])).toEqual([true, false, false]);
     expect(firstExec).toEqual({ exit_code: 0, stdout: 'hello from the base image\n', stderr: '' });
     log.info({ first_exec_ms: firstExecMs, ...driver.createTimings.get('lazy-a') }, 'lazy create -> first exec');
@@ -344,5 +347,14 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
     for (const pid of pids) expect(processAlive(pid)).toBe(false);
     expect(await driver.observe()).toEqual([]);
     expect(await driver.runc.list()).toEqual([]);
+    // Their cgroups went with them, in every hierarchy, and the executor's group too.
+    expect(lazyCgroupDirs()).toEqual([]);
   });
 });
+
+/** This driver's cgroup group dirs (/sys/fs/cgroup[/<controller>]/cryo-lazy/<group>) that exist. */
+function lazyCgroupDirs(): string[] {
+  const group = lazyCgroupGroup(driverOptions.executorId, join(stateDir, 'lazy'));
+  const roots = ['/sys/fs/cgroup', ...['freezer', 'memory', 'pids', 'cpu', 'unified'].map((c) => `/sys/fs/cgroup/${c}`)];
+  return roots.map((r) => join(r, 'cryo-lazy', group)).filter((d) => existsSync(d));
+}

@@ -27,6 +27,7 @@ import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, SANDBOX_LABELS, containerName } from '@cryo/snapshot';
 import type { ProgressSink } from '../driver';
 import { roundMs } from '../pause-window';
+import { lazyCgroupGroup, lazyCgroupPath, removeLazyCgroups } from './cgroups';
 import { resolveImageUser } from './image-user';
 import { lazySandboxLayout, type LazySandboxLayout, type LazySandboxRecord } from './layout';
 import { mountOverlay } from './overlay';
@@ -70,7 +71,11 @@ async function tail(file: string, bytes = 2000): Promise<string> {
 }
 
 export class LazySandboxes {
-  constructor(private readonly opts: LazySandboxesOptions) {}
+  /** this executor instance's cgroup group (cgroups.ts) */
+  private readonly cgroupGroup: string;
+  constructor(private readonly opts: LazySandboxesOptions) {
+    this.cgroupGroup = lazyCgroupGroup(opts.executorId, opts.lazyRoot);
+  }
 
   get runc(): Runc {
     return this.opts.runc;
@@ -132,7 +137,7 @@ export class LazySandboxes {
       hostnameFile: layout.hostname,
       hostsFile: layout.hosts,
       resources: record.resources,
-      cgroupsPath: `/cryo-lazy/${record.sandbox_id}`,
+      cgroupsPath: lazyCgroupPath(this.cgroupGroup, record.sandbox_id),
       annotations: {
         [SANDBOX_LABELS.sandboxId]: record.sandbox_id,
         [SANDBOX_LABELS.namespace]: record.namespace,
@@ -162,6 +167,7 @@ export class LazySandboxes {
     const state = await this.runc.state(containerId);
     if (state === undefined && !existsSync(layout.dir)) return false;
     if (state !== undefined) await this.deleteContainer(containerId);
+    removeLazyCgroups(this.cgroupGroup, sandboxId);
     await this.takeDownMounts(layout);
     const left = mountsUnder(layout.dir);
     if (left.length > 0) {

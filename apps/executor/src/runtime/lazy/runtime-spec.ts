@@ -38,7 +38,7 @@ export interface RuntimeSpecInput {
   hostnameFile: string;
   hostsFile: string;
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
-  /** cgroup path, e.g. /cryo-lazy/<sandbox> */
+  /** cgroup path, e.g. /cryo-lazy/<executor group>/<sandbox> (lazy/cgroups.ts) */
   cgroupsPath: string;
   annotations: Record<string, string>;
 }
