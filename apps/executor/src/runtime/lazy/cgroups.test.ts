@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -22,5 +22,6 @@ describe('lazy sandbox cgroups', () => {
     expect(existsSync(join(root, 'freezer', 'cryo-lazy'))).toBe(false);
     expect(existsSync(join(root, 'memory', 'cryo-lazy'))).toBe(false);
     expect(existsSync(join(root, 'pids', 'cryo-lazy', 'g', 'other'))).toBe(true);
+    rmSync(root, { recursive: true, force: true });
   });
 });
