@@ -325,22 +325,19 @@ describe('index file', () => {
     expect((await r.readFile('/caf\xc3\xa9/\xe2\x82\xac.txt')).toString()).toBe('euro');
   });
 
-  it('opens a 50k-file index in well under a second; readdir is O(children)', async () => {
+  // How fast it opens is measured by bench/clip-build.ts (docs/benchmarks-clip.md, "Opening a
+  // 50k-file index"), not here.
+  it('opens a 50k-file index and lists and reads in it', async () => {
     const entries = [];
     for (let d = 0; d < 50; d++) {
       for (let f = 0; f < 1000; f++) entries.push({ name: `usr/lib/pkg${d}/file-${f}.py`, data: `# ${d}/${f}\n` });
     }
     const big = await buildImage([writeTar(entries)], 'gzip');
-    const t0 = performance.now();
     const idx = ClipIndex.fromBuffer(big.indexBytes);
-    const loadMs = performance.now() - t0;
     expect(idx.inodeCount).toBeGreaterThan(50_000);
-    expect(loadMs).toBeLessThan(300);
     const r = big.reader();
-    const t1 = performance.now();
     expect((await r.readdir('/usr/lib/pkg7')).length).toBe(1000);
     expect(await r.readdir('/usr/lib')).toHaveLength(50);
     expect((await r.readFile('/usr/lib/pkg49/file-999.py')).toString()).toBe('# 49/999\n');
-    expect(performance.now() - t1).toBeLessThan(100);
   });
 });
