@@ -33,37 +33,77 @@ export async function uploadBlob(
   size: number | undefined,
   chunkSize: number,
 ): Promise<UploadedBlob> {
-  const scope = pushScope(repository);
-  const subject = blobSubject(repository, digest);
   if (Buffer.isBuffer(data)) {
     const actual = digestLike(digest, data);
     if (actual !== digest) throw new BlobContentError(`blob data has digest ${actual}, not ${digest}`);
     if (size !== undefined && size !== data.length) throw new BlobContentError(`blob ${digest} has ${data.length} bytes, not ${size}`);
   }
-  let location = await startSession(transport, repository);
+  const session = await BlobUploadSession.open(transport, repository);
   try {
-    let total: number;
-    if (Buffer.isBuffer(data)) {
-      total = data.length;
-      location = await finish(transport, location, digest, data, scope, subject);
-    } else {
-      const algorithm = algorithmOf(digest);
-      const hash = createHash(algorithm);
-      total = 0;
-      for await (const chunk of chunks(data, chunkSize)) {
-        hash.update(chunk);
-        location = await patch(transport, location, chunk, total, scope, subject);
-        total += chunk.length;
-      }
-      const actual = `${algorithm}:${hash.digest('hex')}`;
-      if (actual !== digest) throw new BlobContentError(`blob stream has digest ${actual}, not ${digest}`);
-      if (size !== undefined && size !== total) throw new BlobContentError(`blob ${digest} stream has ${total} bytes, not ${size}`);
-      location = await finish(transport, location, digest, Buffer.alloc(0), scope, subject);
+    if (Buffer.isBuffer(data)) return await session.commit(digest, data);
+    const algorithm = algorithmOf(digest);
+    const hash = createHash(algorithm);
+    for await (const chunk of chunks(data, chunkSize)) {
+      hash.update(chunk);
+      await session.write(chunk);
     }
-    return { digest, size: total };
+    const actual = `${algorithm}:${hash.digest('hex')}`;
+    if (actual !== digest) throw new BlobContentError(`blob stream has digest ${actual}, not ${digest}`);
+    if (size !== undefined && size !== session.bytes) throw new BlobContentError(`blob ${digest} stream has ${session.bytes} bytes, not ${size}`);
+    return await session.commit(digest);
   } catch (error) {
-    await cancelSession(transport, location, scope);
+    await session.cancel();
     throw error;
+  }
+}
+
+/**
+ * One blob upload whose digest is known only at the end (a layer compressed while it is sent):
+ * `write` sends a PATCH chunk (one at a time: await each), `commit` the closing PUT with the
+ * digest the caller computed over everything written, `cancel` gives the session up (best
+ * effort; registries purge abandoned uploads themselves). The registry checks the digest: a
+ * mismatch fails the commit and nothing is stored.
+ */
+export class BlobUploadSession {
+  private written = 0;
+  private ended = false;
+
+  private constructor(
+    private readonly transport: RegistryTransport,
+    private readonly repository: string,
+    private location: URL,
+  ) {}
+
+  static async open(transport: RegistryTransport, repository: string): Promise<BlobUploadSession> {
+    return new BlobUploadSession(transport, repository, await startSession(transport, repository));
+  }
+
+  /** Bytes written so far. */
+  get bytes(): number {
+    return this.written;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.ended) throw new Error(`upload to ${this.repository} already ended`);
+    if (chunk.length === 0) return;
+    const subject = { what: `an upload to ${this.repository}`, repository: this.repository };
+    this.location = await patch(this.transport, this.location, chunk, this.written, pushScope(this.repository), subject);
+    this.written += chunk.length;
+  }
+
+  /** The closing PUT (with `last` as its body, if given): the blob is stored under `digest`. */
+  async commit(digest: string, last: Buffer = Buffer.alloc(0)): Promise<UploadedBlob> {
+    if (this.ended) throw new Error(`upload to ${this.repository} already ended`);
+    this.ended = true;
+    await finish(this.transport, this.location, digest, last, pushScope(this.repository), blobSubject(this.repository, digest));
+    this.written += last.length;
+    return { digest, size: this.written };
+  }
+
+  async cancel(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await cancelSession(this.transport, this.location, pushScope(this.repository));
   }
 }
 

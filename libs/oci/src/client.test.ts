@@ -108,6 +108,24 @@ describe('RegistryClient against docker-registry 2.8 with htpasswd', () => {
     expect((await collect(blob.stream)).equals(data)).toBe(true);
   });
 
+  it('an upload session takes chunks before the digest is known; a wrong digest at commit stores nothing', async () => {
+    const parts = [randomBytes(70_000), randomBytes(1), randomBytes(33_333)];
+    const whole = Buffer.concat(parts);
+    const session = await client.startBlobUpload(REPO);
+    for (const part of parts) await session.write(part);
+    expect(session.bytes).toBe(whole.length);
+    await expect(session.commit(sha256(whole))).resolves.toEqual({ digest: sha256(whole), size: whole.length });
+    expect((await collect((await client.getBlob(REPO, sha256(whole), { verify: true })).stream)).equals(whole)).toBe(true);
+
+    const other = randomBytes(5000);
+    const wrong = await client.startBlobUpload(REPO);
+    await wrong.write(other);
+    const claimed = sha256(randomBytes(5000));
+    await expect(wrong.commit(claimed)).rejects.toThrow();
+    await expect(client.headBlob(REPO, claimed)).resolves.toBeUndefined();
+    await expect(client.headBlob(REPO, sha256(other))).resolves.toBeUndefined();
+  });
+
   it('refuses data that does not match its digest and leaves nothing behind', async () => {
     const data = randomBytes(100);
     const wrong = sha256(randomBytes(100));

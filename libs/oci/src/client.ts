@@ -2,7 +2,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { RegistryAuthenticator, RegistryError, type RegistryCredentials } from '@cryo/registry-auth';
 import { Agent, type Dispatcher } from 'undici';
 import { getBlobRange } from './blob-range';
-import { mountBlob, uploadBlob, type UploadedBlob } from './blob-upload';
+import { BlobUploadSession, mountBlob, uploadBlob, type UploadedBlob } from './blob-upload';
 import { blobSubject, deleteScope, manifestSubject, pullScope, pushScope } from './scopes';
 import { listTags } from './tags';
 import { VerifyingStream, digestLike, isDigest, sha256Digest } from './digest';
@@ -285,6 +285,15 @@ export class RegistryClient {
     assertRepository(repository);
     assertDigest(digest);
     return uploadBlob(this.transport, repository, data, digest, size, this.chunkSize);
+  }
+
+  /**
+   * Opens an upload whose digest is known only once all of it is written (a layer compressed
+   * while it is sent): write chunks, then commit with the digest, or cancel.
+   */
+  async startBlobUpload(repository: string): Promise<BlobUploadSession> {
+    assertRepository(repository);
+    return BlobUploadSession.open(this.transport, repository);
   }
 
   /** Links a blob from another repository of the same registry; false when the registry declined. */

@@ -2,7 +2,7 @@ export { RegistryClient } from './client';
 export type { BlobHead, BlobStream, ManifestHead, ManifestResult, RegistryClientOptions } from './client';
 export { connectRegistry } from './connect';
 export type { ConnectOptions } from './connect';
-export { BlobContentError } from './blob-upload';
+export { BlobContentError, BlobUploadSession } from './blob-upload';
 export type { UploadedBlob } from './blob-upload';
 export { RegistryError, isRegistryError } from '@cryo/registry-auth';
 export type { RegistryErrorCode } from '@cryo/registry-auth';
