@@ -8,7 +8,7 @@ import { ClipError } from '../errors';
 import type { ImageInfo } from '../format/types';
 import { writeIndex, type LayerToWrite } from '../format/writer';
 import { TreeBuilder } from '../tree/merge';
-import { compressionOf, LayerIndexer } from './layer-indexer';
+import { compressionOf, LayerIndexer, type IndexedLayer } from './layer-indexer';
 
 export const DEFAULT_SPAN = 1024 * 1024;
 export const TOOL = 'cryo-clip/1';
@@ -20,6 +20,11 @@ export interface LayerInput {
   /** from the image config's rootfs.diff_ids; verified when given */
   diffId?: string;
   open(): Promise<AsyncIterable<Buffer>>;
+  /**
+   * The layer already indexed (by whoever compressed it, or from a cache): not read again. Its
+   * digest, size and diff_id are checked like a streamed layer's.
+   */
+  indexed?: IndexedLayer;
 }
 
 export interface BuildProgress {
@@ -50,6 +55,35 @@ export interface BuildResult {
   spans: number;
 }
 
+/** Stream one layer through a LayerIndexer; ClipErrors name the layer. */
+async function streamLayer(
+  layer: LayerInput,
+  i: number,
+  span: number,
+  opts: IndexLayersOptions,
+  onBytes: (layerBytes: number, chunk: number) => void,
+): Promise<IndexedLayer> {
+  const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, {
+    pruneWindows: opts.pruneWindows ?? true,
+    // inflation keeps this thread busy: hash big layers on another core
+    hashOnWorker: layer.size >= 8 * 1024 * 1024,
+  });
+  const named = (err: unknown): unknown =>
+    err instanceof ClipError ? new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err }) : err;
+  let layerBytes = 0;
+  try {
+    const stream = await layer.open();
+    for await (const chunk of stream) {
+      indexer.push(chunk);
+      layerBytes += chunk.length;
+      onBytes(layerBytes, chunk.length);
+    }
+    return await indexer.end();
+  } catch (err) {
+    throw named(err);
+  }
+}
+
 export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: IndexLayersOptions = {}): Promise<BuildResult> {
   const span = opts.span ?? DEFAULT_SPAN;
   if (!Number.isSafeInteger(span) || span < 64 * 1024) {
@@ -61,34 +95,16 @@ export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: 
   let bytesDone = 0;
   let files = 0;
   for (const [i, layer] of layers.entries()) {
-    const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, {
-      pruneWindows: opts.pruneWindows ?? true,
-      // inflation keeps this thread busy: hash big layers on another core
-      hashOnWorker: layer.size >= 8 * 1024 * 1024,
-    });
-    let layerBytes = 0;
-    const stream = await layer.open();
-    try {
-      for await (const chunk of stream) {
-        indexer.push(chunk);
-        layerBytes += chunk.length;
-        bytesDone += chunk.length;
+    let result: IndexedLayer;
+    if (layer.indexed !== undefined) {
+      result = layer.indexed;
+      bytesDone += layer.size;
+      opts.onProgress?.({ layer: i, layers: layers.length, digest: layer.digest, layerBytes: layer.size, layerSize: layer.size, bytesDone, bytesTotal });
+    } else {
+      result = await streamLayer(layer, i, span, opts, (layerBytes, chunk) => {
+        bytesDone += chunk;
         opts.onProgress?.({ layer: i, layers: layers.length, digest: layer.digest, layerBytes, layerSize: layer.size, bytesDone, bytesTotal });
-      }
-    } catch (err) {
-      if (err instanceof ClipError) {
-        throw new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err });
-      }
-      throw err;
-    }
-    let result;
-    try {
-      result = await indexer.end();
-    } catch (err) {
-      if (err instanceof ClipError) {
-        throw new ClipError(err.code, `layer ${i} (${layer.digest}): ${err.message}`, { layer: layer.digest }, { cause: err });
-      }
-      throw err;
+      });
     }
     if (result.digest !== layer.digest) {
       throw new ClipError('DIGEST_MISMATCH', `layer ${i}: blob digest is ${result.digest}, manifest says ${layer.digest}`, {

@@ -8,7 +8,7 @@ import { ClipError } from '../errors';
 import type { ImageInfo } from '../format/types';
 import { RegistryLayerSource, registryClient, type RegistryAccess } from '../registry-source';
 import { indexLayers, type BuildResult, type IndexLayersOptions, type LayerInput } from './build-index';
-import { compressionOf } from './layer-indexer';
+import { compressionOf, type IndexedLayer } from './layer-indexer';
 
 export interface Platform {
   os: string;
@@ -20,6 +20,8 @@ export type BuildIndexOptions = IndexLayersOptions &
   RegistryAccess & {
     /** default linux/amd64 */
     platform?: Platform;
+    /** Layers indexed already (by their compressed digest): not downloaded again. */
+    indexed?: (digest: string) => IndexedLayer | undefined;
   };
 
 export function parsePlatform(s: string): Platform {
@@ -58,13 +60,17 @@ export async function buildIndex(ref: string, opts: BuildIndexOptions = {}): Pro
       );
     }
     const source = new RegistryLayerSource(client, parsed.repository);
-    const layers: LayerInput[] = manifest.json.layers.map((l, i) => ({
-      digest: l.digest,
-      mediaType: l.mediaType,
-      size: l.size,
-      diffId: diffIds[i] ?? '',
-      open: () => source.openStream(l.digest),
-    }));
+    const layers: LayerInput[] = manifest.json.layers.map((l, i) => {
+      const indexed = opts.indexed?.(l.digest);
+      return {
+        digest: l.digest,
+        mediaType: l.mediaType,
+        size: l.size,
+        diffId: diffIds[i] ?? '',
+        open: () => source.openStream(l.digest),
+        ...(indexed === undefined ? {} : { indexed }),
+      };
+    });
     const image = imageInfo(ref, host, parsed.repository, manifest.digest, manifest.mediaType, manifest.json, config);
     const result = await indexLayers(image, layers, opts);
     return { ...result, image };

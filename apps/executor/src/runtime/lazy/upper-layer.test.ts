@@ -29,7 +29,7 @@ function parse(tar: Buffer): TarEntry[] {
 describe('layerEntriesFor (overlay -> OCI whiteouts)', () => {
   it('turns a whiteout char device 0:0 into an empty .wh. file', () => {
     expect(layerEntriesFor(tarEntry({ name: './etc/motd', type: 'chardev', mode: 0o0, uid: 0 }))).toEqual([
-      expect.objectContaining({ name: 'etc/.wh.motd', type: 'file', mode: 0, size: 0 }),
+      expect.objectContaining({ name: 'etc/.wh.motd', type: 'file', mode: 0o600, size: 0 }),
     ]);
     expect(layerEntriesFor(tarEntry({ name: './top', type: 'chardev' }))[0]?.name).toBe('.wh.top');
   });

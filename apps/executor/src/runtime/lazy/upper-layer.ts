@@ -5,8 +5,9 @@
  *    whiteouts (char devices 0:0), opaque-dir xattrs, hard links, devices, xattrs — to a file.
  * 2. `writeLayer` (after resume): convert that tar to the OCI/Docker layer format and gzip it,
  *    hashing the tar (diff_id) and the gzip (digest) on the way:
- *    - a whiteout `dir/name` becomes an empty regular file `dir/.wh.name`;
- *    - a dir with `trusted.overlay.opaque=y` keeps its entry and gains `dir/.wh..wh..opq`;
+ *    - a whiteout `dir/name` becomes an empty regular file `dir/.wh.name`, mode 0600;
+ *    - a dir with `trusted.overlay.opaque=y` keeps its entry and gains `dir/.wh..wh..opq`
+ *      (the dir's permission bits and owner, time 0);
  *    - overlayfs's own `trusted.overlay.*` xattrs are dropped, other xattrs (security.capability) kept;
  *    - paths the runtime manages (/proc, /sys, /dev, /etc/hosts...) are left out, as Docker's
  *      init layer is left out of a commit.
@@ -79,13 +80,19 @@ function parentAndBase(name: string): [string, string] {
 /** A layer entry: its tar header and where its bytes are in the raw tar (files only). */
 export type LayerEntry = TarHeader & { dataFrom?: number };
 
+export interface LayerEntryOptions {
+  /** Paths left out of the layer (default: what the lazy runtime manages, /proc, /etc/hosts, ...). */
+  skip?: (name: string) => boolean;
+}
+
 /**
  * The layer entries for one upper-dir entry (none, one, or a dir plus its opaque marker), with
  * times truncated to seconds and no atime/ctime, as Docker writes layers.
  */
-export function layerEntriesFor(entry: TarEntry): LayerEntry[] {
+export function layerEntriesFor<E extends TarHeader & { dataOffset?: number }>(entry: E, opts: LayerEntryOptions = {}): LayerEntry[] {
+  const skip = opts.skip ?? isRuntimeManaged;
   const name = normalise(entry.name);
-  if (name === '' || isRuntimeManaged(name)) return [];
+  if (name === '' || skip(name)) return [];
   const base: TarHeader = {
     name,
     type: entry.type,
@@ -103,13 +110,14 @@ export function layerEntriesFor(entry: TarEntry): LayerEntry[] {
   };
   if (entry.type === 'chardev' && entry.devmajor === 0 && entry.devminor === 0) {
     const [dir, file] = parentAndBase(name);
-    return [{ ...base, name: `${dir}${WHITEOUT_PREFIX}${file}`, type: 'file', mode: 0, size: 0, devmajor: 0, devminor: 0, xattrs: new Map() }];
+    return [{ ...base, name: `${dir}${WHITEOUT_PREFIX}${file}`, type: 'file', mode: 0o600, size: 0, devmajor: 0, devminor: 0, xattrs: new Map() }];
   }
-  if (entry.type === 'hardlink' && isRuntimeManaged(base.linkname)) return [];
+  if (entry.type === 'hardlink' && skip(base.linkname)) return [];
   if (entry.type === 'directory' && entry.xattrs.get('trusted.overlay.opaque')?.toString() === 'y') {
-    return [base, { ...base, name: `${name}/${OPAQUE_WHITEOUT}`, type: 'file', mode: entry.mode & 0o777, size: 0, xattrs: new Map() }];
+    const marker: LayerEntry = { ...base, name: `${name}/${OPAQUE_WHITEOUT}`, type: 'file', mode: entry.mode & 0o777, size: 0, mtime: { sec: 0, nsec: 0 }, linkname: '', xattrs: new Map() };
+    return [base, marker];
   }
-  return [entry.type === 'file' ? { ...base, dataFrom: entry.dataOffset } : base];
+  return [entry.type === 'file' && entry.dataOffset !== undefined ? { ...base, dataFrom: entry.dataOffset } : base];
 }
 
 async function readEntries(rawTarPath: string): Promise<TarEntry[]> {
@@ -138,7 +146,7 @@ function hashTap(hash: ReturnType<typeof createHash>, count: { bytes: number }) 
 
 /** Convert the raw upper-dir tar into a gzip'd OCI layer at `outPath`. */
 export async function writeLayer(rawTarPath: string, outPath: string): Promise<LayerFile> {
-  const converted = (await readEntries(rawTarPath)).flatMap(layerEntriesFor);
+  const converted = (await readEntries(rawTarPath)).flatMap((e) => layerEntriesFor(e));
   const raw = await open(rawTarPath, 'r');
   const stats = { entries: converted.length, whiteouts: 0, opaqueDirs: 0 };
   for (const e of converted) {
