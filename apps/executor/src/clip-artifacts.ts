@@ -7,10 +7,11 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildIndex } from '@cryo/clip';
+import type { IndexedLayer } from '@cryo/clip';
 import { MediaType, connectRegistry, parseImageReference, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
+import { ClipIndexWorker } from './clip-index-worker';
 
 export const CLIP_INDEX_MEDIA_TYPE = 'application/vnd.cryo.clip.index.v2';
 export const CLIP_CONFIG_MEDIA_TYPE = 'application/vnd.cryo.clip.config.v1+json';
@@ -19,11 +20,22 @@ export const CLIP_IMAGE_DIGEST_ANNOTATION = 'dev.cryo.clip.image-digest';
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 export class ClipArtifacts {
+  private readonly worker = new ClipIndexWorker();
+
   constructor(
     private readonly access: RegistryAccessSettings,
     private readonly cacheDir: string,
   ) {
     mkdirSync(cacheDir, { recursive: true });
+  }
+
+  /** Start the index thread ahead of the first index. */
+  warm(): void {
+    this.worker.warm();
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close();
   }
 
   private client(host: string): Promise<RegistryClient> {
@@ -34,14 +46,20 @@ export class ClipArtifacts {
     return join(this.cacheDir, `${indexDigest.replace(':', '_')}.clip`);
   }
 
-  /** Index the pushed image (pinned by digest) and push the index as `<tag>.clip`. */
-  async publish(imageRef: string, digest: string): Promise<BuildIndexResult> {
+  /**
+   * Index the pushed image (pinned by digest) and push the index as `<tag>.clip`. The index is
+   * built on a worker thread; layers in `indexed` (a snapshot's new layer, indexed while it was
+   * compressed) and layers indexed before on this host are not read again.
+   */
+  async publish(imageRef: string, digest: string, indexed: IndexedLayer[] = []): Promise<BuildIndexResult> {
     const ref = parseImageReference(imageRef);
     if (ref.tag === undefined) throw new CryoError('UNPROCESSABLE', `snapshot image ${imageRef} has no tag to name its clip index after`);
     const started = performance.now();
+    const built = await this.worker.run({
+      ref: `${ref.host}/${ref.repository}@${digest}`, access: this.access, indexed, layerCacheDir: join(this.cacheDir, 'layers'),
+    });
     const client = await this.client(ref.host);
     try {
-      const built = await buildIndex(`${ref.host}/${ref.repository}@${digest}`, { client });
       const indexDigest = sha256(built.index);
       await client.uploadBlob(ref.repository, built.index, indexDigest, built.index.length);
       const config = Buffer.from(JSON.stringify({ image_digest: digest, files: built.files, spans: built.spans, uncompressed_size: built.uncompressedSize }));

@@ -4,6 +4,30 @@ import { z } from 'zod';
 import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
 import { ExecutorIdSchema, LabelsSchema } from '@cryo/snapshot';
 
+/** A mount every sandbox gets (Docker's mount spec); the operator's, so snapshots never capture it. */
+const SandboxMountSchema = z.object({
+  type: z.enum(['bind', 'volume', 'tmpfs']),
+  /** host path (bind) or volume name (volume); not for tmpfs */
+  source: z.string().min(1).optional(),
+  target: z.string().regex(/^\//, 'target must be an absolute path in the sandbox'),
+  read_only: z.boolean().default(false),
+}).strict().refine((m) => (m.type === 'tmpfs') === (m.source === undefined), { message: 'a bind or volume mount needs a source; a tmpfs has none' });
+
+export const SnapshotsConfigSchema = z.object({
+  /**
+   * precopy: copy the container's writable layer while it runs, pause only for what changed
+   * since, push without the engine; commit: pause for a `docker commit`, push with the engine.
+   * Default: precopy where the engine's storage driver is overlay2 with its data on this host.
+   */
+  method: z.enum(['precopy', 'commit', 'auto']).default('auto'),
+  /** gzip level of the layers a pre-copy snapshot pushes: 1 is fastest, 9 smallest */
+  compression_level: z.number().int().min(1).max(9).default(1),
+  /** copy passes while the sandbox runs before the paused one (the first copies everything) */
+  max_running_passes: z.number().int().min(1).max(10).default(3),
+  /** a running pass that copied fewer bytes than this is the last before the pause */
+  settled_bytes: z.number().int().min(0).default(4 * 1024 * 1024),
+}).strict();
+
 export const ExecutorConfigSchema = z.object({
   /** One server (or a load balancer in front of several replicas). */
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').optional(),
@@ -15,7 +39,10 @@ export const ExecutorConfigSchema = z.object({
     host: z.string().default('unix:///var/run/docker.sock'),
     /** Docker network for sandboxes; "none" isolates them. */
     network: z.string().default('bridge'),
-  }).strict().default({ host: 'unix:///var/run/docker.sock', network: 'bridge' }),
+    /** Mounts every sandbox gets; never captured by snapshots (they list them as excluded_mounts). */
+    mounts: z.array(SandboxMountSchema).max(64).default([]),
+  }).strict().default({ host: 'unix:///var/run/docker.sock', network: 'bridge', mounts: [] }),
+  snapshots: SnapshotsConfigSchema.default({ method: 'auto', compression_level: 1, max_running_passes: 3, settled_bytes: 4 * 1024 * 1024 }),
   labels: LabelsSchema.default({}),
   snapshot_registry: SnapshotRegistrySchema.optional(),
   /** Docker's config.json for registry credentials (auths, credsStore, credHelpers). */

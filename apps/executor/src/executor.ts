@@ -77,8 +77,20 @@ export class Executor {
         docker: dockerFromHost(config.docker.host),
         executorId: config.executor_id,
         network: config.docker.network,
+        mounts: config.docker.mounts.map((m) => ({
+          Type: m.type, Target: m.target, ReadOnly: m.read_only, Source: m.source ?? '',
+        })),
         registry: config.snapshot_registry,
         credentials,
+        access,
+        clip: this.clip,
+        stateDir: config.state_dir,
+        snapshots: {
+          method: config.snapshots.method,
+          compressionLevel: config.snapshots.compression_level,
+          maxRunningPasses: config.snapshots.max_running_passes,
+          settledBytes: config.snapshots.settled_bytes,
+        },
         pauseJournal: new PauseJournal(config.state_dir),
         log,
         ...(opts.holdPausedMs === undefined ? {} : { holdPausedMs: opts.holdPausedMs }),
@@ -119,6 +131,7 @@ export class Executor {
 
   async stop(): Promise<void> {
     await Promise.all([this.heartbeat.stop(), this.loop.stop()]);
+    await this.clip.close();
   }
 
   /** Drivers this host can run (capabilities probed at start). */
@@ -265,7 +278,10 @@ export class Executor {
       }, progress);
       log.info({ image_ref: outcome.imageRef, digest: outcome.digest, timings: outcome.timings }, 'snapshot taken');
       this.heartbeat.nudge();
-      return { image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings };
+      return {
+        image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings,
+        clip_index_ref: outcome.clipIndexRef ?? null, capture: outcome.capture ?? null, excluded_mounts: outcome.excludedMounts ?? [],
+      };
     }),
     delete_image: async ({ payload: p }) => {
       const removed = new Set<string>();

@@ -17,8 +17,10 @@ export interface ProgressView {
 
 /** The executor's phase names, as verbs. */
 const PHASE_LABELS: Record<string, string> = {
+  precopy: 'copying',
   pause: 'pausing',
   commit: 'committing',
+  index: 'indexing',
   push: 'pushing',
   pushed: 'pushed',
   pull: 'pulling',

@@ -258,15 +258,61 @@ export const CreateSnapshotBodySchema = z.strictObject({
 });
 export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBodySchema>;
 
+/**
+ * How long each phase of a snapshot took, in ms (null: the phase did not run). `pause_ms` is the
+ * time the sandbox was frozen; `precopy_ms` the copy passes while it kept running (pre-copy
+ * method); `commit_ms` the `docker commit` (commit method); `push_ms` building, compressing and
+ * uploading the layer and the manifest; `index_ms` the clip index.
+ */
 export const TimingsSchema = z.object({
   pause_ms: z.number().nullable(),
   commit_ms: z.number().nullable(),
   push_ms: z.number().nullable(),
   index_ms: z.number().nullable(),
+  precopy_ms: z.number().nullable().default(null),
 });
 export type Timings = z.infer<typeof TimingsSchema>;
 
 const ByteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** A mount of the sandbox that its snapshot does not hold (cryo did not create it), and why. */
+export const ExcludedMountSchema = z.object({
+  /** Docker's mount type: bind, volume, tmpfs, ... */
+  type: z.string().max(32),
+  /** where it is mounted in the sandbox */
+  destination: z.string().max(4096),
+  /** the host path of a bind mount, else null */
+  source: z.string().max(4096).nullable(),
+  /** the volume name, else null */
+  name: z.string().max(256).nullable(),
+  reason: z.string().max(512),
+});
+export type ExcludedMount = z.infer<typeof ExcludedMountSchema>;
+
+/** One copy pass of a pre-copy snapshot: the sandbox ran during all but the last. */
+export const CopyPassSchema = z.object({
+  paused: z.boolean(),
+  ms: z.number().min(0),
+  /** entries in the captured trees after the pass */
+  entries: ByteCount,
+  /** entries new, changed or gone since the previous pass */
+  changed: ByteCount,
+  files_copied: ByteCount,
+  bytes_copied: ByteCount,
+});
+export type CopyPass = z.infer<typeof CopyPassSchema>;
+
+/** How a snapshot was taken. */
+export const SnapshotCaptureSchema = z.object({
+  /** `precopy`: copied while running, paused for the changes only; `commit`: paused for a `docker commit` */
+  method: z.enum(['precopy', 'commit']),
+  passes: z.array(CopyPassSchema).max(64),
+  /** compressed bytes this snapshot uploaded (layers, config, manifest); null when not known */
+  bytes_pushed: ByteCount.nullable(),
+  /** the volumes captured into the snapshot, by path in the sandbox */
+  volumes: z.array(z.string().max(4096)).max(256),
+});
+export type SnapshotCapture = z.infer<typeof SnapshotCaptureSchema>;
 
 /** How far a snapshot's push (or a restore's pull) has come: a phase name and bytes. */
 export const ProgressSchema = z.object({
@@ -307,6 +353,10 @@ export const SnapshotSchema = z.object({
   keep_last: z.number().int().nullable(),
   /** Why a deleted (or deleting) snapshot went: "user" (DELETE) or "retention" (a newer snapshot's keep_last). */
   deleted_reason: z.enum(['user', 'retention']).nullable(),
+  /** How it was taken (method, copy passes, bytes pushed, volumes); null before it is pushed. */
+  capture: SnapshotCaptureSchema.nullable(),
+  /** Mounts of the sandbox this snapshot does not hold (binds, named volumes, tmpfs), and why. */
+  excluded_mounts: z.array(ExcludedMountSchema),
 });
 export type Snapshot = z.infer<typeof SnapshotSchema>;
 

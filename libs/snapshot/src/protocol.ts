@@ -19,6 +19,8 @@ import {
   ProgressSchema,
   ResourcesSchema,
   RestoreModeSchema,
+  SnapshotCaptureSchema,
+  ExcludedMountSchema,
   TimingsSchema,
 } from './api';
 
@@ -111,6 +113,10 @@ export const SnapshotResultSchema = z.object({
   digest: DigestSchema.nullable(),
   size_bytes: ByteCountSchema.nullable(),
   timings: TimingsSchema,
+  /** Set when the executor built and pushed the clip index in the same pass: no build_index follows. */
+  clip_index_ref: ImageRefSchema.nullable().default(null),
+  capture: SnapshotCaptureSchema.nullable().default(null),
+  excluded_mounts: z.array(ExcludedMountSchema).max(256).default([]),
 });
 export type SnapshotResult = z.infer<typeof SnapshotResultSchema>;
 

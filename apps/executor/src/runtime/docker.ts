@@ -1,10 +1,14 @@
 /**
- * The Docker runtime driver: sandboxes are containers of one Docker engine; a snapshot is
- * pause -> commit (no second pause) -> unpause (always) -> tag -> push.
+ * The Docker runtime driver: sandboxes are containers of one Docker engine. A snapshot is a
+ * pre-copy of the container's writable layer (paused only for what changed meanwhile) pushed
+ * without the engine, or pause -> commit -> unpause -> push through the engine (docker/).
  */
 import Docker from 'dockerode';
 import type { ImagePushOptions } from 'dockerode';
 import type { Logger } from 'pino';
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PassThrough } from 'node:stream';
 import { familiarName, parseImageReference } from '@cryo/oci';
@@ -21,9 +25,8 @@ import {
   type ExecResult,
   type ObservedSandbox,
 } from '@cryo/snapshot';
-import type { SnapshotRegistry } from '@cryo/registry-auth';
+import type { RegistryAccessSettings, SnapshotRegistry } from '@cryo/registry-auth';
 import {
-  snapshotLabels,
   type DriverCapabilities,
   type ImageCache,
   type ProgressSink,
@@ -35,7 +38,10 @@ import {
 } from './driver';
 import { ProgressTracker, followDockerStream } from './docker-progress';
 import { CappedOutput, EXEC_OUTPUT_LIMIT } from './exec-output';
-import { pauseWithResume, resumeWithRetries, roundMs } from './pause-window';
+import { resumeWithRetries } from './pause-window';
+import { commitSnapshot } from './docker/commit-snapshot';
+import { precopySnapshot, type PrecopySettings } from './docker/precopy-snapshot';
+import type { ClipArtifacts } from '../clip-artifacts';
 import type { RegistryCredentialSource } from '../registry-credentials';
 import { daemonText, dockerFailure, dockerRegistryProblem, registryFailure } from '../errors';
 import type { PauseJournal } from '../state/pause-journal';
@@ -44,8 +50,15 @@ export interface DockerDriverOptions {
   docker: Docker;
   executorId: string;
   network: string;
+  /** mounts every sandbox gets (the operator's: they are never captured, and snapshots list them) */
+  mounts: Docker.MountConfig;
   registry: SnapshotRegistry | undefined;
   credentials: RegistryCredentialSource;
+  /** registry access for pushes without the engine (pre-copy) */
+  access: RegistryAccessSettings;
+  clip: ClipArtifacts;
+  stateDir: string;
+  snapshots: PrecopySettings & { method: 'precopy' | 'commit' | 'auto' };
   pauseJournal: PauseJournal;
   log: Logger;
   /** Fault injection for tests: hold the container paused this long before committing. */
@@ -172,6 +185,7 @@ export class DockerDriver implements RuntimeDriver {
       Tty: false,
       HostConfig: {
         NetworkMode: this.opts.network,
+        ...(this.opts.mounts.length === 0 ? {} : { Mounts: this.opts.mounts }),
         ...(spec.resources.cpus === undefined ? {} : { NanoCpus: Math.round(spec.resources.cpus * 1e9) }),
         ...(spec.resources.memory_mb === undefined ? {} : { Memory: spec.resources.memory_mb * 1024 * 1024 }),
       },
@@ -233,49 +247,64 @@ export class DockerDriver implements RuntimeDriver {
     }
   }
 
+  /**
+   * Snapshot in phases (docker/precopy-snapshot.ts, docker/commit-snapshot.ts): pre-copy where
+   * the engine's overlay2 upper dir is on this host, else (or when configured) docker commit.
+   */
   async snapshot(spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {
     const info = await this.findContainer(spec.sandboxId);
     if (info === undefined) throw new CryoError('NOT_FOUND', `sandbox ${spec.sandboxId} has no container on this executor`);
     if (info.State.Paused) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is already paused`);
     if (!info.State.Running) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is not running (container is ${info.State.Status})`);
     const container = this.docker.getContainer(info.Id);
-    const localRef = localSnapshotRef(spec.tag);
-
-    progress({ phase: 'pause', bytes_done: 0, bytes_total: null });
-    this.opts.pauseJournal.willPause({
-      container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
-    });
-    const paused = await pauseWithResume({ pause: () => container.pause(), resume: () => this.unpause(container, info.Id) }, async () => {
-      if (this.opts.holdPausedMs !== undefined && this.opts.holdPausedMs > 0) await sleep(this.opts.holdPausedMs);
-      progress({ phase: 'commit', bytes_done: 0, bytes_total: null });
-      const commitStart = performance.now();
-      const committed = await container.commit({
-        ...repoAndTag(localRef),
-        pause: false, // already paused: one pause window, measured here
-        comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`,
-        changes: Object.entries(snapshotLabels(spec)).map(([key, value]) => `LABEL ${key}=${JSON.stringify(value)}`),
-      }) as { Id: string };
-      return { imageId: committed.Id, commitMs: performance.now() - commitStart };
-    }, (err) => this.opts.log.error({ err: daemonText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'));
-    const { imageId, commitMs } = paused.value;
-    const timings = { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: null, index_ms: null };
-    const image = await this.docker.getImage(imageId).inspect();
-    const registry = this.opts.registry;
-    if (registry === undefined) {
-      return { imageRef: localRef, digest: image.Id, sizeBytes: image.Size, timings };
+    const control = {
+      pause: async () => {
+        this.opts.pauseJournal.willPause({
+          container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
+        });
+        await container.pause();
+      },
+      resume: () => this.unpause(container, info.Id),
+      onStuck: (err: unknown) => this.opts.log.error({ err: daemonText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'),
+    };
+    const workDir = join(this.opts.stateDir, 'snapshots');
+    const recordDir = join(this.opts.stateDir, 'base-images');
+    const hold = this.opts.holdPausedMs === undefined ? {} : { holdPausedMs: this.opts.holdPausedMs };
+    if (await this.methodFor(info) === 'precopy') {
+      return precopySnapshot({
+        docker: this.docker, registry: this.opts.registry, access: this.opts.access, clip: this.opts.clip, workDir, recordDir,
+        settings: this.opts.snapshots, log: this.opts.log.child({ snapshot_id: spec.snapshotId }), ...hold,
+      }, spec, info, control, progress);
     }
+    return commitSnapshot({
+      docker: this.docker, workDir, recordDir, log: this.opts.log, ...hold,
+      push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
+      removeImages: (refs) => this.removeImages(refs),
+    }, repoAndTag, spec, info, control, progress);
+  }
 
-    const remoteRef = registrySnapshotRef(registry, spec.tag);
-    const pushStart = performance.now();
+  /** The configured method; `auto` is pre-copy when the container's overlay2 upper dir is readable here. */
+  private async methodFor(info: Docker.ContainerInspectInfo): Promise<'precopy' | 'commit'> {
+    if (this.opts.snapshots.method !== 'auto') return this.opts.snapshots.method;
+    const upper = (info.GraphDriver.Data as Record<string, string | undefined> | undefined)?.UpperDir;
+    if (info.GraphDriver.Name !== 'overlay2' || upper === undefined) return 'commit';
     try {
-      await this.docker.getImage(imageId).tag(repoAndTag(remoteRef));
-      const digest = await this.push(remoteRef, registry.url, progress);
-      return { imageRef: remoteRef, digest, sizeBytes: image.Size, timings: { ...timings, push_ms: roundMs(performance.now() - pushStart) } };
-    } catch (err) {
-      // Nothing half-made stays behind: the sandbox keeps running, the images go.
-      await this.removeImages([remoteRef, localRef]);
-      throw err;
+      await access(upper, constants.R_OK);
+      return 'precopy';
+    } catch {
+      return 'commit';
     }
+  }
+
+  /** Tag a committed image for the snapshot registry and push it with the engine (commit method). */
+  private async pushLocal(localRef: string, tag: string, progress: ProgressSink): Promise<{ imageRef: string; digest: string; pushMs: number } | undefined> {
+    const registry = this.opts.registry;
+    if (registry === undefined) return undefined;
+    const remoteRef = registrySnapshotRef(registry, tag);
+    const pushStart = performance.now();
+    await this.docker.getImage(localRef).tag(repoAndTag(remoteRef));
+    const digest = await this.push(remoteRef, registry.url, progress);
+    return { imageRef: remoteRef, digest, pushMs: performance.now() - pushStart };
   }
 
   /** Unpause when paused, and strike it from the pause journal; a container that is gone counts as unpaused. */

@@ -8,11 +8,13 @@
 import {
   SNAPSHOT_LABELS,
   type CachedImage,
+  type ExcludedMount,
   type ExecResult,
   type ObservedSandbox,
   type Progress,
   type RestoreMode,
   type RuntimeName,
+  type SnapshotCapture,
   type Timings,
 } from '@cryo/snapshot';
 
@@ -53,6 +55,12 @@ export interface SnapshotOutcome {
   digest: string | null;
   sizeBytes: number | null;
   timings: Timings;
+  /** the clip index, when the driver built and pushed it with the image (no build_index follows) */
+  clipIndexRef?: string | null;
+  /** how it was taken: method, copy passes, bytes pushed, volumes */
+  capture?: SnapshotCapture | null;
+  /** mounts of the sandbox the snapshot does not hold */
+  excludedMounts?: ExcludedMount[];
 }
 
 export type ProgressSink = (progress: Progress) => void;

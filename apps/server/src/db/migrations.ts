@@ -269,4 +269,12 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pending_launches_by_snapshot ON pending_launches (snapshot_id)
     `),
   },
+  {
+    version: 5,
+    name: 'snapshots: capture (method, copy passes, bytes pushed, volumes) and excluded_mounts',
+    up: (db) => runStatements(db, `
+      ALTER TABLE snapshots ADD COLUMN capture TEXT;
+      ALTER TABLE snapshots ADD COLUMN excluded_mounts TEXT
+    `),
+  },
 ];

@@ -86,7 +86,7 @@ export type GaugeSamples = {
 export type OperationOutcome = 'done' | 'failed' | 'cancelled' | 'executor_lost' | 'lease_expired';
 
 /** The snapshot phases of `cryo_snapshot_phase_seconds` and the timing fields they come from. */
-const PHASE_TIMINGS = { pause: 'pause_ms', commit: 'commit_ms', push: 'push_ms', index: 'index_ms' } as const;
+const PHASE_TIMINGS = { pause: 'pause_ms', precopy: 'precopy_ms', commit: 'commit_ms', push: 'push_ms', index: 'index_ms' } as const;
 
 type Families<T extends Record<string, FamilySpec>, M> = { [N in keyof T]: M };
 

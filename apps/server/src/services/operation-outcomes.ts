@@ -160,10 +160,11 @@ export class OperationOutcomes {
           await snapshots.recordPushed(snapshot.id, result, now);
           metrics.inc('cryo_snapshots_created_total');
           metrics.snapshotTimings(result.timings);
-          log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings }, 'snapshot pushed');
-          // Lazy restore needs a clip index; the executor that pushed builds it next, while the
-          // snapshot is already active (restorable eagerly) in the meantime.
-          if (result.digest !== null && !isLocalSnapshotRef(result.image_ref) && snapshot.status === 'creating') {
+          log.info({ image_ref: result.image_ref, digest: result.digest, timings: result.timings, clip_index_ref: result.clip_index_ref }, 'snapshot pushed');
+          // Lazy restore needs a clip index. A pre-copy snapshot brings it (built in the same pass
+          // as the layer); otherwise the executor that pushed builds it next, while the snapshot
+          // is already active (restorable eagerly) in the meantime.
+          if (result.clip_index_ref === null && result.digest !== null && !isLocalSnapshotRef(result.image_ref) && snapshot.status === 'creating') {
             await this.deps.queue.enqueue(tx, 'build_index', op.executor_id,
               { snapshot_id: snapshot.id, image_ref: result.image_ref, digest: result.digest }, { snapshotId: snapshot.id });
           }

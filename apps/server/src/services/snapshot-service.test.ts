@@ -60,6 +60,43 @@ describe('snapshot creation', () => {
     expect(await h.server.metrics.value('cryo_snapshots_created_total')).toBe(1);
   });
 
+  it('a pre-copy result carries its clip index, capture and excluded mounts: active with clip_index_ref, no build_index round', async () => {
+    const { executor, sandboxId } = await runningSandbox(h);
+    const id = await snapshotOf(sandboxId);
+    const op = await executor.pollOne('snapshot');
+    const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
+    const capture = {
+      method: 'precopy', bytes_pushed: 5_000_000, volumes: ['/data'],
+      passes: [
+        { paused: false, ms: 410, entries: 12, changed: 12, files_copied: 5, bytes_copied: 104_857_600 },
+        { paused: true, ms: 21, entries: 12, changed: 1, files_copied: 1, bytes_copied: 4096 },
+      ],
+    };
+    const excluded = [{ type: 'tmpfs', destination: '/scratch', source: null, name: null, reason: 'a tmpfs holds memory' }];
+    await executor.ok(op.op_id, {
+      image_ref: ref, digest: DIGEST_ABC, size_bytes: 1234,
+      timings: { pause_ms: 25, precopy_ms: 410, commit_ms: null, push_ms: 900, index_ms: 40 },
+      clip_index_ref: `${ref}.clip`, capture, excluded_mounts: excluded,
+    });
+    expect((await h.api('GET', `/snapshots/${id}`)).json).toMatchObject({
+      status: 'active', clip_index_ref: `${ref}.clip`, capture, excluded_mounts: excluded,
+      timings: { pause_ms: 25, precopy_ms: 410, commit_ms: null, push_ms: 900, index_ms: 40 },
+    });
+    expect(await executor.poll()).toEqual([]);
+  });
+
+  it('a commit result (no index, no capture) still gets a build_index round, and reads with empty capture fields', async () => {
+    const { executor, sandboxId } = await runningSandbox(h);
+    const id = await snapshotOf(sandboxId);
+    const op = await executor.pollOne('snapshot');
+    const ref = `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`;
+    await executor.ok(op.op_id, { image_ref: ref, digest: DIGEST_ABC, size_bytes: 1, timings: { pause_ms: 1, commit_ms: 2, push_ms: 3, index_ms: null } });
+    expect((await h.api('GET', `/snapshots/${id}`)).json).toMatchObject({
+      status: 'active', clip_index_ref: null, capture: null, excluded_mounts: [], timings: { precopy_ms: null },
+    });
+    expect((await executor.pollOne('build_index')).payload).toMatchObject({ snapshot_id: id, digest: DIGEST_ABC });
+  });
+
   it('ends failed with the executor error verbatim; the sandbox keeps running; restore is 409', async () => {
     const { executor, sandboxId } = await runningSandbox(h);
     const id = await snapshotOf(sandboxId);

@@ -1,5 +1,8 @@
+import { z } from 'zod';
 import {
+  ExcludedMountSchema,
   ProgressSchema,
+  SnapshotCaptureSchema,
   SnapshotStatusSchema,
   TimingsSchema,
   type Progress,
@@ -47,6 +50,10 @@ export interface SnapshotRow {
   progress: string | null;
   clip_index_ref: string | null;
   clip_error: string | null;
+  /** JSON: SnapshotCapture */
+  capture: string | null;
+  /** JSON: ExcludedMount[] */
+  excluded_mounts: string | null;
   delete_reason: DeleteReason | null;
   delete_requested_at: number | null;
   delete_attempts: number;
@@ -83,7 +90,8 @@ export interface NewSnapshot {
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
 export const LIVE_SNAPSHOT_STATUSES: readonly SnapshotStatus[] = ['creating', 'active', 'deleting'];
 
-const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null };
+const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null, precopy_ms: null };
+const ExcludedMountsSchema = z.array(ExcludedMountSchema);
 
 export function expiresAtFor(createdAt: number, ttlSecs: number): number | null {
   return ttlSecs === 0 ? null : createdAt + ttlSecs * 1000;
@@ -127,6 +135,8 @@ export function toSnapshotView(row: SnapshotRow): Snapshot {
     last_used_at: toIsoOrNull(row.last_used_at),
     keep_last: row.keep_last,
     deleted_reason: row.deleted_reason,
+    capture: decodeJsonOrNull(SnapshotCaptureSchema, row.capture, 'snapshots.capture'),
+    excluded_mounts: decodeJsonOrNull(ExcludedMountsSchema, row.excluded_mounts, 'snapshots.excluded_mounts') ?? [],
   };
 }
 
@@ -212,12 +222,18 @@ export class SnapshotStore {
       .execute();
   }
 
-  /** Records a pushed image. A snapshot deleted meanwhile stays `deleting`, now with a digest to delete. */
+  /**
+   * Records a pushed image (and its clip index, when the executor built it in the same pass). A
+   * snapshot deleted meanwhile stays `deleting`, now with a digest (and index) to delete.
+   */
   async recordPushed(id: string, result: SnapshotResult, now: number): Promise<void> {
     await this.ctx.db.updateTable('snapshots')
       .set((eb) => ({
         status: eb.case().when('status', '=', 'creating').then(eb.val<SnapshotStatus>('active')).else(eb.ref('status')).end(),
         image_ref: result.image_ref, digest: result.digest, size_bytes: result.size_bytes, timings: JSON.stringify(result.timings),
+        clip_index_ref: result.clip_index_ref === null ? eb.ref('clip_index_ref') : eb.val<string | null>(result.clip_index_ref),
+        capture: result.capture === null ? null : JSON.stringify(result.capture),
+        excluded_mounts: JSON.stringify(result.excluded_mounts),
         progress: null, error: null,
         next_attempt_at: eb.case().when('status', '=', 'deleting').then(eb.val<number | null>(now)).else(eb.ref('next_attempt_at')).end(),
         updated_at: now,

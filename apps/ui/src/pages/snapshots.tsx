@@ -67,7 +67,7 @@ function lazyState(s: Snapshot): string {
 }
 
 function timings(s: Snapshot): string {
-  const parts = (['pause', 'commit', 'push', 'index'] as const)
+  const parts = (['precopy', 'pause', 'commit', 'push', 'index'] as const)
     .map((phase) => [phase, s.timings[`${phase}_ms`]] as const)
     .filter((entry): entry is readonly [typeof entry[0], number] => entry[1] !== null)
     .map(([phase, ms]) => `${phase} ${ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`}`);

@@ -45,6 +45,8 @@ export interface IndexLayersOptions {
   /** zero unreferenced window bytes (default true; off only to measure it) */
   pruneWindows?: boolean;
   onProgress?: (p: BuildProgress) => void;
+  /** each layer once it is indexed and checked (`streamed`: it was read, not given as `indexed`) */
+  onLayerIndexed?: (digest: string, layer: IndexedLayer, streamed: boolean) => void;
 }
 
 export interface BuildResult {
@@ -121,6 +123,7 @@ export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: 
         { layer: layer.digest },
       );
     }
+    opts.onLayerIndexed?.(layer.digest, result, layer.indexed === undefined);
     tree.applyLayer(result.entries, i);
     files += result.entries.length;
     written.push({

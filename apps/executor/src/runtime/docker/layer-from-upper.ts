@@ -18,8 +18,8 @@ import type { CapturedEntry } from './precopy';
 
 const READ_CHUNK = 1024 * 1024;
 
-/** A layer entry and, for a regular file, the stored copy its bytes come from. */
-export type PlannedEntry = LayerEntry & { content?: string };
+/** A layer entry and, for a regular file, the file its bytes come from (from `contentOffset`, default 0). */
+export type PlannedEntry = LayerEntry & { content?: string; contentOffset?: number };
 
 export interface LayerPlan {
   entries: PlannedEntry[];
@@ -110,6 +110,11 @@ export function planLayer(captured: CapturedEntry[]): LayerPlan {
       entries.push(out.type === 'file' && out.size > 0 && header.type === 'file' && e.content !== undefined ? { ...out, content: e.content } : out);
     }
   }
+  return { ...measure(entries), socketsSkipped };
+}
+
+/** The exact tar size of `entries`, and their whiteouts and opaque markers. */
+export function measure(entries: PlannedEntry[]): Omit<LayerPlan, 'socketsSkipped'> {
   let size = END_OF_ARCHIVE.length;
   let whiteouts = 0;
   let opaqueDirs = 0;
@@ -119,7 +124,7 @@ export function planLayer(captured: CapturedEntry[]): LayerPlan {
     if (base === OPAQUE_WHITEOUT) opaqueDirs++;
     else if (base.startsWith(WHITEOUT_PREFIX)) whiteouts++;
   }
-  return { entries, size, whiteouts, opaqueDirs, socketsSkipped };
+  return { entries, size, whiteouts, opaqueDirs };
 }
 
 /** The layer tar, read from the stored copies; exactly `plan.size` bytes. */
@@ -131,9 +136,11 @@ export async function* layerStream(plan: LayerPlan): AsyncGenerator<Buffer> {
     const file = await open(entry.content, 'r');
     try {
       let left = entry.size;
+      let at = entry.contentOffset ?? 0;
       while (left > 0) {
         const buf = Buffer.allocUnsafe(Math.min(left, READ_CHUNK));
-        const { bytesRead } = await file.read(buf, 0, buf.length, null);
+        const { bytesRead } = await file.read(buf, 0, buf.length, at);
+        at += bytesRead;
         if (bytesRead === 0) throw new Error(`the stored copy of ${displayName(entry.name)} is shorter than the ${entry.size} bytes scanned`);
         left -= bytesRead;
         yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);

@@ -84,6 +84,28 @@ export function manifestKind(baseLayers: Descriptor[]): 'docker' | 'oci' {
   return baseLayers.every((l) => GZIP_LAYER_TYPES.has(l.mediaType)) ? 'docker' : 'oci';
 }
 
+/**
+ * The manifest of base layers plus one new gzip layer: Docker schema 2 when every base layer is
+ * gzip (as `docker push` writes), OCI otherwise; gzip base layers are listed with the manifest's
+ * own gzip media type.
+ */
+export function imageManifest(baseLayers: Descriptor[], layer: { digest: string; size: number }, config: Buffer): { bytes: Buffer; mediaType: string } {
+  const kind = manifestKind(baseLayers);
+  const layerType = kind === 'docker' ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip;
+  const reuse = (d: Descriptor): Descriptor => {
+    if (!GZIP_LAYER_TYPES.has(d.mediaType)) return d;
+    return { ...d, mediaType: layerType };
+  };
+  const mediaType = kind === 'docker' ? MediaType.DockerManifest : MediaType.OciManifest;
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType,
+    config: { mediaType: kind === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig, size: config.length, digest: sha256(config) },
+    layers: [...baseLayers.map(reuse), { mediaType: layerType, size: layer.size, digest: layer.digest }],
+  }));
+  return { bytes, mediaType };
+}
+
 async function ensureBlob(input: SnapshotImageInput, layer: Descriptor): Promise<'present' | 'mounted' | 'copied'> {
   const { target, base } = input;
   if (await target.client.headBlob(target.repository, layer.digest)) return 'present';
@@ -124,16 +146,7 @@ export async function publishSnapshotImage(input: SnapshotImageInput): Promise<S
   const configDigest = sha256(config);
   await target.client.uploadBlob(target.repository, config, configDigest, config.length);
 
-  const kind = manifestKind(baseLayers);
-  const layerType = kind === 'docker' ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip;
-  const reuse = (d: Descriptor): Descriptor => (kind === 'docker' && GZIP_LAYER_TYPES.has(d.mediaType) ? { ...d, mediaType: MediaType.DockerLayerGzip } : d);
-  const mediaType = kind === 'docker' ? MediaType.DockerManifest : MediaType.OciManifest;
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType,
-    config: { mediaType: kind === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig, size: config.length, digest: configDigest },
-    layers: [...baseLayers.map(reuse), { mediaType: layerType, size: layer.size, digest: layer.digest }],
-  }));
+  const { bytes: manifest, mediaType } = imageManifest(baseLayers, layer, config);
   const digest = await target.client.putManifest(target.repository, target.tag, manifest, mediaType);
   const sizeBytes = baseLayers.reduce((n, l) => n + l.size, 0) + layer.size + config.length;
   return { digest, mediaType, sizeBytes, configDigest, layersMounted, layersCopied };

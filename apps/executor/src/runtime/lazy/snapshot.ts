@@ -87,7 +87,7 @@ export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: Snapsh
         imageRef,
         digest: published.digest,
         sizeBytes: published.sizeBytes,
-        timings: { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: roundMs(performance.now() - pushStart), index_ms: null },
+        timings: { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: roundMs(performance.now() - pushStart), index_ms: null, precopy_ms: null },
       };
     } finally {
       await target.close();

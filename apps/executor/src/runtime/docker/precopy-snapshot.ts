@@ -1,0 +1,222 @@
+/**
+ * A Docker sandbox's snapshot by pre-copy, in phases:
+ *   1. plan      what is captured: the overlay2 upper dir and the volumes cryo made; what is not
+ *   2. precopy   copy passes while the sandbox runs (the base image's layers are placed in the
+ *                target repository meanwhile)
+ *   3. pause     pause, one last pass over what changed, unpause: the pause window
+ *   4. layer     the layer of the copy, compressed on every core while it is uploaded, loaded
+ *                into the local engine, and indexed for clip, in one pass
+ *   5. publish   config and manifest; the local engine tags the image
+ *   6. index     the clip index (base layers cached per host, the new one indexed in 4), pushed
+ *                as `<tag>.clip`
+ * Without a snapshot registry, 4 and 5 only load the image into the local engine.
+ */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type Docker from 'dockerode';
+import type { Logger } from 'pino';
+import { MediaType, connectRegistry, type Descriptor, type RegistryClient } from '@cryo/oci';
+import type { RegistryAccessSettings, SnapshotRegistry } from '@cryo/registry-auth';
+import { CryoError, localSnapshotRef, registrySnapshotRef, type CopyPass, type SnapshotCapture } from '@cryo/snapshot';
+import type { ClipArtifacts } from '../../clip-artifacts';
+import { snapshotLabels, type ProgressSink, type SnapshotOutcome, type SnapshotSpec } from '../driver';
+import { imageManifest } from '../lazy/snapshot-image';
+import { pauseWithResume, roundMs, type PauseControl } from '../pause-window';
+import { baseConfigHere, baseInTarget, rememberImage, type BaseImage, type TargetRepository } from './base-image';
+import { GzipPool } from './gzip-pool';
+import { LocalLoad, commitConfig } from './image-publish';
+import { layerStream, planLayer } from './layer-from-upper';
+import { layerPathOf, planMounts } from './mounts';
+import { Precopy, type CopySource } from './precopy';
+import { compressLayer } from './push-pipeline';
+
+export interface PrecopySettings {
+  /** gzip level for layers (1 fastest .. 9 smallest) */
+  compressionLevel: number;
+  /** copy passes while the sandbox runs, at most (the first copies everything) */
+  maxRunningPasses: number;
+  /** a running pass that copied less than this many bytes is the last before the pause */
+  settledBytes: number;
+}
+
+export interface PrecopyContext {
+  docker: Docker;
+  registry: SnapshotRegistry | undefined;
+  access: RegistryAccessSettings;
+  clip: ClipArtifacts;
+  /** scratch space per snapshot (copies, docker save) */
+  workDir: string;
+  /** what this host knows about images' layers in registries */
+  recordDir: string;
+  settings: PrecopySettings;
+  log: Logger;
+  /** fault injection for tests: stay paused this long */
+  holdPausedMs?: number;
+}
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Copy sources: the writable layer, then each captured volume at its path (nested ones skipped by their parents). */
+function copySources(upperDir: string, volumes: Array<{ destination: string; source: string }>): CopySource[] {
+  const paths = volumes.map((v) => layerPathOf(v.destination));
+  const inside = (path: string, of: string): boolean => path.startsWith(`${of}/`);
+  return [
+    { root: upperDir, at: '', skip: paths, opaque: false },
+    ...volumes.map((v, i) => {
+      const at = paths[i] ?? '';
+      return { root: v.source, at, skip: paths.filter((p) => inside(p, at)).map((p) => p.slice(at.length + 1)), opaque: true };
+    }),
+  ];
+}
+
+export async function precopySnapshot(
+  ctx: PrecopyContext,
+  spec: SnapshotSpec,
+  info: Docker.ContainerInspectInfo,
+  control: PauseControl & { onStuck: (err: unknown) => void },
+  progress: ProgressSink,
+): Promise<SnapshotOutcome> {
+  // 1. plan
+  const upperDir = (info.GraphDriver.Data as Record<string, string | undefined> | undefined)?.UpperDir;
+  if (info.GraphDriver.Name !== 'overlay2' || upperDir === undefined) {
+    throw new CryoError('UNPROCESSABLE', `snapshots.method precopy needs the overlay2 storage driver; the engine uses ${info.GraphDriver.Name}: set snapshots.method: commit`);
+  }
+  const image = await ctx.docker.getImage(info.Image).inspect();
+  const mounts = planMounts(info, image.Config.Volumes);
+  const work = join(ctx.workDir, spec.snapshotId);
+  const precopy = new Precopy(copySources(upperDir, mounts.volumes), join(work, 'store'));
+  const localRef = localSnapshotRef(spec.tag);
+  const remoteRef = ctx.registry === undefined ? undefined : registrySnapshotRef(ctx.registry, spec.tag);
+  const pool = new GzipPool({ level: ctx.settings.compressionLevel });
+  ctx.clip.warm(); // the index thread compiles while the copy runs
+  let target: TargetRepository | undefined;
+  const clients: RegistryClient[] = [];
+  const client = async (host: string): Promise<RegistryClient> => {
+    const c = await connectRegistry(host, ctx.access, { userAgent: 'cryo-executor' });
+    clients.push(c);
+    return c;
+  };
+  let local: LocalLoad | undefined;
+  let loaded = false;
+  try {
+    if (ctx.registry !== undefined) target = { client: await client(ctx.registry.url), host: ctx.registry.url, repository: ctx.registry.repository };
+    const baseCtx = { docker: ctx.docker, client, recordDir: ctx.recordDir, workDir: work, pool };
+    // The base's layers go to the target repository while the copy runs.
+    const basePromise: Promise<BaseImage> = target === undefined ? baseConfigHere(baseCtx, info.Image) : baseInTarget({ ...baseCtx, target }, info.Image);
+    let baseFailure: unknown;
+    basePromise.catch((err: unknown) => { baseFailure = err; });
+
+    // 2. precopy
+    const passes: CopyPass[] = [];
+    const precopyStart = performance.now();
+    let copied = 0;
+    progress({ phase: 'precopy', bytes_done: 0, bytes_total: null });
+    for (let n = 0; n < ctx.settings.maxRunningPasses; n++) {
+      const pass = await precopy.pass(false);
+      passes.push(pass);
+      copied += pass.bytes_copied;
+      progress({ phase: 'precopy', bytes_done: copied, bytes_total: null });
+      if (n > 0 && pass.bytes_copied < ctx.settings.settledBytes) break;
+      if (n === 0 && pass.bytes_copied < ctx.settings.settledBytes && pass.files_copied === 0) break;
+    }
+    const precopyMs = performance.now() - precopyStart;
+    // A base that cannot be placed (credentials, registry down) fails the snapshot before any pause.
+    if (baseFailure !== undefined) throw baseFailure;
+
+    // 3. pause: the last pass, over what changed
+    progress({ phase: 'pause', bytes_done: 0, bytes_total: null });
+    const paused = await pauseWithResume(control, async () => {
+      if (ctx.holdPausedMs !== undefined && ctx.holdPausedMs > 0) await sleep(ctx.holdPausedMs);
+      return precopy.pass(true);
+    }, control.onStuck);
+    passes.push(paused.value);
+
+    // 4. layer: compress + upload + local load + index, one pass
+    const pushStart = performance.now();
+    const plan = planLayer(precopy.captured());
+    if (plan.socketsSkipped.length > 0) ctx.log.info({ sockets: plan.socketsSkipped.slice(0, 20) }, 'sockets are left out of the snapshot, as docker commit leaves them out');
+    local = new LocalLoad(ctx.docker, plan.size);
+    const session = target === undefined ? undefined : await target.client.startBlobUpload(target.repository);
+    let layer;
+    try {
+      const sink = local;
+      layer = await compressLayer(layerStream(plan), pool, {
+        ...(session === undefined ? {} : { upload: session }),
+        raw: (chunk) => sink.write(chunk),
+        progress: (done) => progress({ phase: 'push', bytes_done: done, bytes_total: plan.size }),
+      }, { expectedSize: plan.size });
+      await session?.commit(layer.digest);
+    } catch (err) {
+      await session?.cancel();
+      throw err;
+    }
+    await precopy.dispose();
+
+    // 5. publish: config (docker commit's), manifest, local tags
+    const base = await basePromise;
+    const config = commitConfig(base.config, info, {
+      layers: [{ diffId: layer.diffId, comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}` }], labels: snapshotLabels(spec),
+    });
+    const imageId = sha256(config);
+    const baseLayerCount = ((base.config.rootfs as { diff_ids?: unknown[] } | undefined)?.diff_ids ?? []).length;
+    const loading = local.finish(config, baseLayerCount, remoteRef === undefined ? [localRef] : [localRef, remoteRef]).then(() => { loaded = true; });
+    loading.catch(() => undefined);
+    const capture = (bytesPushed: number | null): SnapshotCapture => ({
+      method: 'precopy', passes, bytes_pushed: bytesPushed, volumes: mounts.volumes.map((v) => v.destination),
+    });
+    const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: roundMs(precopyMs), commit_ms: null, push_ms: null, index_ms: null };
+    if (target === undefined || remoteRef === undefined) {
+      await loading;
+      const size = (await ctx.docker.getImage(imageId).inspect()).Size;
+      return { imageRef: localRef, digest: imageId, sizeBytes: size, timings, capture: capture(null), excludedMounts: mounts.excluded };
+    }
+    await target.client.uploadBlob(target.repository, config, imageId, config.length);
+    const newLayer: Descriptor = { mediaType: MediaType.DockerLayerGzip, size: layer.size, digest: layer.digest };
+    const manifest = imageManifest(base.layers, newLayer, config);
+    const digest = await target.client.putManifest(target.repository, spec.tag, manifest.bytes, manifest.mediaType);
+    const pushMs = performance.now() - pushStart;
+    rememberImage(ctx.recordDir, config, [...base.layers, newLayer], `${target.host}/${target.repository}`);
+    const bytesPushed = layer.size + config.length + manifest.bytes.length + base.uploadedBytes;
+    progress({ phase: 'index', bytes_done: 0, bytes_total: null });
+
+    // 6. index (the local load finishes meanwhile)
+    const indexStart = performance.now();
+    let clipIndexRef: string | null = null;
+    try {
+      clipIndexRef = (await ctx.clip.publish(remoteRef, digest, [...base.indexed, layer.indexed])).clip_index_ref;
+    } catch (err) {
+      // The snapshot stands; the server builds the index with build_index instead.
+      ctx.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'clip index in the push pass failed; left to build_index');
+    }
+    const indexMs = performance.now() - indexStart;
+    await loading;
+    progress({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
+    ctx.log.info({
+      sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, digest, passes, layer_bytes: layer.size, layer_uncompressed: layer.uncompressedSize,
+      members: layer.members, stored_members: layer.storedMembers, base: base.source, base_mounted: base.layersMounted, base_uploaded: base.layersUploaded,
+      whiteouts: plan.whiteouts, opaque_dirs: plan.opaqueDirs, volumes: mounts.volumes.length, excluded_mounts: mounts.excluded.length,
+    }, 'pre-copy snapshot pushed');
+    return {
+      imageRef: remoteRef,
+      digest,
+      sizeBytes: base.layers.reduce((n, l) => n + l.size, 0) + layer.size + config.length,
+      timings: { ...timings, push_ms: roundMs(pushMs), index_ms: clipIndexRef === null ? null : roundMs(indexMs) },
+      clipIndexRef,
+      capture: capture(bytesPushed),
+      excludedMounts: mounts.excluded,
+    };
+  } catch (err) {
+    local?.abort();
+    if (loaded) {
+      for (const ref of remoteRef === undefined ? [localRef] : [localRef, remoteRef]) {
+        await ctx.docker.getImage(ref).remove().catch(() => undefined);
+      }
+    }
+    throw err;
+  } finally {
+    await precopy.dispose();
+    await pool.close();
+    for (const c of clients) await c.close().catch(() => undefined);
+  }
+}
