@@ -86,7 +86,12 @@ describe('snapshot on one host, restore on another', () => {
     expect(active.ttl_secs).toBe(3600);
     expect(typeof active.expires_at).toBe('string');
     const timings = obj(active.timings);
-    for (const key of ['pause_ms', 'commit_ms', 'push_ms']) expect(typeof timings[key]).toBe('number');
+    // Pre-copy (the default on overlay2): copied while running, paused for the last pass only,
+    // pushed without the engine with its clip index in the same pass.
+    for (const key of ['pause_ms', 'precopy_ms', 'push_ms', 'index_ms']) expect(typeof timings[key], key).toBe('number');
+    expect(timings.commit_ms).toBeNull();
+    expect(obj(active.capture).method).toBe('precopy');
+    expect(String(active.clip_index_ref)).toMatch(/\.clip$/);
     const imageRef = String(active.image_ref);
     expect(imageRef.startsWith(`${cluster.registry?.host}/cryo/snapshots:`)).toBe(true);
 

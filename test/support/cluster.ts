@@ -16,6 +16,10 @@ export interface HostSpec {
   registryPassword?: string;
   /** Extra environment for the executor process (fault injection). */
   env?: NodeJS.ProcessEnv;
+  /** The executor's `snapshots` block (method, compression_level, ...). */
+  snapshots?: Record<string, unknown>;
+  /** The executor's `docker.mounts`: mounts every sandbox of this host gets. */
+  dockerMounts?: Array<{ type: 'bind' | 'volume' | 'tmpfs'; source?: string; target: string; read_only?: boolean }>;
 }
 
 export interface ClusterOptions {
@@ -179,7 +183,7 @@ token: "${executorToken}"
 docker:
   host: ${engine.host}
   network: none
-labels:
+${spec.dockerMounts === undefined ? '' : `  mounts: ${JSON.stringify(spec.dockerMounts)}\n`}${spec.snapshots === undefined ? '' : `snapshots: ${JSON.stringify(spec.snapshots)}\n`}labels:
   host: ${name}
 state_dir: ${stateDir(name)}
 log_level: ${logLevel}

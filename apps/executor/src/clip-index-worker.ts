@@ -3,7 +3,6 @@
  * answering heartbeats and long polls while a layer is inflated. One long-lived worker, started
  * at the first job (TypeScript is compiled on the thread once, ~1 s), jobs one at a time.
  */
-import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { ClipError, type ClipErrorCode } from '@cryo/clip';
 import { RegistryError, type RegistryErrorCode } from '@cryo/registry-auth';
@@ -62,11 +61,10 @@ export class ClipIndexWorker {
 
   private start(): Worker {
     if (this.worker !== undefined) return this.worker;
-    const require = createRequire(import.meta.url);
     const worker = new Worker(BOOT, {
       eval: true,
       workerData: {
-        tsx: new URL(`file://${require.resolve('tsx/esm/api')}`).href,
+        tsx: import.meta.resolve('tsx/esm/api'),
         job: new URL('./clip-index-job.ts', import.meta.url).href,
       },
     });
