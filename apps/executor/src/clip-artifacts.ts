@@ -51,7 +51,7 @@ export class ClipArtifacts {
    * built on a worker thread; layers in `indexed` (a snapshot's new layer, indexed while it was
    * compressed) and layers indexed before on this host are not read again.
    */
-  async publish(imageRef: string, digest: string, indexed: IndexedLayer[] = []): Promise<BuildIndexResult> {
+  async publish(imageRef: string, digest: string, indexed: IndexedLayer[] = []): Promise<BuildIndexResult & { layers_read: number; thread_id: number }> {
     const ref = parseImageReference(imageRef);
     if (ref.tag === undefined) throw new CryoError('UNPROCESSABLE', `snapshot image ${imageRef} has no tag to name its clip index after`);
     const started = performance.now();
@@ -80,6 +80,8 @@ export class ClipArtifacts {
         index_ms: Math.round(performance.now() - started),
         index_size_bytes: built.index.length,
         image_size_bytes: built.compressedSize,
+        layers_read: built.layersRead,
+        thread_id: built.threadId,
       };
     } finally {
       await client.close();

@@ -10,6 +10,7 @@
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
+import { threadId } from 'node:worker_threads';
 import { buildIndex, type IndexedLayer } from '@cryo/clip';
 import { connectRegistry, parseImageReference } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
@@ -32,6 +33,8 @@ export interface IndexJobResult {
   compressedSize: number;
   /** layers read from the registry for this index (the others were given or cached) */
   layersRead: number;
+  /** the thread it ran on (not the event loop's, 0) */
+  threadId: number;
 }
 
 const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -106,7 +109,7 @@ export async function runIndexJob(job: IndexJob): Promise<IndexJobResult> {
       },
     });
     for (const [digest, layer] of given) keep(job.layerCacheDir, digest, layer);
-    return { index: built.index, files: built.files, spans: built.spans, uncompressedSize: built.uncompressedSize, compressedSize: built.compressedSize, layersRead };
+    return { index: built.index, files: built.files, spans: built.spans, uncompressedSize: built.uncompressedSize, compressedSize: built.compressedSize, layersRead, threadId };
   } finally {
     await client.close();
   }

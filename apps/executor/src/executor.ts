@@ -290,8 +290,8 @@ export class Executor {
       return { removed: [...removed] };
     },
     build_index: async ({ payload: p }, log) => {
-      const result = await this.clip.publish(p.image_ref, p.digest);
-      log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes }, 'clip index pushed');
+      const { layers_read: layersRead, thread_id: _thread, ...result } = await this.clip.publish(p.image_ref, p.digest);
+      log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes, layers_read: layersRead }, 'clip index pushed');
       return result;
     },
   };

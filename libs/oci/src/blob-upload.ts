@@ -1,9 +1,18 @@
 import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, type Readable } from 'node:stream';
 import { RegistryError } from '@cryo/registry-auth';
 import { algorithmOf, digestLike } from './digest';
 import { blobSubject, pushScope } from './scopes';
 import { discard, headerValue, type RegistryResponse, type RegistryTransport } from './transport';
+
+/** The body of one streamed PATCH (BlobUploadSession.openStream). */
+export interface BlobStreamWriter {
+  write(chunk: Buffer): Promise<void>;
+  /** finish the request; the session's next step is commit() */
+  end(): Promise<void>;
+  abort(): void;
+}
 
 export interface UploadedBlob {
   digest: string;
@@ -89,6 +98,46 @@ export class BlobUploadSession {
     const subject = { what: `an upload to ${this.repository}`, repository: this.repository };
     this.location = await patch(this.transport, this.location, chunk, this.written, pushScope(this.repository), subject);
     this.written += chunk.length;
+  }
+
+  /**
+   * One PATCH whose body streams out as it is written, the way `docker push` sends a layer: one
+   * request for the whole blob instead of a round trip (and, in distribution, a saved hash
+   * state) per chunk. `write` waits while the registry is behind; `end` finishes the request.
+   * The body cannot be replayed, which is safe here: the session's POST settled the credentials.
+   */
+  openStream(): BlobStreamWriter {
+    if (this.ended) throw new Error(`upload to ${this.repository} already ended`);
+    const body = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+    const subject = { what: `an upload to ${this.repository}`, repository: this.repository };
+    const request = this.transport.send({
+      method: 'PATCH', path: this.location, scope: pushScope(this.repository), headers: { 'content-type': 'application/octet-stream' }, body,
+    });
+    request.catch(() => undefined); // awaited by write (early end) and end
+    let sent = 0;
+    const earlyEnd = request.then(async (response) => {
+      throw response.status === 202
+        ? new Error(`registry ${this.transport.host} answered the upload to ${this.repository} before it was sent`)
+        : await this.transport.failure(response, subject, 'a streamed blob upload');
+    });
+    earlyEnd.catch(() => undefined);
+    return {
+      write: async (chunk: Buffer): Promise<void> => {
+        sent += chunk.length;
+        if (!body.write(chunk)) await Promise.race([once(body, 'drain'), earlyEnd]);
+      },
+      end: async (): Promise<void> => {
+        body.end();
+        const response = await request;
+        if (response.status !== 202) throw await this.transport.failure(response, subject, 'a streamed blob upload');
+        this.location = uploadLocation(this.transport, response);
+        await discard(response);
+        this.written += sent;
+      },
+      abort: (): void => {
+        body.destroy(new Error('upload abandoned'));
+      },
+    };
   }
 
   /** The closing PUT (with `last` as its body, if given): the blob is stored under `digest`. */

@@ -126,6 +126,17 @@ describe('RegistryClient against docker-registry 2.8 with htpasswd', () => {
     await expect(client.headBlob(REPO, sha256(other))).resolves.toBeUndefined();
   });
 
+  it('streams a blob in one PATCH while it is written, and the registry checks the digest at commit', async () => {
+    const parts = Array.from({ length: 40 }, () => randomBytes(100_000));
+    const whole = Buffer.concat(parts);
+    const session = await client.startBlobUpload(REPO);
+    const stream = session.openStream();
+    for (const part of parts) await stream.write(part);
+    await stream.end();
+    await expect(session.commit(sha256(whole))).resolves.toEqual({ digest: sha256(whole), size: whole.length });
+    expect((await collect((await client.getBlob(REPO, sha256(whole), { verify: true })).stream)).equals(whole)).toBe(true);
+  });
+
   it('refuses data that does not match its digest and leaves nothing behind', async () => {
     const data = randomBytes(100);
     const wrong = sha256(randomBytes(100));

@@ -3,7 +3,7 @@ export type { BlobHead, BlobStream, ManifestHead, ManifestResult, RegistryClient
 export { connectRegistry } from './connect';
 export type { ConnectOptions } from './connect';
 export { BlobContentError, BlobUploadSession } from './blob-upload';
-export type { UploadedBlob } from './blob-upload';
+export type { BlobStreamWriter, UploadedBlob } from './blob-upload';
 export { RegistryError, isRegistryError } from '@cryo/registry-auth';
 export type { RegistryErrorCode } from '@cryo/registry-auth';
 export {

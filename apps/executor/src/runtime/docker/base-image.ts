@@ -241,13 +241,16 @@ async function fromDockerSave(ctx: BaseContext, imageId: string): Promise<BaseIm
     const indexed: IndexedLayer[] = [];
     for (const [i, file] of entry.Layers.entries()) {
       const session = await ctx.target.client.startBlobUpload(ctx.target.repository);
+      const upload = session.openStream();
       try {
-        const layer = await compressLayer(createReadStream(join(dir, file), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, ctx.pool, { upload: session });
+        const layer = await compressLayer(createReadStream(join(dir, file), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, ctx.pool, { upload });
         if (layer.diffId !== diffIds[i]) throw new CryoError('INTERNAL', `layer ${i} of ${imageId} from docker save has diff_id ${layer.diffId}, its config says ${diffIds[i]}`);
+        await upload.end();
         await session.commit(layer.digest);
         layers.push({ mediaType: MediaType.DockerLayerGzip, size: layer.size, digest: layer.digest });
         indexed.push(layer.indexed);
       } catch (err) {
+        upload.abort();
         await session.cancel();
         throw err;
       }

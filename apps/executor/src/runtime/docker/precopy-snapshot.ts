@@ -12,6 +12,7 @@
  * Without a snapshot registry, 4 and 5 only load the image into the local engine.
  */
 import { createHash } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
@@ -85,6 +86,7 @@ export async function precopySnapshot(
   const image = await ctx.docker.getImage(info.Image).inspect();
   const mounts = planMounts(info, image.Config.Volumes);
   const work = join(ctx.workDir, spec.snapshotId);
+  await mkdir(work, { recursive: true });
   const precopy = new Precopy(copySources(upperDir, mounts.volumes), join(work, 'store'));
   const localRef = localSnapshotRef(spec.tag);
   const remoteRef = ctx.registry === undefined ? undefined : registrySnapshotRef(ctx.registry, spec.tag);
@@ -138,16 +140,19 @@ export async function precopySnapshot(
     if (plan.socketsSkipped.length > 0) ctx.log.info({ sockets: plan.socketsSkipped.slice(0, 20) }, 'sockets are left out of the snapshot, as docker commit leaves them out');
     local = new LocalLoad(ctx.docker, plan.size);
     const session = target === undefined ? undefined : await target.client.startBlobUpload(target.repository);
+    const upload = session?.openStream();
     let layer;
     try {
       const sink = local;
       layer = await compressLayer(layerStream(plan), pool, {
-        ...(session === undefined ? {} : { upload: session }),
+        ...(upload === undefined ? {} : { upload }),
         raw: (chunk) => sink.write(chunk),
         progress: (done) => progress({ phase: 'push', bytes_done: done, bytes_total: plan.size }),
       }, { expectedSize: plan.size });
+      await upload?.end();
       await session?.commit(layer.digest);
     } catch (err) {
+      upload?.abort();
       await session?.cancel();
       throw err;
     }
@@ -216,6 +221,7 @@ export async function precopySnapshot(
     throw err;
   } finally {
     await precopy.dispose();
+    await rm(work, { recursive: true, force: true });
     await pool.close();
     for (const c of clients) await c.close().catch(() => undefined);
   }

@@ -44,14 +44,13 @@ describe('compressLayer', () => {
     const layer = await compressLayer(pieces(tar, 100_000), pool, {
       upload: { write: async (c) => { uploaded.push(Buffer.from(c)); } },
       raw: async (c) => { raw.push(Buffer.from(c)); },
-    }, { span, uploadChunk: 300_000, expectedSize: tar.length });
+    }, { span, expectedSize: tar.length });
     const blob = Buffer.concat(uploaded);
     expect(Buffer.concat(raw).equals(tar)).toBe(true);
     expect(gunzipSync(blob).equals(tar)).toBe(true); // one valid gzip stream, all members
     expect(layer).toMatchObject({ digest: sha256(blob), diffId: sha256(tar), size: blob.length, uncompressedSize: tar.length });
     expect(layer.members).toBe(Math.ceil(tar.length / span));
     expect(layer.storedMembers).toBeGreaterThan(0); // the random file is stored, not compressed
-    expect(uploaded.length).toBeGreaterThan(1);
 
     const reference = new LayerIndexer('gzip', span);
     reference.push(blob);
@@ -84,7 +83,7 @@ describe('compressLayer', () => {
 
   it('a failing upload fails the layer and leaves no stray rejection', async () => {
     const tar = fixtureTar();
-    await expect(compressLayer(pieces(tar, 65536), pool, { upload: { write: async () => { throw new Error('registry went away'); } } }, { uploadChunk: 10_000 }))
+    await expect(compressLayer(pieces(tar, 65536), pool, { upload: { write: async () => { throw new Error('registry went away'); } } }))
       .rejects.toThrow('registry went away');
   });
 });

@@ -1,7 +1,8 @@
 /**
  * One pass over an uncompressed layer tar that does everything a push needs, while it is read:
  * - compresses it on every core (gzip-pool.ts: one gzip member per span of output),
- * - uploads the compressed bytes in PATCH chunks as they come (libs/oci BlobUploadSession),
+ * - streams the compressed bytes to the registry as they come (one PATCH, libs/oci
+ *   BlobUploadSession.openStream),
  * - hashes both (digest and diff_id),
  * - hands the uncompressed bytes to a local sink (the local engine's `docker load`),
  * - and builds the layer's clip index: a member start is a checkpoint with an empty window, so
@@ -13,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { DEFAULT_SPAN, TarParser, type IndexedLayer, type SpanRecord, type TarEntry } from '@cryo/clip';
 import { MEMBER_HEADER_BYTES, type CompressedChunk, type GzipPool } from './gzip-pool';
 
-/** Where compressed bytes go, in order (libs/oci's BlobUploadSession). */
+/** Where compressed bytes go, in order (libs/oci's BlobStreamWriter); `write` waits while it is behind. */
 export interface ChunkUpload {
   write(chunk: Buffer): Promise<void>;
 }
@@ -30,8 +31,6 @@ export interface LayerSinks {
 export interface CompressOptions {
   /** uncompressed bytes per gzip member and clip span (default clip's 1 MiB) */
   span?: number;
-  /** compressed bytes per PATCH request (default 8 MiB) */
-  uploadChunk?: number;
   /** the uncompressed size the source promised: a different length is an error */
   expectedSize?: number;
 }
@@ -73,7 +72,6 @@ export async function* spans(source: AsyncIterable<Buffer>, size: number): Async
 
 export async function compressLayer(source: AsyncIterable<Buffer>, pool: GzipPool, sinks: LayerSinks, opts: CompressOptions = {}): Promise<CompressedLayer> {
   const span = opts.span ?? DEFAULT_SPAN;
-  const uploadChunk = opts.uploadChunk ?? 8 * 1024 * 1024;
   const diffHash = createHash('sha256');
   const blobHash = createHash('sha256');
   const entries: TarEntry[] = [];
@@ -109,11 +107,7 @@ export async function compressLayer(source: AsyncIterable<Buffer>, pool: GzipPoo
     uoff += head.length;
     coff += done.gzip.length;
     blobHash.update(done.gzip);
-    if (sinks.upload !== undefined) {
-      batch.push(done.gzip);
-      batchBytes += done.gzip.length;
-      if (batchBytes >= uploadChunk) await flushUpload();
-    }
+    await sinks.upload?.write(done.gzip);
     sinks.progress?.(uoff);
   };
 
@@ -128,12 +122,9 @@ export async function compressLayer(source: AsyncIterable<Buffer>, pool: GzipPoo
       if (inFlight.length >= maxInFlight) await settleOldest();
     }
     while (inFlight.length > 0) await settleOldest();
-    await flushUpload();
-    await uploading;
   } catch (err) {
     // Do not leave rejections of chunks nobody awaits any more.
     for (const pending of inFlight) pending.chunk.catch(() => undefined);
-    await uploading.catch(() => undefined);
     throw err;
   }
   parser.end();
