@@ -258,12 +258,11 @@ export class DockerDriver implements RuntimeDriver {
     if (!info.State.Running) throw new CryoError('CONFLICT', `sandbox ${spec.sandboxId} is not running (container is ${info.State.Status})`);
     const container = this.docker.getContainer(info.Id);
     const control = {
-      pause: async () => {
-        this.opts.pauseJournal.willPause({
-          container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
-        });
-        await container.pause();
-      },
+      // Written down before the pause (outside the pause window): a crash while paused is undone at the next start.
+      prepare: () => this.opts.pauseJournal.willPause({
+        container_id: info.Id, sandbox_id: spec.sandboxId, op_id: spec.opId, paused_at: new Date().toISOString(), pid: process.pid,
+      }),
+      pause: () => container.pause(),
       resume: () => this.unpause(container, info.Id),
       onStuck: (err: unknown) => this.opts.log.error({ err: daemonText(err), container_id: info.Id }, 'unpause failed; recovery at the next start retries'),
     };
@@ -307,13 +306,16 @@ export class DockerDriver implements RuntimeDriver {
     return { imageRef: remoteRef, digest, pushMs: performance.now() - pushStart };
   }
 
-  /** Unpause when paused, and strike it from the pause journal; a container that is gone counts as unpaused. */
+  /**
+   * Unpause, and strike it from the pause journal; a container that is not paused (any more) or
+   * gone counts as unpaused. One call to the engine: it is inside the pause window.
+   */
   private async unpause(container: Docker.Container, containerId: string): Promise<void> {
     try {
-      const state = (await container.inspect()).State;
-      if (state.Paused) await container.unpause();
+      await container.unpause();
     } catch (err) {
-      if (statusCode(err) !== 404) throw err;
+      const notPaused = /is not paused/i.test(daemonText(err));
+      if (statusCode(err) !== 404 && !notPaused) throw err;
     }
     this.opts.pauseJournal.unpaused(containerId);
   }

@@ -5,6 +5,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface PauseControl {
+  /** Called before the pause, outside the measured window (e.g. write a pause journal record). */
+  prepare?(): void;
   pause(): Promise<void>;
   /** Make the sandbox run again; a no-op when it is not paused (or gone). */
   resume(): Promise<void>;
@@ -44,6 +46,7 @@ export async function pauseWithResume<T>(
   work: () => Promise<T>,
   onStuck: (err: unknown) => void,
 ): Promise<PausedResult<T>> {
+  control.prepare?.();
   const pausedAt = performance.now();
   let value: T;
   try {

@@ -132,6 +132,28 @@ describe('Precopy passes', () => {
     await pre.dispose();
   });
 
+  it.skipIf(process.getuid?.() !== 0)('sees an xattr set between the passes (its ctime moves), and keeps xattrs of untouched entries', async () => {
+    const src = join(root, 'xattr');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    writeFileSync(join(src, 'tool'), 'x');
+    writeFileSync(join(src, 'other'), 'y');
+    execFileSync('setfattr', ['-n', 'security.capability', '-v', '0x0100000200200000000000000000000000000000', join(src, 'other')]);
+    const pre = new Precopy([{ root: src, at: '', skip: [], opaque: false }], join(root, 'xattr-store'));
+    await pre.pass(false);
+    expect(pre.captured().find((e) => e.layerPath === 'other')?.xattrs.has('security.capability')).toBe(true);
+    await pre.pass(false); // nothing changed: xattrs come from the previous scan
+    expect(pre.captured().find((e) => e.layerPath === 'other')?.xattrs.has('security.capability')).toBe(true);
+    execFileSync('setfattr', ['-n', 'security.capability', '-v', '0x0100000200200000000000000000000000000000', join(src, 'tool')]);
+    execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(src, 'd')]);
+    const last = await pre.pass(true);
+    expect(last.changed).toBe(2);
+    const captured = pre.captured();
+    expect(captured.find((e) => e.layerPath === 'tool')?.xattrs.has('security.capability')).toBe(true);
+    expect(captured.find((e) => e.layerPath === 'd')?.xattrs.get('trusted.overlay.opaque')?.toString()).toBe('y');
+    expect(captured.find((e) => e.layerPath === 'other')?.xattrs.has('security.capability')).toBe(true);
+    await pre.dispose();
+  });
+
   it('places a volume at its path, opaque, over what the writable layer holds there', async () => {
     const upper = join(root, 'upper-v');
     const volume = join(root, 'volume');

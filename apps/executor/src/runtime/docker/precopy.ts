@@ -116,10 +116,10 @@ export class Precopy {
     if (this.passes === 0) await mkdir(this.storeDir, { recursive: true });
     if (!paused && this.passes > 0) for (const root of new Set(this.sources.map((s) => s.root))) await syncFs(root);
     const scanStart = Date.now();
-    const scanned = await Promise.all(this.sources.map(async (source) => {
-      const tree = await scanTree(source.root, { frozen: paused });
-      for (const path of [...tree.keys()]) if (source.skip.some((s) => under(path, s) && s !== '')) tree.delete(path);
-      return tree;
+    const scanned = await Promise.all(this.sources.map(async (source, i) => {
+      const previous = this.trees[i];
+      const skip = (path: string): boolean => source.skip.some((s) => s !== '' && under(path, s));
+      return scanTree(source.root, { frozen: paused, skip, ...(previous === undefined ? {} : { previous }) });
     }));
     let changed = 0;
     const toCopy: Array<{ key: string; source: number; entry: TreeEntry }> = [];

@@ -164,6 +164,13 @@ function rdevParts(rdev: bigint): { major: number; minor: number } {
 export interface ScanOptions {
   /** The tree is frozen (its sandbox is paused): any read error is a failure, not a race. */
   frozen: boolean;
+  /**
+   * The previous scan of the same tree: when no entry is new and none changed its ctime (a
+   * changed xattr changes it), the xattrs are taken from there and getfattr does not run.
+   */
+  previous?: Map<string, TreeEntry>;
+  /** Entries to leave out (with what is below them: the caller says so for both). */
+  skip?: (path: string) => boolean;
 }
 
 /**
@@ -172,22 +179,30 @@ export interface ScanOptions {
  */
 export async function scanTree(root: string, opts: ScanOptions): Promise<Map<string, TreeEntry>> {
   const prefix = root.replace(/\/+$/, '');
-  const [found, attrs] = await Promise.all([
-    run('find', [prefix, '-printf', FIND_FORMAT]),
-    run('getfattr', ['-R', '-P', '-h', '-d', '-e', 'hex', '--absolute-names', '-m', XATTR_PATTERN, prefix]),
-  ]);
+  const walk = run('find', [prefix, '-printf', FIND_FORMAT]);
+  const readXattrs = (): Promise<RunResult> => run('getfattr', ['-R', '-P', '-h', '-d', '-e', 'hex', '--absolute-names', '-m', XATTR_PATTERN, prefix]);
+  // Without a previous scan both walks run at once; with one, getfattr only if something changed.
+  const attrsEarly = opts.previous === undefined ? readXattrs() : undefined;
+  const found = await walk;
   if (found.code !== 0 && (opts.frozen || !onlyVanished(found.stderr))) {
     throw new ScanError(`find ${prefix} failed: ${found.stderr || `exit ${found.code}`}`);
   }
-  if (attrs.code !== 0 && (opts.frozen || !onlyVanished(attrs.stderr))) {
-    throw new ScanError(`getfattr -R ${prefix} failed: ${attrs.stderr || `exit ${attrs.code}`}`);
-  }
-  const xattrs = parseGetfattrOutput(attrs.stdout, nameFromBytes(Buffer.from(prefix)));
   const entries = new Map<string, TreeEntry>();
-  for (const entry of parseFindOutput(found.stdout)) {
-    const x = xattrs.get(entry.path);
-    if (x !== undefined) entry.xattrs = x;
-    entries.set(entry.path, entry);
+  for (const entry of parseFindOutput(found.stdout)) if (opts.skip?.(entry.path) !== true) entries.set(entry.path, entry);
+  const previous = opts.previous;
+  const unchanged = previous !== undefined && [...entries.values()].every((e) => {
+    const old = previous.get(e.path);
+    return old !== undefined && old.ctime === e.ctime && old.ino === e.ino;
+  });
+  if (unchanged) {
+    for (const e of entries.values()) e.xattrs = previous.get(e.path)?.xattrs ?? new Map();
+  } else {
+    const attrs = await (attrsEarly ?? readXattrs());
+    if (attrs.code !== 0 && (opts.frozen || !onlyVanished(attrs.stderr))) {
+      throw new ScanError(`getfattr -R ${prefix} failed: ${attrs.stderr || `exit ${attrs.code}`}`);
+    }
+    const xattrs = parseGetfattrOutput(attrs.stdout, nameFromBytes(Buffer.from(prefix)));
+    for (const e of entries.values()) e.xattrs = xattrs.get(e.path) ?? new Map();
   }
   const root0 = entries.get('');
   if (root0 === undefined || root0.kind !== 'directory') throw new ScanError(`${prefix} is not a directory`);
