@@ -7,7 +7,7 @@ import Docker from 'dockerode';
 import type { ImagePushOptions } from 'dockerode';
 import type { Logger } from 'pino';
 import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PassThrough } from 'node:stream';
@@ -97,6 +97,9 @@ export class DockerDriver implements RuntimeDriver {
     list: () => this.cachedSnapshotImages(),
     remove: (refs) => this.removeSnapshotImages(refs),
   };
+
+  /** Snapshot images still being loaded into the engine, by ref (pre-copy loads after reporting). */
+  private readonly localLoads = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: DockerDriverOptions) {}
 
@@ -273,6 +276,7 @@ export class DockerDriver implements RuntimeDriver {
       return precopySnapshot({
         docker: this.docker, registry: this.opts.registry, access: this.opts.access, clip: this.opts.clip, workDir, recordDir,
         settings: this.opts.snapshots, log: this.opts.log.child({ snapshot_id: spec.snapshotId }), ...hold,
+        inBackground: (refs, work) => this.loadingInBackground(refs, work),
       }, spec, info, control, progress);
     }
     return commitSnapshot({
@@ -280,6 +284,22 @@ export class DockerDriver implements RuntimeDriver {
       push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
       removeImages: (refs) => this.removeImages(refs),
     }, repoAndTag, spec, info, control, progress);
+  }
+
+  /**
+   * A snapshot image being loaded into this engine after its snapshot was reported: a restore of
+   * it waits for the load (no pull), a delete waits too (no tags left behind). A failed load is
+   * logged and undone; a restore then pulls.
+   */
+  private loadingInBackground(refs: string[], work: Promise<void>): void {
+    const settled = work.catch(async (err: unknown) => {
+      this.opts.log.warn({ refs, err: err instanceof Error ? err.message : String(err) }, 'loading the snapshot image into the local engine failed; a restore here pulls it');
+      await this.removeImages(refs);
+    });
+    for (const ref of refs) this.localLoads.set(ref, settled);
+    void settled.finally(() => {
+      for (const ref of refs) if (this.localLoads.get(ref) === settled) this.localLoads.delete(ref);
+    });
   }
 
   /** The configured method; `auto` is pre-copy when the container's overlay2 upper dir is readable here. */
@@ -362,6 +382,7 @@ export class DockerDriver implements RuntimeDriver {
 
   /** Restore: use the snapshot image if this engine has it, else pull it (pinned by digest). */
   private async ensureSnapshotImage(imageRef: string, digest: string | null, progress: ProgressSink): Promise<string> {
+    await this.localLoads.get(imageRef);
     if (await this.imageExists(imageRef)) return imageRef;
     if (isLocalSnapshotRef(imageRef)) {
       throw new CryoError('NOT_FOUND', `snapshot image ${imageRef} is local to another executor and not on this one`);
@@ -396,11 +417,14 @@ export class DockerDriver implements RuntimeDriver {
   private async removeSnapshotImages(refs: string[]): Promise<string[]> {
     const all = new Set(refs);
     for (const ref of refs) all.add(localSnapshotRef(repoAndTag(ref).tag));
+    await Promise.all([...all].map((ref) => this.localLoads.get(ref)));
     return this.removeImages([...all]);
   }
 
   /** Unpause every container a crashed snapshot left paused (from the on-disk journal). */
   async recover(): Promise<Recovery[]> {
+    // Copies of snapshots a crash interrupted (nothing runs yet at this point).
+    await rm(join(this.opts.stateDir, 'snapshots'), { recursive: true, force: true });
     const recovered: Recovery[] = [];
     for (const record of this.opts.pauseJournal.pending()) {
       const stuck = await resumeWithRetries(() => this.unpause(this.docker.getContainer(record.container_id), record.container_id));

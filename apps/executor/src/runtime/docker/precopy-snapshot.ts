@@ -27,7 +27,7 @@ import { pauseWithResume, roundMs, type PauseControl } from '../pause-window';
 import { baseConfigHere, baseInTarget, rememberImage, type BaseImage, type TargetRepository } from './base-image';
 import { GzipPool } from './gzip-pool';
 import { LocalLoad, commitConfig } from './image-publish';
-import { layerStream, planLayer } from './layer-from-upper';
+import { layerStream, planLayer, type LayerPlan } from './layer-from-upper';
 import { layerPathOf, planMounts } from './mounts';
 import { Precopy, type CopySource } from './precopy';
 import { compressLayer } from './push-pipeline';
@@ -54,6 +54,8 @@ export interface PrecopyContext {
   log: Logger;
   /** fault injection for tests: stay paused this long */
   holdPausedMs?: number;
+  /** work that goes on after the snapshot is reported (the local engine's copy of `refs`) */
+  inBackground: (refs: string[], work: Promise<void>) => void;
 }
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -78,6 +80,7 @@ export async function precopySnapshot(
   control: PauseControl & { onStuck: (err: unknown) => void },
   progress: ProgressSink,
 ): Promise<SnapshotOutcome> {
+  const started = performance.now();
   // 1. plan
   const upperDir = (info.GraphDriver.Data as Record<string, string | undefined> | undefined)?.UpperDir;
   if (info.GraphDriver.Name !== 'overlay2' || upperDir === undefined) {
@@ -99,8 +102,11 @@ export async function precopySnapshot(
     clients.push(c);
     return c;
   };
-  let local: LocalLoad | undefined;
-  let loaded = false;
+  let handedOff = false;
+  const cleanup = async (): Promise<void> => {
+    await precopy.dispose();
+    await rm(work, { recursive: true, force: true });
+  };
   try {
     if (ctx.registry !== undefined) target = { client: await client(ctx.registry.url), host: ctx.registry.url, repository: ctx.registry.repository };
     const baseCtx = { docker: ctx.docker, client, recordDir: ctx.recordDir, workDir: work, pool };
@@ -134,48 +140,43 @@ export async function precopySnapshot(
     }, control.onStuck);
     passes.push(paused.value);
 
-    // 4. layer: compress + upload + local load + index, one pass
+    // 4. layer: compress + upload + index, one pass (no registry: straight into the local engine)
     const pushStart = performance.now();
     const plan = planLayer(precopy.captured());
     if (plan.socketsSkipped.length > 0) ctx.log.info({ sockets: plan.socketsSkipped.slice(0, 20) }, 'sockets are left out of the snapshot, as docker commit leaves them out');
-    local = new LocalLoad(ctx.docker, plan.size);
-    const session = target === undefined ? undefined : await target.client.startBlobUpload(target.repository);
-    const upload = session?.openStream();
-    let layer;
-    try {
-      const sink = local;
-      layer = await compressLayer(layerStream(plan), pool, {
-        ...(upload === undefined ? {} : { upload }),
-        raw: (chunk) => sink.write(chunk),
-        progress: (done) => progress({ phase: 'push', bytes_done: done, bytes_total: plan.size }),
-      }, { expectedSize: plan.size });
-      await upload?.end();
-      await session?.commit(layer.digest);
-    } catch (err) {
-      upload?.abort();
-      await session?.cancel();
-      throw err;
-    }
-    await precopy.dispose();
-
-    // 5. publish: config (docker commit's), manifest, local tags
-    const base = await basePromise;
-    const config = commitConfig(base.config, info, {
-      layers: [{ diffId: layer.diffId, comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}` }], labels: snapshotLabels(spec),
-    });
-    const imageId = sha256(config);
-    const baseLayerCount = ((base.config.rootfs as { diff_ids?: unknown[] } | undefined)?.diff_ids ?? []).length;
-    const loading = local.finish(config, baseLayerCount, remoteRef === undefined ? [localRef] : [localRef, remoteRef]).then(() => { loaded = true; });
-    loading.catch(() => undefined);
     const capture = (bytesPushed: number | null): SnapshotCapture => ({
       method: 'precopy', passes, bytes_pushed: bytesPushed, volumes: mounts.volumes.map((v) => v.destination),
     });
     const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: roundMs(precopyMs), commit_ms: null, push_ms: null, index_ms: null };
+    const configFor = async (diffId: string): Promise<Buffer> => commitConfig((await basePromise).config, info, {
+      layers: [{ diffId, comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}` }], labels: snapshotLabels(spec),
+    });
+    const baseLayerCount = async (): Promise<number> => (((await basePromise).config.rootfs as { diff_ids?: unknown[] } | undefined)?.diff_ids ?? []).length;
     if (target === undefined || remoteRef === undefined) {
-      await loading;
+      const imageId = await loadLocally(ctx.docker, plan, configFor, await baseLayerCount(), [localRef]);
       const size = (await ctx.docker.getImage(imageId).inspect()).Size;
       return { imageRef: localRef, digest: imageId, sizeBytes: size, timings, capture: capture(null), excludedMounts: mounts.excluded };
     }
+    const session = await target.client.startBlobUpload(target.repository);
+    const upload = session.openStream();
+    let layer;
+    try {
+      layer = await compressLayer(layerStream(plan), pool, {
+        upload,
+        progress: (done) => progress({ phase: 'push', bytes_done: done, bytes_total: plan.size }),
+      }, { expectedSize: plan.size });
+      await upload.end();
+      await session.commit(layer.digest);
+    } catch (err) {
+      upload.abort();
+      await session.cancel();
+      throw err;
+    }
+
+    // 5. publish: config (docker commit's), manifest
+    const base = await basePromise;
+    const config = await configFor(layer.diffId);
+    const imageId = sha256(config);
     await target.client.uploadBlob(target.repository, config, imageId, config.length);
     const newLayer: Descriptor = { mediaType: MediaType.DockerLayerGzip, size: layer.size, digest: layer.digest };
     const manifest = imageManifest(base.layers, newLayer, config);
@@ -183,9 +184,19 @@ export async function precopySnapshot(
     const pushMs = performance.now() - pushStart;
     rememberImage(ctx.recordDir, config, [...base.layers, newLayer], `${target.host}/${target.repository}`);
     const bytesPushed = layer.size + config.length + manifest.bytes.length + base.uploadedBytes;
-    progress({ phase: 'index', bytes_done: 0, bytes_total: null });
 
-    // 6. index (the local load finishes meanwhile)
+    // The local engine's copy is made from the same stored files while the index is built and
+    // after the snapshot is reported: a restore on this host waits for it (inBackground), not
+    // the snapshot. Off the critical path, it does not compete with the push for disk and CPU.
+    const refs = [localRef, remoteRef];
+    const loading = loadLocally(ctx.docker, plan, async () => config, base.layers.length, refs, layer.diffId)
+      .finally(() => cleanup())
+      .then(() => undefined);
+    handedOff = true;
+    ctx.inBackground(refs, loading);
+
+    // 6. index
+    progress({ phase: 'index', bytes_done: 0, bytes_total: null });
     const indexStart = performance.now();
     let clipIndexRef: string | null = null;
     try {
@@ -195,12 +206,12 @@ export async function precopySnapshot(
       ctx.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'clip index in the push pass failed; left to build_index');
     }
     const indexMs = performance.now() - indexStart;
-    await loading;
     progress({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
     ctx.log.info({
       sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, digest, passes, layer_bytes: layer.size, layer_uncompressed: layer.uncompressedSize,
       members: layer.members, stored_members: layer.storedMembers, base: base.source, base_mounted: base.layersMounted, base_uploaded: base.layersUploaded,
       whiteouts: plan.whiteouts, opaque_dirs: plan.opaqueDirs, volumes: mounts.volumes.length, excluded_mounts: mounts.excluded.length,
+      push_ms: roundMs(pushMs), index_ms: roundMs(indexMs), total_ms: roundMs(performance.now() - started), image_id: imageId,
     }, 'pre-copy snapshot pushed');
     return {
       imageRef: remoteRef,
@@ -211,18 +222,43 @@ export async function precopySnapshot(
       capture: capture(bytesPushed),
       excludedMounts: mounts.excluded,
     };
-  } catch (err) {
-    local?.abort();
-    if (loaded) {
-      for (const ref of remoteRef === undefined ? [localRef] : [localRef, remoteRef]) {
-        await ctx.docker.getImage(ref).remove().catch(() => undefined);
-      }
-    }
-    throw err;
   } finally {
-    await precopy.dispose();
-    await rm(work, { recursive: true, force: true });
     await pool.close();
     for (const c of clients) await c.close().catch(() => undefined);
+    if (!handedOff) await cleanup();
   }
+}
+
+/**
+ * Stream the layer of `plan` into the local engine (`docker load` of that layer alone) with the
+ * config `configFor(diff_id)`; returns the image id. `expectedDiffId`: the layer pushed from the
+ * same files, which this one must equal.
+ */
+async function loadLocally(
+  docker: Docker,
+  plan: LayerPlan,
+  configFor: (diffId: string) => Promise<Buffer>,
+  baseLayers: number,
+  refs: string[],
+  expectedDiffId?: string,
+): Promise<string> {
+  const load = new LocalLoad(docker, plan.size);
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of layerStream(plan)) {
+      hash.update(chunk);
+      await load.write(chunk);
+    }
+  } catch (err) {
+    load.abort();
+    throw err;
+  }
+  const diffId = `sha256:${hash.digest('hex')}`;
+  if (expectedDiffId !== undefined && diffId !== expectedDiffId) {
+    load.abort();
+    throw new CryoError('INTERNAL', `the stored copy changed: layer ${diffId} for the local engine, ${expectedDiffId} pushed`);
+  }
+  const config = await configFor(diffId);
+  await load.finish(config, baseLayers, refs);
+  return sha256(config);
 }
