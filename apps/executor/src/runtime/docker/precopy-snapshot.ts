@@ -73,13 +73,27 @@ function copySources(upperDir: string, volumes: Array<{ destination: string; sou
   ];
 }
 
+/** At most one report per `everyMs` within a phase; a new phase is reported at once. */
+function throttled(sink: ProgressSink, everyMs = 250): ProgressSink {
+  let last = 0;
+  let phase = '';
+  return (p) => {
+    const now = performance.now();
+    if (p.phase === phase && now - last < everyMs) return;
+    phase = p.phase;
+    last = now;
+    sink(p);
+  };
+}
+
 export async function precopySnapshot(
   ctx: PrecopyContext,
   spec: SnapshotSpec,
   info: Docker.ContainerInspectInfo,
   control: PauseControl & { onStuck: (err: unknown) => void },
-  progress: ProgressSink,
+  report: ProgressSink,
 ): Promise<SnapshotOutcome> {
+  const progress = throttled(report);
   const started = performance.now();
   // 1. plan
   const upperDir = (info.GraphDriver.Data as Record<string, string | undefined> | undefined)?.UpperDir;
@@ -206,7 +220,7 @@ export async function precopySnapshot(
       ctx.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'clip index in the push pass failed; left to build_index');
     }
     const indexMs = performance.now() - indexStart;
-    progress({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
+    report({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
     ctx.log.info({
       sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, digest, passes, layer_bytes: layer.size, layer_uncompressed: layer.uncompressedSize,
       members: layer.members, stored_members: layer.storedMembers, base: base.source, base_mounted: base.layersMounted, base_uploaded: base.layersUploaded,
