@@ -147,6 +147,24 @@ describe('POST /sandboxes/{id}/fork', () => {
     expect((await h.api('GET', `/sandboxes/${sandboxId}`)).json.status).toBe('running');
   });
 
+  it('starts lazy forks at the push when the snapshot result brings its clip index (pre-copy)', async () => {
+    const { executor: a, sandboxId } = await runningSandbox(h, 'exec-a');
+    const lazy = h.executor('exec-l', { capabilities: { lazy: true, lazy_unavailable_reason: null } });
+    await lazy.heartbeat();
+    const reply = await h.api('POST', `/sandboxes/${sandboxId}/fork`, { count: 2, mode: 'lazy' });
+    expect(reply.status).toBe(202);
+    const push = await a.pollOne('snapshot');
+    const ref = `127.0.0.1:5001/cryo/snapshots:${push.payload.tag}`;
+    await a.ok(push.op_id, {
+      image_ref: ref, digest: `sha256:${'d'.repeat(64)}`, size_bytes: 10,
+      timings: { pause_ms: 1, precopy_ms: 5, commit_ms: null, push_ms: 1, index_ms: 2 }, clip_index_ref: `${ref}.clip`,
+    });
+    const ops = await creates(lazy);
+    expect(ops).toHaveLength(2);
+    expect(ops[0]?.payload.restore).toMatchObject({ mode: 'lazy', clip_index_ref: `${ref}.clip` });
+    expect((await a.poll()).map((o) => o.kind)).not.toContain('build_index');
+  });
+
   it('starts lazy forks once the clip index is there, and ends them with the reason when the snapshot fails', async () => {
     const { executor: a, sandboxId } = await runningSandbox(h, 'exec-a');
     const lazy = h.executor('exec-l', { capabilities: { lazy: true, lazy_unavailable_reason: null } });

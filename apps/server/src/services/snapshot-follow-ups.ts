@@ -37,6 +37,8 @@ export class SnapshotFollowUps {
       return;
     }
     await this.release(tx, snapshot, 'eager');
+    // A pre-copy snapshot is indexed in the same pass as its push: lazy forks start now too.
+    if (snapshot.clip_index_ref !== null) await this.release(tx, snapshot, 'lazy');
     // A lazy fork reads through the clip index, which only a pushed registry image gets.
     if (snapshot.image_ref === null || isLocalSnapshotRef(snapshot.image_ref) || snapshot.digest === null) {
       await this.endWaiting(tx, snapshotId, 'lazy', `snapshot ${snapshotId} has no digest to build a clip index from; fork it with mode "eager"`);
