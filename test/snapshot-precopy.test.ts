@@ -119,7 +119,15 @@ describe('pre-copy snapshots', () => {
 
     const active = await snapshot(sandbox);
     expect(obj(active.capture).method).toBe('precopy');
-    const ours = layerView((await lastLayerFromRegistry(String(active.image_ref), access())).tar);
+    // The clip index came with the push: set when the snapshot turned active, no build_index round.
+    expect(active.clip_index_ref).toMatch(/\.clip$/);
+    const pushed = await lastLayerFromRegistry(String(active.image_ref), access());
+    // The base's layers were mounted from base/rich, not uploaded again: what was pushed is the
+    // new layer plus config and manifest.
+    expect(pushed.baseSize).toBeGreaterThan(500_000);
+    expect(Number(obj(active.capture).bytes_pushed)).toBeGreaterThan(pushed.size);
+    expect(Number(obj(active.capture).bytes_pushed)).toBeLessThan(pushed.size + 64 * 1024);
+    const ours = layerView(pushed.tar);
 
     docker(engineHost('A'), ['commit', `cryo-${sandbox}`, 'compare/commit:1']);
     const theirs = layerView(lastLayerFromEngine(engineHost('A'), 'compare/commit:1'));

@@ -50,8 +50,11 @@ export function layerView(tar: Buffer): Map<string, EntryView> {
   return view;
 }
 
-/** The last layer of `ref` in its registry, uncompressed. */
-export async function lastLayerFromRegistry(ref: string, access: RegistryAccessSettings): Promise<{ tar: Buffer; mediaType: string; layers: number }> {
+/**
+ * The last layer of `ref` in its registry, uncompressed (`tar`), with its size as stored
+ * (`size`, bytes) and the stored size of the layers under it (`baseSize`, bytes).
+ */
+export async function lastLayerFromRegistry(ref: string, access: RegistryAccessSettings): Promise<{ tar: Buffer; mediaType: string; layers: number; size: number; baseSize: number }> {
   const parsed = parseImageReference(ref);
   const client = await connectRegistry(parsed.host, access);
   try {
@@ -63,7 +66,8 @@ export async function lastLayerFromRegistry(ref: string, access: RegistryAccessS
     for await (const p of stream) parts.push(p as Buffer);
     const blob = Buffer.concat(parts);
     const gzip = last.mediaType === MediaType.DockerLayerGzip || last.mediaType === MediaType.OciLayerGzip;
-    return { tar: gzip ? gunzipSync(blob) : blob, mediaType: last.mediaType, layers: manifest.json.layers.length };
+    const baseSize = manifest.json.layers.slice(0, -1).reduce((n, l) => n + l.size, 0);
+    return { tar: gzip ? gunzipSync(blob) : blob, mediaType: last.mediaType, layers: manifest.json.layers.length, size: last.size, baseSize };
   } finally {
     await client.close();
   }
