@@ -60,7 +60,8 @@ function dataFile(dir: string, mb: number, round: number): string {
   return path;
 }
 
-const cluster = await startCluster({ hosts: [{ name: 'A' }], logLevel: 'info' });
+// A busy shared machine can starve the executor's heartbeats for seconds; a lost executor would fail the round.
+const cluster = await startCluster({ hosts: [{ name: 'A' }], heartbeatTimeoutSecs: 60, logLevel: 'info' });
 const work = mkdtempSync('/var/tmp/cryo-bench-snapshot-');
 try {
   const engine = cluster.engines.get('A');
