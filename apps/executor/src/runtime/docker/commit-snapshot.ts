@@ -127,22 +127,13 @@ export async function commitSnapshot(
       const committedLayers = (await ctx.docker.getImage(imageId).inspect()).RootFS.Layers ?? [];
       const commitDiffId = committedLayers[committedLayers.length - 1];
       const load = new LocalLoad(ctx.docker, plan.size);
-      const hash = createHash('sha256');
-      try {
-        for await (const chunk of layerStream(plan)) {
-          hash.update(chunk);
-          await load.write(chunk);
-        }
-      } catch (err) {
-        load.abort();
-        throw err;
-      }
+      const diffId = await load.writeLayer(layerStream(plan));
       const comment = `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`;
       const finalConfig = commitConfig(base.config, info, {
         labels: snapshotLabels(spec),
         layers: [
           { diffId: commitDiffId ?? '', comment },
-          { diffId: `sha256:${hash.digest('hex')}`, createdBy: 'cryo: volumes', comment: `volumes ${volumes.map((v) => v.destination).join(', ')} (${comment})` },
+          { diffId, createdBy: 'cryo: volumes', comment: `volumes ${volumes.map((v) => v.destination).join(', ')} (${comment})` },
         ],
       });
       await load.finish(finalConfig, committedLayers.length, [localRef]);

@@ -9,6 +9,7 @@
  * order load needs nothing else for: the layer first (its size is known before its first byte),
  * then the config and manifest.json, which need its diff_id.
  */
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type Docker from 'dockerode';
@@ -80,6 +81,24 @@ export class LocalLoad {
     this.written += chunk.length;
     if (this.body.write(chunk)) return;
     await Promise.race([once(this.body, 'drain'), this.response.then(() => new Promise<never>(() => undefined))]);
+  }
+
+  /**
+   * The whole layer tar from `source`, in order; returns its diff_id (`sha256:<hex>` of the
+   * uncompressed tar). A failing source aborts the load and rethrows.
+   */
+  async writeLayer(source: AsyncIterable<Buffer>): Promise<string> {
+    const hash = createHash('sha256');
+    try {
+      for await (const chunk of source) {
+        hash.update(chunk);
+        await this.write(chunk);
+      }
+    } catch (err) {
+      this.abort();
+      throw err;
+    }
+    return `sha256:${hash.digest('hex')}`;
   }
 
   /** The config and manifest.json after the layer; resolves when the engine has the image, tagged. */

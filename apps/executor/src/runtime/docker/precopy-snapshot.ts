@@ -257,17 +257,7 @@ async function loadLocally(
   expectedDiffId?: string,
 ): Promise<string> {
   const load = new LocalLoad(docker, plan.size);
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of layerStream(plan)) {
-      hash.update(chunk);
-      await load.write(chunk);
-    }
-  } catch (err) {
-    load.abort();
-    throw err;
-  }
-  const diffId = `sha256:${hash.digest('hex')}`;
+  const diffId = await load.writeLayer(layerStream(plan));
   if (expectedDiffId !== undefined && diffId !== expectedDiffId) {
     load.abort();
     throw new CryoError('INTERNAL', `the stored copy changed: layer ${diffId} for the local engine, ${expectedDiffId} pushed`);
