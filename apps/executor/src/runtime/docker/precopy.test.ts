@@ -4,7 +4,8 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TarParser, type TarEntry } from '@cryo/clip';
+import type { TarEntry } from '@cryo/clip';
+import { tarEntries } from '../../testing/tar';
 import { layerStream, planLayer } from './layer-from-upper';
 import { Precopy, type CapturedEntry } from './precopy';
 import { parseFindOutput, parseGetfattrOutput, scanTree } from './tree-scan';
@@ -16,14 +17,6 @@ async function collect(source: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const b of source) parts.push(b);
   return Buffer.concat(parts);
-}
-
-function parse(tar: Buffer): TarEntry[] {
-  const out: TarEntry[] = [];
-  const p = new TarParser((e) => out.push(e));
-  p.push(tar);
-  p.end();
-  return out;
 }
 
 function contentOf(captured: CapturedEntry[], path: string): string {
@@ -104,7 +97,7 @@ describe('Precopy passes', () => {
     expect(plan.socketsSkipped).toEqual(['sock']);
     const tar = await collect(layerStream(plan));
     expect(tar.length).toBe(plan.size);
-    const entries = parse(tar);
+    const entries = tarEntries(tar);
     const names = entries.map((e) => e.name);
     // Go's filepath.Walk order: each directory's names sorted bytewise, a directory before its entries.
     expect(names).toEqual(['a-hard', 'big', 'caf\xe9', 'dir/', 'dir/a', 'dir/linked-too', 'dir/sub/', 'fifo', 'linked', 'moved-here', 'sym']);
@@ -170,7 +163,7 @@ describe('Precopy passes', () => {
     ], join(root, 'volume-store'));
     await pre.pass(true);
     const plan = planLayer(pre.captured());
-    const entries = parse(await collect(layerStream(plan)));
+    const entries = tarEntries(await collect(layerStream(plan)));
     expect(entries.map((e) => [e.name, e.type, e.mode])).toEqual([
       ['data/', 'directory', 0o750],
       ['data/.wh..wh..opq', 'file', 0o750],
@@ -217,7 +210,7 @@ describe.skipIf(process.getuid?.() !== 0)('Precopy over a real overlay upper dir
     const pre = new Precopy([{ root: upper, at: '', skip: [], opaque: false }], join(base, 'store'));
     await pre.pass(true);
     const plan = planLayer(pre.captured());
-    const entries = parse(await collect(layerStream(plan)));
+    const entries = tarEntries(await collect(layerStream(plan)));
     const view = entries.map((e) => [e.name, e.type, e.mode, e.linkname, e.devmajor, e.devminor]);
     // In the walk's order: by the names in the upper dir (`one` before `ping`), as Docker writes them.
     expect(view).toEqual([

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { TarParser, type TarEntry } from '@cryo/clip';
+import type { TarEntry } from '@cryo/clip';
+import { tarEntries } from '../../testing/tar';
 import { afterAll, describe, expect, it } from 'vitest';
 import { captureUpperDir, layerEntriesFor, writeLayer } from './upper-layer';
 
@@ -16,14 +17,6 @@ function tarEntry(over: Partial<TarEntry>): TarEntry {
     name: './x', type: 'file', mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0, mtime: { sec: 1_700_000_000, nsec: 5 },
     linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), headerOffset: 0, dataOffset: 512, ...over,
   };
-}
-
-function parse(tar: Buffer): TarEntry[] {
-  const out: TarEntry[] = [];
-  const p = new TarParser((e) => out.push(e));
-  p.push(tar);
-  p.end();
-  return out;
 }
 
 describe('layerEntriesFor (overlay -> OCI whiteouts)', () => {
@@ -117,7 +110,7 @@ describe.skipIf(process.getuid?.() !== 0)('captureUpperDir + writeLayer on a rea
     expect([layer.size, layer.uncompressedSize]).toEqual([gz.length, tar.length]);
     expect([layer.whiteouts, layer.opaqueDirs]).toEqual([1, 1]);
 
-    const entries = parse(tar);
+    const entries = tarEntries(tar);
     const byName = new Map(entries.map((e) => [e.name.replace(/\/$/, ''), e]));
     expect([...byName.keys()].sort()).toEqual(
       ['.wh.gone', 'caf\xe8.txt', 'caf\xe9.txt', 'd', 'd/.wh..wh..opq', 'd/z', 'etc', 'keep', 'keep/changed', 'new', 'new-hard', 'new-sym'].sort(),
