@@ -80,7 +80,16 @@ try {
     const manifest = await registryClient.getImageManifest(parsed.repository, parsed.digest ?? parsed.tag ?? 'latest');
     return manifest.json.layers[manifest.json.layers.length - 1]?.size ?? NaN;
   };
-  const api = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => (await cluster.api(method, path, body)).body as Record<string, unknown>;
+  const api = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
+    try {
+      return (await cluster.api(method, path, body)).body as Record<string, unknown>;
+    } catch (err) {
+      // A kept-alive connection the server closes as a GET reuses it (after a long idle, e.g.
+      // writing 1 GB): the GET is retried once on a new connection.
+      if (method !== 'GET') throw err;
+      return (await cluster.api(method, path, body)).body as Record<string, unknown>;
+    }
+  };
   const exec = async (sandboxId: string, script: string): Promise<void> => {
     const res = await api('POST', `${NS}/sandboxes/${sandboxId}/exec`, { command: ['sh', '-c', script], timeout_secs: 600 });
     if (res.exit_code !== 0) throw new Error(`exec ${script}: ${JSON.stringify(res)}`);
@@ -92,6 +101,7 @@ try {
     return id;
   };
   const cryoSnapshot = async (sandboxId: string): Promise<{ total: number; body: Record<string, unknown> }> => {
+    await api('GET', `${NS}/sandboxes/${sandboxId}`); // a fresh connection for the POST (not timed)
     const t0 = performance.now();
     const snap = await api('POST', `${NS}/sandboxes/${sandboxId}/snapshots`, { ttl_secs: 0 });
     const snapshotId = String(snap.snapshot_id);
