@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster, type Cluster } from './support/cluster';
 import { docker, importBusybox } from './support/images';
 import { killAll, REPO_ROOT, waitFor } from './support/processes';
-import { execIn, obj, waitSandbox, waitSnapshot, type Obj } from './support/api';
+import { endSandboxes, execIn, obj, waitSandbox, waitSnapshot, type Obj } from './support/api';
 
 const NS = '/v1/namespaces/life';
 const IMAGE = 'busybox:local';
@@ -90,13 +90,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Lazy sandboxes outlive their executor (detached mounts): end every sandbox through the API first.
-  if (cluster !== undefined) {
-    const items = obj((await cluster.api('GET', `${NS}/sandboxes?limit=500`)).body).items as Array<{ sandbox_id: string; status: string }> | undefined;
-    for (const s of items ?? []) if (s.status !== 'terminated') await cluster.api('DELETE', `${NS}/sandboxes/${s.sandbox_id}`);
-    for (const s of items ?? []) await waitSandbox(cluster, NS, s.sandbox_id, ['terminated']).catch(() => undefined);
-    await waitFor('lazy mounts gone', async () => (readFileSync('/proc/mounts', 'utf8').includes(cluster.dir) ? undefined : true), 60_000)
-      .catch(() => undefined);
-  }
+  if (cluster !== undefined) await endSandboxes(cluster, NS);
   await cluster?.stop();
   await killAll();
 });

@@ -14,7 +14,7 @@ import { startCluster, type Cluster } from './support/cluster';
 import { busyboxRootfsTar, docker, importRootfs, richRootfsTar } from './support/images';
 import { DOCKER_BIN } from './support/dockerd';
 import { killAll } from './support/processes';
-import { obj, waitSandbox, waitSnapshot, execIn, type Obj } from './support/api';
+import { endSandboxes, obj, waitSandbox, waitSnapshot, execIn, type Obj } from './support/api';
 import { lastLayerFromEngine, lastLayerFromRegistry, layerView } from './support/layers';
 
 const NS = '/v1/namespaces/precopy';
@@ -93,6 +93,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
+  // Lazy sandboxes (restored on B) outlive their executor: end them through the API first.
+  if (cluster !== undefined) await endSandboxes(cluster, NS);
   await cluster?.stop();
   await killAll();
   execFileSync('rm', ['-rf', hostDir]);
