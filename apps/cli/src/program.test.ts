@@ -292,6 +292,15 @@ describe('snapshots', () => {
     expect(ran.stdout).toMatch(/\ntimings: +pause 15 ms, commit 70 ms, push 1\.2 s, index -\n/);
   });
 
+  it('shows the layer count and says when the snapshot was flattened', async () => {
+    const flat = snapshotFixture({ layers: 1, flattened: true, timings: { pause_ms: 15, commit_ms: 70, push_ms: 1200, index_ms: null, flatten_ms: 2500 } });
+    const ran = await cryo(['snap', 'create', 'sbx-1', '--wait'], (req) => (req.method === 'POST' ? created : { body: flat }));
+    expect(ran.stdout).toMatch(/\nlayers: +1 \(flattened: the chain of snapshots had reached the executor's snapshots\.max_layers\)\n/);
+    expect(ran.stdout).toMatch(/\ntimings: +pause 15 ms, commit 70 ms, flatten 2\.5 s, push 1\.2 s, index -\n/);
+    const plain = await cryo(['snap', 'create', 'sbx-1', '--wait'], (req) => (req.method === 'POST' ? created : { body: snapshotFixture() }));
+    expect(plain.stdout).toMatch(/\nlayers: +3\n/);
+  });
+
   it('create --wait redraws a single line on a terminal', async () => {
     const polls = [creating('pushing', MiB, 4 * MiB), { body: snapshotFixture() }];
     const ran = await cryo(['snap', 'create', 'sbx-1', '--wait', '-q'], (req) => (req.method === 'POST' ? created : (polls.shift() ?? { body: snapshotFixture() })), { tty: true });

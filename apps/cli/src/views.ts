@@ -94,7 +94,7 @@ export function snapshotTable(items: readonly Snapshot[], now: Date): string {
 }
 
 export function snapshotFields(snap: Snapshot, now: Date): string {
-  const { pause_ms, commit_ms, push_ms, index_ms } = snap.timings;
+  const { pause_ms, commit_ms, push_ms, index_ms, flatten_ms } = snap.timings;
   const progress = snap.progress === null ? undefined : progressText(snap.progress);
   return renderFields([
     ['snapshot_id', snap.snapshot_id],
@@ -109,6 +109,7 @@ export function snapshotFields(snap: Snapshot, now: Date): string {
     ['image_ref', snap.image_ref ?? '-'],
     ['digest', snap.digest ?? '-'],
     ['size', snap.size_bytes === null ? '-' : `${formatBytes(snap.size_bytes)} (${snap.size_bytes} bytes)`],
+    ['layers', snap.layers === null ? '-' : `${snap.layers}${snap.flattened ? ' (flattened: the chain of snapshots had reached the executor\'s snapshots.max_layers)' : ''}`],
     ['clip_index_ref', snap.clip_index_ref ?? undefined],
     ['clip_error', snap.clip_error ?? undefined],
     ['executor_id', snap.executor_id ?? '-'],
@@ -122,7 +123,8 @@ export function snapshotFields(snap: Snapshot, now: Date): string {
     ['deleted_reason', snap.deleted_reason ?? undefined],
     [
       'timings',
-      `pause ${formatMillis(pause_ms)}, commit ${formatMillis(commit_ms)}, push ${formatMillis(push_ms)}, index ${formatMillis(index_ms)}`,
+      `pause ${formatMillis(pause_ms)}, commit ${formatMillis(commit_ms)}, ${flatten_ms === null ? '' : `flatten ${formatMillis(flatten_ms)}, `}`
+        + `push ${formatMillis(push_ms)}, index ${formatMillis(index_ms)}`,
     ],
   ]);
 }

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
 import { ExecutorIdSchema, LabelsSchema } from '@cryo/snapshot';
+import { DEFAULT_MAX_LAYERS, DOCKER_MAX_LAYERS } from './snapshot/flatten-image';
 
 /** A mount every sandbox gets (Docker's mount spec); the operator's, so snapshots never capture it. */
 const SandboxMountSchema = z.object({
@@ -26,6 +27,12 @@ export const SnapshotsConfigSchema = z.object({
   max_running_passes: z.number().int().min(1).max(10).default(3),
   /** a running pass that copied fewer bytes than this is the last before the pause */
   settled_bytes: z.number().int().min(0).default(4 * 1024 * 1024),
+  /**
+   * A snapshot image with more layers than this is flattened into one layer, so that chains of
+   * snapshot -> restore -> snapshot go on forever (Docker stacks at most 125 layers).
+   */
+  max_layers: z.number().int().min(1).max(DOCKER_MAX_LAYERS - 1, `snapshots.max_layers must be below Docker's limit of ${DOCKER_MAX_LAYERS} layers`)
+    .default(DEFAULT_MAX_LAYERS),
 }).strict();
 
 export const ExecutorConfigSchema = z.object({
@@ -42,7 +49,7 @@ export const ExecutorConfigSchema = z.object({
     /** Mounts every sandbox gets; never captured by snapshots (they list them as excluded_mounts). */
     mounts: z.array(SandboxMountSchema).max(64).default([]),
   }).strict().default({ host: 'unix:///var/run/docker.sock', network: 'bridge', mounts: [] }),
-  snapshots: SnapshotsConfigSchema.default({ method: 'auto', compression_level: 1, max_running_passes: 3, settled_bytes: 4 * 1024 * 1024 }),
+  snapshots: SnapshotsConfigSchema.default({ method: 'auto', compression_level: 1, max_running_passes: 3, settled_bytes: 4 * 1024 * 1024, max_layers: DEFAULT_MAX_LAYERS }),
   labels: LabelsSchema.default({}),
   snapshot_registry: SnapshotRegistrySchema.optional(),
   /** Docker's config.json for registry credentials (auths, credsStore, credHelpers). */

@@ -16,7 +16,8 @@ describe('toCryoError (the executor error boundary)', () => {
     const failure = toCryoError(dockerodeError(500, 'max depth exceeded'));
     expect(failure.code).toBe('UNPROCESSABLE');
     expect(failure.message).toMatch(/more layers than the overlay filesystem can stack/);
-    expect(failure.message).toMatch(/restore an earlier snapshot.*or flatten the image/);
+    expect(failure.message).toMatch(/snapshots\.max_layers/);
+    expect(failure.message).toMatch(/build it with fewer, or flatten it/);
     expect(failure.message).not.toContain('(HTTP code');
     expect(failure.message).not.toContain('server error');
   });

@@ -76,8 +76,9 @@ const KNOWN_DAEMON_TEXTS: KnownText[] = [
   {
     pattern: /max depth exceeded/i,
     code: 'UNPROCESSABLE',
-    message: () => 'the image has more layers than the overlay filesystem can stack (about 125, Docker says "max depth exceeded"): '
-      + 'restore an earlier snapshot of the chain, or flatten the image (docker export | docker import) and start from that',
+    message: () => 'the image has more layers than the overlay filesystem can stack (Docker stacks at most 125 and says "max depth exceeded"). '
+      + 'cryo flattens its snapshot images before they get there (executor setting snapshots.max_layers, 1..124), so the image came with too many layers: '
+      + 'build it with fewer, or flatten it (docker export of a container | docker import) and start from that',
   },
   {
     pattern: /no space left on device/i,

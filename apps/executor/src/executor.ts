@@ -71,6 +71,7 @@ export class Executor {
         executorId: config.executor_id,
         access,
         clipIndexes: this.clip,
+        maxLayers: config.snapshots.max_layers,
         log,
       }),
       new DockerDriver({
@@ -90,6 +91,7 @@ export class Executor {
           compressionLevel: config.snapshots.compression_level,
           maxRunningPasses: config.snapshots.max_running_passes,
           settledBytes: config.snapshots.settled_bytes,
+          maxLayers: config.snapshots.max_layers,
         },
         pauseJournal: new PauseJournal(config.state_dir),
         log,
@@ -276,10 +278,10 @@ export class Executor {
       const outcome = await driver.snapshot({
         opId, sandboxId: p.sandbox_id, snapshotId: p.snapshot_id, namespace: p.namespace, tag: p.tag, baseImage: p.base_image,
       }, progress);
-      log.info({ image_ref: outcome.imageRef, digest: outcome.digest, timings: outcome.timings }, 'snapshot taken');
+      log.info({ image_ref: outcome.imageRef, digest: outcome.digest, layers: outcome.layers, flattened: outcome.flattened, timings: outcome.timings }, 'snapshot taken');
       this.heartbeat.nudge();
       return {
-        image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, timings: outcome.timings,
+        image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, layers: outcome.layers, flattened: outcome.flattened, timings: outcome.timings,
         clip_index_ref: outcome.clipIndexRef ?? null, capture: outcome.capture ?? null, excluded_mounts: outcome.excludedMounts ?? [],
       };
     }),

@@ -70,8 +70,8 @@ await server.db.transaction(async (tx) => {
       labels: { batch: String(i % 10) }, plannedRef: ref, baseImage: 'busybox', ttlSecs: 60, now,
     });
     await tx.snapshots.recordPushed(id, {
-      image_ref: ref, digest, size_bytes: 1_000_000, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null, precopy_ms: null },
-      clip_index_ref: null, capture: null, excluded_mounts: [],
+      image_ref: ref, digest, size_bytes: 1_000_000, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null, precopy_ms: null, flatten_ms: null },
+      clip_index_ref: null, capture: null, excluded_mounts: [], layers: 2, flattened: false,
     }, now);
     registry.push(ref, digest);
   }

@@ -6,7 +6,7 @@ const snapshot = (over: Partial<Snapshot>): Snapshot => ({
   snapshot_id: 'snap-1', namespace: 'default', sandbox_id: 'sbx-1', status: 'active', error: null, tag: null, labels: {},
   image_ref: '127.0.0.1:5001/cryo/snapshots:sb-sbx-1-snap-snap-1', digest: 'sha256:ab', size_bytes: 1000, base_image: 'busybox',
   created_at: '2030-01-01T00:00:00.000Z', ttl_secs: 3600, expires_at: '2030-01-01T01:00:00.000Z', expired_at: null, deleted_at: null,
-  executor_id: 'host-a', timings: { pause_ms: 15, commit_ms: 70, push_ms: 300, index_ms: 900, precopy_ms: null }, progress: null,
+  executor_id: 'host-a', timings: { pause_ms: 15, commit_ms: 70, push_ms: 300, index_ms: 900, precopy_ms: null, flatten_ms: null }, layers: 2, flattened: false, progress: null,
   clip_index_ref: '127.0.0.1:5001/cryo/snapshots:sb-sbx-1-snap-snap-1.clip', clip_error: null, capture: null, excluded_mounts: [],
   ttl_from: 'created', last_used_at: null, keep_last: null, deleted_reason: null,
   ...over,

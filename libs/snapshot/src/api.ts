@@ -270,6 +270,8 @@ export const TimingsSchema = z.object({
   push_ms: z.number().nullable(),
   index_ms: z.number().nullable(),
   precopy_ms: z.number().nullable().default(null),
+  flatten_ms: z.number().nullable().default(null)
+    .meta({ description: "Squashing the image's layers into one, after the sandbox was unpaused; null when it was not flattened" }),
 });
 export type Timings = z.infer<typeof TimingsSchema>;
 
@@ -341,6 +343,12 @@ export const SnapshotSchema = z.object({
   deleted_at: z.string().nullable(),
   executor_id: z.string().nullable(),
   timings: TimingsSchema,
+  layers: z.number().int().nullable()
+    .meta({ description: 'Layers of the snapshot image; null while it is being made (or from an executor that does not say).' }),
+  flattened: z.boolean().meta({
+    description: "The image's layers (the restored image's plus this snapshot's) were squashed into one, because the chain of "
+      + "snapshots had reached the executor's snapshots.max_layers (Docker stacks at most 125 layers).",
+  }),
   progress: ProgressSchema.nullable(),
   clip_index_ref: z.string().nullable(),
   /** Why lazy restore is unavailable for this snapshot (indexing failed), else null. */

@@ -117,6 +117,10 @@ export const SnapshotResultSchema = z.object({
   clip_index_ref: ImageRefSchema.nullable().default(null),
   capture: SnapshotCaptureSchema.nullable().default(null),
   excluded_mounts: z.array(ExcludedMountSchema).max(256).default([]),
+  /** Layers of the snapshot image (null from an executor that does not say). */
+  layers: z.number().int().min(0).max(1_000_000).nullable().default(null),
+  /** The image's layers were squashed into one: the chain had reached the executor's snapshots.max_layers. */
+  flattened: z.boolean().default(false),
 });
 export type SnapshotResult = z.infer<typeof SnapshotResultSchema>;
 

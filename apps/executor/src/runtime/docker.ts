@@ -277,10 +277,12 @@ export class DockerDriver implements RuntimeDriver {
         docker: this.docker, registry: this.opts.registry, access: this.opts.access, clip: this.opts.clip, workDir, recordDir,
         settings: this.opts.snapshots, log: this.opts.log.child({ snapshot_id: spec.snapshotId }), ...hold,
         inBackground: (refs, work) => this.loadingInBackground(refs, work),
+        push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
+        removeImages: (refs) => this.removeImages(refs),
       }, spec, info, control, progress);
     }
     return commitSnapshot({
-      docker: this.docker, workDir, recordDir, log: this.opts.log, ...hold,
+      docker: this.docker, workDir, recordDir, log: this.opts.log, maxLayers: this.opts.snapshots.maxLayers, ...hold,
       push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
       removeImages: (refs) => this.removeImages(refs),
     }, repoAndTag, spec, info, control, progress);

@@ -54,6 +54,10 @@ export interface SnapshotOutcome {
   imageRef: string;
   digest: string | null;
   sizeBytes: number | null;
+  /** layers of the snapshot image */
+  layers: number;
+  /** its layers were squashed into one (snapshots.max_layers reached) */
+  flattened: boolean;
   timings: Timings;
   /** the clip index, when the driver built and pushed it with the image (no build_index follows) */
   clipIndexRef?: string | null;

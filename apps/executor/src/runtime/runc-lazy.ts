@@ -27,6 +27,7 @@ import { LazySandboxes, errorText, type LazyCreateTimings } from './lazy/lifecyc
 import { recoverLazySandbox, type LazyRecoverMode } from './lazy/recover';
 import { Runc, type RuncStatus } from './lazy/runc';
 import { snapshotLazySandbox } from './lazy/snapshot';
+import { DEFAULT_MAX_LAYERS } from '../snapshot/flatten-image';
 
 export type { LazyCreateTimings } from './lazy/lifecycle';
 
@@ -59,6 +60,8 @@ export interface RuncLazyDriverOptions {
    * `restart` remounts and runs its command again over the kept upper dir; `end` removes it.
    */
   recoverMode?: LazyRecoverMode;
+  /** a snapshot with more layers than this is flattened (executor setting snapshots.max_layers; default 100) */
+  maxLayers?: number;
   /** the host probe (default: lazyCapabilities()); tests inject their own */
   probe?: () => Promise<{ lazy: boolean; lazy_unavailable_reason: string | null }>;
   log: Logger;
@@ -237,6 +240,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     };
     return this.locked(spec.sandboxId, () => snapshotLazySandbox({
       sandboxes: this.sandboxes, registry, client: (host) => this.client(host), onFreeze, log: this.log,
+      maxLayers: this.opts.maxLayers ?? DEFAULT_MAX_LAYERS,
     }, spec, progress));
   }
 

@@ -277,4 +277,12 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE snapshots ADD COLUMN excluded_mounts TEXT
     `),
   },
+  {
+    version: 6,
+    name: 'snapshots: layers and flattened',
+    up: (db) => runStatements(db, `
+      ALTER TABLE snapshots ADD COLUMN layers INTEGER;
+      ALTER TABLE snapshots ADD COLUMN flattened INTEGER NOT NULL DEFAULT 0 CHECK (flattened IN (0, 1));
+    `),
+  },
 ];

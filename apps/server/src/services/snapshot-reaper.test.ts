@@ -162,8 +162,8 @@ describe('TTL expiry', () => {
       const digest = `sha256:${String(i).padStart(64, '0')}`;
       h.registry.push(ref, digest);
       await snapshots.recordPushed(id, {
-        image_ref: ref, digest, size_bytes: 10, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null, precopy_ms: null },
-        clip_index_ref: null, capture: null, excluded_mounts: [],
+        image_ref: ref, digest, size_bytes: 10, timings: { pause_ms: 1, commit_ms: 1, push_ms: 1, index_ms: null, precopy_ms: null, flatten_ms: null },
+        clip_index_ref: null, capture: null, excluded_mounts: [], layers: 2, flattened: false,
       }, now);
     }
     h.clock.advanceSecs(2);

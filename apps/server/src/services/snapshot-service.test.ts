@@ -97,6 +97,28 @@ describe('snapshot creation', () => {
     expect((await executor.pollOne('build_index')).payload).toMatchObject({ snapshot_id: id, digest: DIGEST_ABC });
   });
 
+  it('records the layer count and whether the executor flattened the image (an executor that does not say: null, false)', async () => {
+    const { executor, sandboxId } = await runningSandbox(h);
+    const flatId = await snapshotOf(sandboxId);
+    const op = await executor.pollOne('snapshot');
+    await executor.ok(op.op_id, {
+      image_ref: `${REGISTRY.url}/${REGISTRY.repository}:${op.payload.tag}`, digest: DIGEST_ABC, size_bytes: 1234, layers: 1, flattened: true,
+      timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null, flatten_ms: 2500 },
+    });
+    expect((await h.api('GET', `/snapshots/${flatId}`)).json).toMatchObject({
+      status: 'active', layers: 1, flattened: true, timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null, flatten_ms: 2500 },
+    });
+    const oldId = await snapshotOf(sandboxId);
+    const old = await executor.pollOne('snapshot');
+    await executor.ok(old.op_id, {
+      image_ref: `${REGISTRY.url}/${REGISTRY.repository}:${old.payload.tag}`, digest: DIGEST_ABC, size_bytes: 1234,
+      timings: { pause_ms: 12, commit_ms: 80, push_ms: 900, index_ms: null },
+    });
+    const listed = (await h.api('GET', `/sandboxes/${sandboxId}/snapshots`)).json.items as Array<Record<string, unknown>>;
+    expect(listed.find((s) => s.snapshot_id === oldId)).toMatchObject({ layers: null, flattened: false, timings: { flatten_ms: null } });
+    expect(listed.find((s) => s.snapshot_id === flatId)).toMatchObject({ layers: 1, flattened: true });
+  });
+
   it('ends failed with the executor error verbatim; the sandbox keeps running; restore is 409', async () => {
     const { executor, sandboxId } = await runningSandbox(h);
     const id = await snapshotOf(sandboxId);

@@ -39,6 +39,8 @@ export interface SnapshotRow {
   image_ref: string | null;
   digest: string | null;
   size_bytes: number | null;
+  layers: number | null;
+  flattened: number;
   base_image: string;
   ttl_secs: number;
   created_at: number;
@@ -90,7 +92,7 @@ export interface NewSnapshot {
 /** Snapshots that count against `max_per_namespace`: they hold, or will hold, storage. */
 export const LIVE_SNAPSHOT_STATUSES: readonly SnapshotStatus[] = ['creating', 'active', 'deleting'];
 
-const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null, precopy_ms: null };
+const NO_TIMINGS = { pause_ms: null, commit_ms: null, push_ms: null, index_ms: null, precopy_ms: null, flatten_ms: null };
 const ExcludedMountsSchema = z.array(ExcludedMountSchema);
 
 export function expiresAtFor(createdAt: number, ttlSecs: number): number | null {
@@ -128,6 +130,8 @@ export function toSnapshotView(row: SnapshotRow): Snapshot {
     deleted_at: toIsoOrNull(row.deleted_at),
     executor_id: row.executor_id,
     timings: decodeJsonOrNull(TimingsSchema, row.timings, 'snapshots.timings') ?? NO_TIMINGS,
+    layers: row.layers,
+    flattened: row.flattened === 1,
     progress: decodeJsonOrNull(ProgressSchema, row.progress, 'snapshots.progress'),
     clip_index_ref: row.clip_index_ref,
     clip_error: row.clip_error,
@@ -152,7 +156,7 @@ export class SnapshotStore {
       id: s.id, namespace: s.namespace, sandbox_id: s.sandboxId, executor_id: s.executorId, status: 'creating',
       tag: s.tag, user_tag: s.userTag ? 1 : 0, labels: JSON.stringify(s.labels), planned_ref: s.plannedRef,
       base_image: s.baseImage, ttl_secs: s.ttlSecs, created_at: s.now, expires_at: expiresAtFor(s.now, s.ttlSecs),
-      delete_attempts: 0, updated_at: s.now,
+      delete_attempts: 0, flattened: 0, updated_at: s.now,
       ttl_from: s.ttlFrom ?? 'created', keep_last: s.keepLast ?? null,
     }).returningAll().executeTakeFirstOrThrow();
   }
@@ -234,6 +238,7 @@ export class SnapshotStore {
         clip_index_ref: result.clip_index_ref === null ? eb.ref('clip_index_ref') : eb.val<string | null>(result.clip_index_ref),
         capture: result.capture === null ? null : JSON.stringify(result.capture),
         excluded_mounts: JSON.stringify(result.excluded_mounts),
+        layers: result.layers, flattened: result.flattened ? 1 : 0,
         progress: null, error: null,
         next_attempt_at: eb.case().when('status', '=', 'deleting').then(eb.val<number | null>(now)).else(eb.ref('next_attempt_at')).end(),
         updated_at: now,

@@ -5,7 +5,9 @@
  *                the engine's archive API; unpause: the pause window is the whole commit
  *   2. volumes   the volumes' content as one more layer at their paths (opaque), loaded into the
  *                local engine on top of the commit (`docker load` of that layer alone)
- *   3. push      `docker push` through the engine, every progress line scanned
+ *   3. flatten   when the image has more layers than snapshots.max_layers: squashed into one
+ *                (../../snapshot/flatten-image.ts), under the same tag
+ *   4. push      `docker push` through the engine, every progress line scanned
  * The clip index follows as a build_index operation.
  */
 import { createWriteStream } from 'node:fs';
@@ -25,12 +27,15 @@ import { baseConfigHere } from './base-image';
 import { LocalLoad, commitConfig } from './image-publish';
 import { layerStream, measure, type LayerPlan, type PlannedEntry } from './layer-from-upper';
 import { layerPathOf, planMounts, type CapturedVolume } from './mounts';
+import { flattenCommitIfDeep } from '../../snapshot/flatten-image';
 
 export interface CommitContext {
   docker: Docker;
   workDir: string;
   recordDir: string;
   log: Logger;
+  /** a snapshot image with more layers than this is flattened (snapshots.max_layers) */
+  maxLayers: number;
   holdPausedMs?: number;
   /** tag the local image for the registry and push it with the engine; returns the manifest digest */
   push: (localRef: string, progress: ProgressSink) => Promise<{ imageRef: string; digest: string; pushMs: number } | undefined>;
@@ -141,18 +146,29 @@ export async function commitSnapshot(
       await ctx.docker.getImage(imageId).remove().catch(() => undefined); // the commit alone is not needed any more
       imageId = `sha256:${createHash('sha256').update(finalConfig).digest('hex')}`;
     }
-    const capture: SnapshotCapture = { method: 'commit', passes: [], bytes_pushed: null, volumes: volumes.map((v) => v.destination) };
-    const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: null, commit_ms: roundMs(commitMs), push_ms: null, index_ms: null };
-    const inspected = await ctx.docker.getImage(imageId).inspect();
 
-    // 3. push
+    // 3. flatten, near the overlay's layer limit: the chain goes on from a flat image
+    const flat = await flattenCommitIfDeep({
+      docker: ctx.docker, imageId, tag: localRef, maxLayers: ctx.maxLayers, workDir: join(work, 'flatten'), log: ctx.log,
+      onFlatten: () => progress({ phase: 'flatten', bytes_done: 0, bytes_total: null }),
+    });
+    imageId = flat.imageId;
+    const capture: SnapshotCapture = { method: 'commit', passes: [], bytes_pushed: null, volumes: volumes.map((v) => v.destination) };
+    const timings = {
+      pause_ms: roundMs(paused.pauseMs), precopy_ms: null, commit_ms: roundMs(commitMs), push_ms: null, index_ms: null,
+      flatten_ms: flat.report === null ? null : roundMs(flat.report.ms),
+    };
+    const inspected = await ctx.docker.getImage(imageId).inspect();
+    const layers = { layers: flat.layers, flattened: flat.report !== null };
+
+    // 4. push
     const pushed = await ctx.push(localRef, progress);
     if (pushed === undefined) {
-      return { imageRef: localRef, digest: inspected.Id, sizeBytes: inspected.Size, timings, capture, excludedMounts: mounts.excluded };
+      return { imageRef: localRef, digest: inspected.Id, sizeBytes: inspected.Size, ...layers, timings, capture, excludedMounts: mounts.excluded };
     }
     made.push(pushed.imageRef);
     return {
-      imageRef: pushed.imageRef, digest: pushed.digest, sizeBytes: inspected.Size,
+      imageRef: pushed.imageRef, digest: pushed.digest, sizeBytes: inspected.Size, ...layers,
       timings: { ...timings, push_ms: roundMs(pushed.pushMs) }, capture, excludedMounts: mounts.excluded,
     };
   } catch (err) {

@@ -9,7 +9,9 @@
  *   5. publish   config and manifest; the local engine tags the image
  *   6. index     the clip index (base layers cached per host, the new one indexed in 4), pushed
  *                as `<tag>.clip`
- * Without a snapshot registry, 4 and 5 only load the image into the local engine.
+ * Without a snapshot registry, 4 and 5 only load the image into the local engine. An image that
+ * would have more layers than snapshots.max_layers is flattened instead of 4-6
+ * (`flattenedSnapshot`).
  */
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
@@ -31,6 +33,7 @@ import { layerStream, planLayer, type LayerPlan } from './layer-from-upper';
 import { layerPathOf, planMounts } from './mounts';
 import { Precopy, type CopySource } from './precopy';
 import { compressLayer } from './push-pipeline';
+import { flattenCommitIfDeep, needsFlatten } from '../../snapshot/flatten-image';
 
 export interface PrecopySettings {
   /** gzip level for layers (1 fastest .. 9 smallest) */
@@ -39,6 +42,8 @@ export interface PrecopySettings {
   maxRunningPasses: number;
   /** a running pass that copied less than this many bytes is the last before the pause */
   settledBytes: number;
+  /** a snapshot image with more layers than this is flattened (snapshots.max_layers) */
+  maxLayers: number;
 }
 
 export interface PrecopyContext {
@@ -56,6 +61,10 @@ export interface PrecopyContext {
   holdPausedMs?: number;
   /** work that goes on after the snapshot is reported (the local engine's copy of `refs`) */
   inBackground: (refs: string[], work: Promise<void>) => void;
+  /** tag a local image for the registry and push it with the engine (a flattened snapshot); undefined without a registry */
+  push: (localRef: string, progress: ProgressSink) => Promise<{ imageRef: string; digest: string; pushMs: number } | undefined>;
+  /** remove image refs (a failed snapshot leaves nothing) */
+  removeImages: (refs: string[]) => Promise<unknown>;
 }
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -161,15 +170,23 @@ export async function precopySnapshot(
     const capture = (bytesPushed: number | null): SnapshotCapture => ({
       method: 'precopy', passes, bytes_pushed: bytesPushed, volumes: mounts.volumes.map((v) => v.destination),
     });
-    const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: roundMs(precopyMs), commit_ms: null, push_ms: null, index_ms: null };
+    const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: roundMs(precopyMs), commit_ms: null, push_ms: null, index_ms: null, flatten_ms: null };
     const configFor = async (diffId: string): Promise<Buffer> => commitConfig((await basePromise).config, info, {
       layers: [{ diffId, comment: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}` }], labels: snapshotLabels(spec),
     });
     const baseLayerCount = async (): Promise<number> => (((await basePromise).config.rootfs as { diff_ids?: unknown[] } | undefined)?.diff_ids ?? []).length;
+    if (needsFlatten((await baseLayerCount()) + 1, ctx.settings.maxLayers)) {
+      return await flattenedSnapshot(ctx, {
+        plan, localRef, work, progress, baseLayers: await baseLayerCount(), configFor,
+        outcome: { timings, capture: capture(null), excludedMounts: mounts.excluded },
+      });
+    }
     if (target === undefined || remoteRef === undefined) {
       const imageId = await loadLocally(ctx.docker, plan, configFor, await baseLayerCount(), [localRef]);
       const size = (await ctx.docker.getImage(imageId).inspect()).Size;
-      return { imageRef: localRef, digest: imageId, sizeBytes: size, timings, capture: capture(null), excludedMounts: mounts.excluded };
+      return {
+        imageRef: localRef, digest: imageId, sizeBytes: size, layers: (await baseLayerCount()) + 1, flattened: false, timings, capture: capture(null), excludedMounts: mounts.excluded,
+      };
     }
     const session = await target.client.startBlobUpload(target.repository);
     const upload = session.openStream();
@@ -231,6 +248,8 @@ export async function precopySnapshot(
       imageRef: remoteRef,
       digest,
       sizeBytes: base.layers.reduce((n, l) => n + l.size, 0) + layer.size + config.length,
+      layers: base.layers.length + 1,
+      flattened: false,
       timings: { ...timings, push_ms: roundMs(pushMs), index_ms: clipIndexRef === null ? null : roundMs(indexMs) },
       clipIndexRef,
       capture: capture(bytesPushed),
@@ -240,6 +259,42 @@ export async function precopySnapshot(
     await pool.close();
     for (const c of clients) await c.close().catch(() => undefined);
     if (!handedOff) await cleanup();
+  }
+}
+
+/**
+ * A snapshot past snapshots.max_layers: its layer goes into the local engine on top of the base
+ * (at most 125 layers: max_layers is below), the engine's image is flattened there
+ * (../../snapshot/flatten-image.ts) and pushed by the engine; the clip index follows as a
+ * build_index operation. One snapshot in about max_layers of a chain takes this way; the pause
+ * window is the pre-copy's.
+ */
+async function flattenedSnapshot(ctx: PrecopyContext, input: {
+  plan: LayerPlan;
+  localRef: string;
+  work: string;
+  progress: ProgressSink;
+  baseLayers: number;
+  configFor: (diffId: string) => Promise<Buffer>;
+  outcome: Pick<SnapshotOutcome, 'capture' | 'excludedMounts'> & { timings: SnapshotOutcome['timings'] };
+}): Promise<SnapshotOutcome> {
+  const made = [input.localRef];
+  try {
+    const loaded = await loadLocally(ctx.docker, input.plan, input.configFor, input.baseLayers, [input.localRef]);
+    const flat = await flattenCommitIfDeep({
+      docker: ctx.docker, imageId: loaded, tag: input.localRef, maxLayers: ctx.settings.maxLayers, workDir: join(input.work, 'flatten'), log: ctx.log,
+      onFlatten: () => input.progress({ phase: 'flatten', bytes_done: 0, bytes_total: null }),
+    });
+    const timings = { ...input.outcome.timings, flatten_ms: flat.report === null ? null : roundMs(flat.report.ms) };
+    const inspected = await ctx.docker.getImage(flat.imageId).inspect();
+    const pushed = await ctx.push(input.localRef, input.progress);
+    const result = { ...input.outcome, layers: flat.layers, flattened: flat.report !== null, sizeBytes: inspected.Size, clipIndexRef: null };
+    if (pushed === undefined) return { ...result, imageRef: input.localRef, digest: inspected.Id, timings };
+    made.push(pushed.imageRef);
+    return { ...result, imageRef: pushed.imageRef, digest: pushed.digest, timings: { ...timings, push_ms: roundMs(pushed.pushMs) } };
+  } catch (err) {
+    await ctx.removeImages(made);
+    throw err;
   }
 }
 

@@ -6,9 +6,11 @@
  * kind (Docker schema 2 when its layers are gzip, as `docker push` writes; OCI otherwise).
  */
 import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { MediaType, type Descriptor, type RegistryClient } from '@cryo/oci';
 import { CryoError } from '@cryo/snapshot';
+import { flattenFailure, flattenLayerOrigins, flattenedConfig, needsFlatten, type FlattenReport } from '../../snapshot/flatten-image';
 import type { LayerFile } from './upper-layer';
 
 export interface BaseImageRef {
@@ -30,6 +32,8 @@ export interface SnapshotImageInput {
   /** Env and Cmd the sandbox ran with (a commit records the container's config) */
   env: string[];
   cmd: string[] | null;
+  /** Flatten when the new image would have more than `maxLayers` layers (flatten-image.ts). */
+  flatten?: { maxLayers: number; workDir: string };
   now?: Date;
 }
 
@@ -41,6 +45,10 @@ export interface SnapshotImage {
   configDigest: string;
   layersMounted: number;
   layersCopied: number;
+  /** layers of the pushed image */
+  layers: number;
+  /** set when the image was flattened */
+  flattened: FlattenReport | null;
 }
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -131,6 +139,11 @@ export async function publishSnapshotImage(input: SnapshotImageInput): Promise<S
   }
   if (!isRecord(baseConfig)) throw new CryoError('UNPROCESSABLE', `base image config ${baseManifest.json.config.digest} is not an object`);
 
+  const config = snapshotConfig(baseConfig, { ...input, diffId: layer.diffId });
+  if (input.flatten !== undefined && needsFlatten(baseLayers.length + 1, input.flatten.maxLayers)) {
+    return publishFlattened(input, baseLayers, config);
+  }
+
   let layersMounted = 0;
   let layersCopied = 0;
   for (const l of baseLayers) {
@@ -142,12 +155,45 @@ export async function publishSnapshotImage(input: SnapshotImageInput): Promise<S
     await target.client.uploadBlob(target.repository, createReadStream(layer.path), layer.digest, layer.size);
   }
 
-  const config = Buffer.from(JSON.stringify(snapshotConfig(baseConfig, { ...input, diffId: layer.diffId })));
+  const pushed = await pushImage(target, baseLayers, layer, config);
+  return { ...pushed, layersMounted, layersCopied, layers: baseLayers.length + 1, flattened: null };
+}
+
+/** Config blob and manifest (`imageManifest`) of an image whose layer blobs are in the target repository already. */
+async function pushImage(target: SnapshotImageInput['target'], baseLayers: Descriptor[], layer: { digest: string; size: number }, imageConfig: Record<string, unknown>) {
+  const config = Buffer.from(JSON.stringify(imageConfig));
   const configDigest = sha256(config);
   await target.client.uploadBlob(target.repository, config, configDigest, config.length);
-
   const { bytes: manifest, mediaType } = imageManifest(baseLayers, layer, config);
   const digest = await target.client.putManifest(target.repository, target.tag, manifest, mediaType);
   const sizeBytes = baseLayers.reduce((n, l) => n + l.size, 0) + layer.size + config.length;
-  return { digest, mediaType, sizeBytes, configDigest, layersMounted, layersCopied };
+  return { digest, mediaType, sizeBytes, configDigest };
+}
+
+/**
+ * The snapshot as one flat layer: the base's layers (from the base registry) and the new layer
+ * (from disk) squashed, then pushed alone; no base layer is linked or copied.
+ */
+async function publishFlattened(input: SnapshotImageInput, baseLayers: Descriptor[], config: Record<string, unknown>): Promise<SnapshotImage> {
+  const { target, base, layer, flatten } = input;
+  if (flatten === undefined) throw new CryoError('INTERNAL', 'publishFlattened without flatten settings');
+  const rootfs = config.rootfs;
+  const diffIds = isRecord(rootfs) && Array.isArray(rootfs.diff_ids) ? rootfs.diff_ids : [];
+  const { blob, report } = await flattenLayerOrigins([
+    ...baseLayers.map((descriptor, i) => {
+      const diffId = diffIds[i];
+      return { kind: 'registry' as const, client: base.client, repository: base.repository, descriptor, diffId: typeof diffId === 'string' ? diffId : undefined };
+    }),
+    { kind: 'file' as const, path: layer.path, diffId: layer.diffId },
+  ], flatten.workDir).catch((err: unknown) => { throw flattenFailure(err, baseLayers.length + 1, flatten.maxLayers); });
+  try {
+    if (!(await target.client.headBlob(target.repository, blob.digest))) {
+      await target.client.uploadBlob(target.repository, createReadStream(blob.path), blob.digest, blob.size);
+    }
+    const flatConfig = flattenedConfig(config, blob.diffId, baseLayers.length + 1, input.now);
+    const pushed = await pushImage(target, [], blob, flatConfig);
+    return { ...pushed, layersMounted: 0, layersCopied: 0, layers: 1, flattened: report };
+  } finally {
+    await rm(blob.path, { force: true });
+  }
 }

@@ -25,6 +25,8 @@ export interface LazySnapshotContext {
   client: (host: string) => Promise<RegistryClient>;
   /** told when the sandbox freezes and thaws (exec waits out the freeze rather than fail) */
   onFreeze: (thawed: Promise<void>) => void;
+  /** a snapshot with more layers is flattened (flatten-image.ts) */
+  maxLayers: number;
   log: Logger;
 }
 
@@ -76,18 +78,26 @@ export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: Snapsh
         createdBy: `cryo snapshot ${spec.snapshotId} of sandbox ${spec.sandboxId}`,
         env: mergeEnv(image.env, record.env),
         cmd: record.command ?? image.cmd,
+        flatten: { maxLayers: ctx.maxLayers, workDir: join(work, 'flatten') },
       });
       progress({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
       ctx.log.info({
         sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, image_ref: imageRef, digest: published.digest,
         layer_bytes: layer.size, layer_entries: layer.entries, whiteouts: layer.whiteouts, opaque_dirs: layer.opaqueDirs,
-        layers_mounted: published.layersMounted, layers_copied: published.layersCopied,
+        layers_mounted: published.layersMounted, layers_copied: published.layersCopied, layers: published.layers,
+        ...(published.flattened === null ? {} : { flattened: published.flattened }),
       }, 'lazy snapshot pushed');
+      const flattenMs = published.flattened?.ms ?? null;
       return {
         imageRef,
         digest: published.digest,
         sizeBytes: published.sizeBytes,
-        timings: { pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), push_ms: roundMs(performance.now() - pushStart), index_ms: null, precopy_ms: null },
+        layers: published.layers,
+        flattened: published.flattened !== null,
+        timings: {
+          pause_ms: roundMs(paused.pauseMs), commit_ms: roundMs(commitMs), precopy_ms: null,
+          push_ms: roundMs(performance.now() - pushStart - (flattenMs ?? 0)), index_ms: null, flatten_ms: flattenMs === null ? null : roundMs(flattenMs),
+        },
       };
     } finally {
       await target.close();

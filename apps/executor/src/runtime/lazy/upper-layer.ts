@@ -16,13 +16,9 @@
  * that is not UTF-8 comes back from the snapshot byte for byte.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import { createGzip } from 'node:zlib';
-import { END_OF_ARCHIVE, TarParser, displayName, encodeHeader, padding, type TarEntry, type TarHeader } from '@cryo/clip';
+import { END_OF_ARCHIVE, TarParser, displayName, encodeHeader, padding, writeLayerBlob, type LayerBlobFile, type TarEntry, type TarHeader } from '@cryo/clip';
 import { RUNTIME_MANAGED_PATHS } from './runtime-spec';
 
 const execFileAsync = promisify(execFile);
@@ -31,14 +27,8 @@ export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_WHITEOUT = '.wh..wh..opq';
 const OVERLAY_XATTR = /^trusted\.overlay\./;
 
-export interface LayerFile {
-  path: string;
-  /** sha256 of the gzip blob */
-  digest: string;
-  /** sha256 of the uncompressed tar */
-  diffId: string;
-  size: number;
-  uncompressedSize: number;
+/** The layer blob (gzip) and what it holds. */
+export interface LayerFile extends LayerBlobFile {
   entries: number;
   whiteouts: number;
   opaqueDirs: number;
@@ -134,16 +124,6 @@ async function readEntries(rawTarPath: string): Promise<TarEntry[]> {
   return entries;
 }
 
-function hashTap(hash: ReturnType<typeof createHash>, count: { bytes: number }) {
-  return async function* tap(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    for await (const chunk of source) {
-      hash.update(chunk);
-      count.bytes += chunk.length;
-      yield chunk;
-    }
-  };
-}
-
 /** Convert the raw upper-dir tar into a gzip'd OCI layer at `outPath`. */
 export async function writeLayer(rawTarPath: string, outPath: string): Promise<LayerFile> {
   const converted = (await readEntries(rawTarPath)).flatMap((e) => layerEntriesFor(e));
@@ -172,21 +152,10 @@ export async function writeLayer(rawTarPath: string, outPath: string): Promise<L
     }
     yield END_OF_ARCHIVE;
   }
-  const tarHash = createHash('sha256');
-  const gzHash = createHash('sha256');
-  const tarCount = { bytes: 0 };
-  const gzCount = { bytes: 0 };
   try {
-    await pipeline(tarStream(), hashTap(tarHash, tarCount), createGzip(), hashTap(gzHash, gzCount), createWriteStream(outPath));
+    const blob = await writeLayerBlob(tarStream(), outPath);
+    return { ...blob, ...stats };
   } finally {
     await raw.close();
   }
-  return {
-    path: outPath,
-    digest: `sha256:${gzHash.digest('hex')}`,
-    diffId: `sha256:${tarHash.digest('hex')}`,
-    size: gzCount.bytes,
-    uncompressedSize: tarCount.bytes,
-    ...stats,
-  };
 }
