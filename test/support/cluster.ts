@@ -2,11 +2,13 @@
  * A whole cryo installation for one test file: a real registry (htpasswd auth), one private
  * Docker engine per host, the real server and real executors spawned from their bins.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mountsUnder } from '@cryo/clip/fuse';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CryoClient } from '@cryo/cli';
 import { startDockerd, type TestDockerd } from './dockerd';
+import { sweepLazySandboxes } from './lazy-sweep';
 import { startRegistry } from './registry';
 import { spawnCryo, freePort, writeYaml, waitFor, type CryoProcess } from './processes';
 
@@ -83,6 +85,11 @@ export interface Cluster {
   startExecutor(name: string, env?: NodeJS.ProcessEnv): Promise<CryoProcess>;
   waitExecutors(names: string[]): Promise<void>;
   logs(): string;
+  /**
+   * Stops every process, sweeps the lazy sandboxes the executors left (they outlive their
+   * executor by design) and removes `dir` once nothing is mounted under it; with
+   * CRYO_KEEP_TEST_DIRS=1 the dir (logs, state) stays for a look.
+   */
   stop(): Promise<void>;
 }
 
@@ -214,9 +221,11 @@ ${registryBlock(spec.registryPassword ?? registryPassword)}
       .map((f) => readFileSync(f, 'utf8')).join('\n'),
     async stop() {
       await Promise.all([...executors.values()].map((e) => e.kill()));
+      for (const host of opts.hosts) await sweepLazySandboxes(stateDir(host.name), host.name);
       await Promise.all(servers.map((s) => s.kill()));
       await Promise.all([...engines.values()].map((e) => e.stop()));
       await registry?.stop();
+      if (process.env.CRYO_KEEP_TEST_DIRS !== '1' && mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
