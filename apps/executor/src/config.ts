@@ -35,6 +35,34 @@ export const SnapshotsConfigSchema = z.object({
     .default(DEFAULT_MAX_LAYERS),
 }).strict();
 
+/** `host:port` of a metrics listener; the host is an IP address or `localhost`. */
+const ListenSchema = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, such as 127.0.0.1:9101');
+
+/**
+ * `metrics: {listen, allow_non_loopback}`: the page has no authentication and names sandboxes'
+ * operations, so an address other than loopback is refused unless `allow_non_loopback: true`.
+ */
+export const MetricsConfigSchema = z.object({
+  listen: ListenSchema,
+  allow_non_loopback: z.boolean().default(false),
+}).strict().refine((m) => m.allow_non_loopback || isLoopbackListen(m.listen), {
+  message: 'is not a loopback address: the metrics page has no authentication; listen on 127.0.0.1 (scrape through a tunnel or a local agent), or set metrics.allow_non_loopback: true',
+  path: ['listen'],
+});
+
+/** Host and port of a `host:port` listen address (brackets of an IPv6 host removed). */
+export function parseListen(listen: string): { host: string; port: number } {
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(listen.slice(colon + 1)) };
+}
+
+/** Whether `host:port` listens on loopback only (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackListen(listen: string): boolean {
+  const { host } = parseListen(listen);
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 export const ExecutorConfigSchema = z.object({
   /** One server (or a load balancer in front of several replicas). */
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').optional(),
@@ -61,6 +89,8 @@ export const ExecutorConfigSchema = z.object({
     memory_mb: z.number().int().positive().optional(),
   }).strict().default({ max_sandboxes: 32 }),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  /** Prometheus metrics (docs/metrics.md); no block = no metrics listener. */
+  metrics: MetricsConfigSchema.optional(),
 }).strict().refine((c) => c.server_url === undefined || c.server_urls === undefined, {
   message: 'give server_url or server_urls, not both', path: ['server_urls'],
 });

@@ -3,6 +3,7 @@
  * and runs each operation kind against the driver that owns its sandbox.
  */
 import { hostname, cpus, totalmem } from 'node:os';
+import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import {
@@ -17,14 +18,16 @@ import {
   type RestoreMode,
 } from '@cryo/snapshot';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
-import { serverUrls, type ExecutorConfig } from './config';
+import { parseListen, serverUrls, type ExecutorConfig } from './config';
 import { ClipArtifacts } from './clip-artifacts';
 import { RegistryCredentialSource } from './registry-credentials';
 import { DockerDriver, dockerFromHost } from './runtime/docker';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec } from './runtime/driver';
 import { RuncLazyDriver } from './runtime/runc-lazy';
+import { ExecutorMetrics } from './metrics';
 import { ServerClient } from './server-client';
 import { HeartbeatService } from './services/heartbeat';
+import { MetricsEndpoint } from './services/metrics-endpoint';
 import { OperationLoop } from './services/operation-loop';
 import { Reconciler } from './services/reconciler';
 import { OpJournal } from './state/op-journal';
@@ -53,6 +56,9 @@ export class Executor {
   private readonly drivers: RuntimeDriver[];
   private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
   private failCreates: number;
+  readonly metrics = new ExecutorMetrics();
+  private readonly lazy: RuncLazyDriver;
+  private readonly metricsEndpoint: MetricsEndpoint | undefined;
 
   constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.failCreates = opts.failCreates ?? 0;
@@ -65,15 +71,17 @@ export class Executor {
     };
     const credentials = new RegistryCredentialSource(access);
     this.clip = new ClipArtifacts(access, join(config.state_dir, 'clip'));
+    this.lazy = new RuncLazyDriver({
+      stateDir: config.state_dir,
+      executorId: config.executor_id,
+      access,
+      clipIndexes: this.clip,
+      maxLayers: config.snapshots.max_layers,
+      onMountStopped: (statusFile, status) => this.metrics.mountStats([{ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} }], true),
+      log,
+    });
     this.drivers = [
-      new RuncLazyDriver({
-        stateDir: config.state_dir,
-        executorId: config.executor_id,
-        access,
-        clipIndexes: this.clip,
-        maxLayers: config.snapshots.max_layers,
-        log,
-      }),
+      this.lazy,
       new DockerDriver({
         docker: dockerFromHost(config.docker.host),
         executorId: config.executor_id,
@@ -105,11 +113,29 @@ export class Executor {
     };
     this.reconciler = new Reconciler(target, (id) => (this.busySandboxes.get(id) ?? 0) > 0, log);
     this.heartbeat = new HeartbeatService(this.server, () => this.observe(), async (res) => {
+      this.metrics.heartbeatAccepted();
       await this.reconciler.reconcile(res.desired_sandboxes);
     }, log);
+    if (config.metrics !== undefined) {
+      const { host, port } = parseListen(config.metrics.listen);
+      this.metricsEndpoint = new MetricsEndpoint({ host, port, metrics: this.metrics, refresh: () => this.refreshMetrics(), log });
+    }
+  }
+
+  /** Reads what the metrics cannot see happen: mount processes' fetch counts, the span cache's size. */
+  private async refreshMetrics(): Promise<void> {
+    const mounts = await this.lazy.mountStatuses();
+    this.metrics.mountStats(mounts.map(({ statusFile, status }) => ({ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} })));
+    this.metrics.spanCacheSize(await directoryBytes(join(resolve(this.config.state_dir), 'clip-cache')));
   }
 
   async start(): Promise<void> {
+    if (this.metricsEndpoint !== undefined) {
+      const address = await this.metricsEndpoint.start().catch((err: unknown) => {
+        throw new Error(`metrics.listen ${this.config.metrics?.listen}: cannot listen: ${err instanceof Error ? err.message : String(err)}`);
+      });
+      this.log.info({ metrics: `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}/metrics` }, 'serving metrics');
+    }
     for (const driver of this.drivers) {
       const caps = await driver.capabilities();
       this.capabilities.set(driver, caps);
@@ -132,7 +158,7 @@ export class Executor {
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.heartbeat.stop(), this.loop.stop()]);
+    await Promise.all([this.heartbeat.stop(), this.loop.stop(), this.metricsEndpoint?.stop()]);
     await this.clip.close();
   }
 
@@ -169,6 +195,7 @@ export class Executor {
       Promise.all(this.active.map((d) => d.images?.list() ?? [])).then((lists) => lists.flat()),
     ]);
     const lazy = [...this.capabilities.values()].find((c) => c.restoreModes.includes('lazy'));
+    this.metrics.observed(sandboxes, images.reduce((sum, image) => sum + (image.size_bytes ?? 0), 0));
     return {
       host: hostname(),
       version: EXECUTOR_VERSION,
@@ -229,7 +256,29 @@ export class Executor {
   private handle(op: Operation, log: Logger): Promise<unknown> {
     // `op.kind` picks the handler of the same kind: the pair always agrees.
     const handler = this.handlers[op.kind] as (op: Operation, log: Logger, progress: ProgressSink) => Promise<unknown>;
-    return handler(op, log, this.progressSink(op.op_id, log));
+    const started = performance.now();
+    const outcome = handler(op, log, this.progressSink(op.op_id, log));
+    const seconds = (): number => (performance.now() - started) / 1000;
+    outcome.then(() => this.metrics.operationEnded(op.kind, 'done', seconds()), () => this.metrics.operationEnded(op.kind, 'failed', seconds()));
+    return outcome;
+  }
+
+  /**
+   * Create (or recreate, for a rollback) a sandbox with `driver`; a restore's time to running
+   * and, for an eager one, whether the engine had its image, go to the metrics.
+   */
+  private async createWith(driver: RuntimeDriver, spec: SandboxSpec, progress: ProgressSink): Promise<string> {
+    const started = performance.now();
+    let pulled: Progress | undefined;
+    const containerId = await driver.create(spec, (p) => {
+      if (p.phase === 'pull') pulled = p;
+      progress(p);
+    });
+    if (spec.restore !== null) {
+      this.metrics.restoreStarted(spec.sandboxId, spec.restore.mode, started);
+      if (spec.restore.mode === 'eager') this.metrics.imageCache(pulled === undefined, pulled?.bytes_total ?? pulled?.bytes_done ?? 0);
+    }
+    return containerId;
   }
 
   /** The driver that serves a restore mode (a create without a snapshot counts as eager). */
@@ -248,7 +297,7 @@ export class Executor {
       }
       const spec = sandboxSpec(p);
       const driver = await this.driverFor(spec);
-      const containerId = await driver.create(spec, progress);
+      const containerId = await this.createWith(driver, spec, progress);
       this.heartbeat.nudge();
       return { container_id: containerId, runtime: driver.name };
     }),
@@ -263,22 +312,28 @@ export class Executor {
         await current.remove(p.sandbox_id);
         log.info({ from: current.name, to: target.name, snapshot_id: p.restore.snapshot_id }, 'rollback: old container removed');
       }
-      const containerId = await target.create(spec, progress);
+      const containerId = await this.createWith(target, spec, progress);
       this.heartbeat.nudge();
       return { container_id: containerId, runtime: target.name };
     }),
     delete_sandbox: async ({ payload: p }) => {
       const removed = (await (await this.driverOf(p.sandbox_id))?.remove(p.sandbox_id)) ?? false;
+      this.metrics.sandboxRemoved(p.sandbox_id);
       this.heartbeat.nudge();
       return { removed };
     },
-    exec: async ({ payload: p }) => (await this.owningDriver(p.sandbox_id)).exec(p.sandbox_id, p.command, p.timeout_secs),
+    exec: async ({ payload: p }) => {
+      const result = await (await this.owningDriver(p.sandbox_id)).exec(p.sandbox_id, p.command, p.timeout_secs);
+      this.metrics.execEnded(p.sandbox_id);
+      return result;
+    },
     snapshot: ({ op_id: opId, payload: p }, log, progress) => this.withBusy(p.sandbox_id, async () => {
       const driver = await this.owningDriver(p.sandbox_id);
       const outcome = await driver.snapshot({
         opId, sandboxId: p.sandbox_id, snapshotId: p.snapshot_id, namespace: p.namespace, tag: p.tag, baseImage: p.base_image,
       }, progress);
       log.info({ image_ref: outcome.imageRef, digest: outcome.digest, layers: outcome.layers, flattened: outcome.flattened, timings: outcome.timings }, 'snapshot taken');
+      this.metrics.snapshotTimings(outcome.timings);
       this.heartbeat.nudge();
       return {
         image_ref: outcome.imageRef, digest: outcome.digest, size_bytes: outcome.sizeBytes, layers: outcome.layers, flattened: outcome.flattened, timings: outcome.timings,
@@ -293,6 +348,7 @@ export class Executor {
     },
     build_index: async ({ payload: p }, log) => {
       const { layers_read: layersRead, thread_id: _thread, ...result } = await this.clip.publish(p.image_ref, p.digest);
+      this.metrics.indexBuilt(result.index_ms, result.index_size_bytes);
       log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes, layers_read: layersRead }, 'clip index pushed');
       return result;
     },
@@ -307,4 +363,24 @@ function sandboxSpec(p: OperationOf<'create_sandbox'>['payload'] | OperationOf<'
       snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
     },
   };
+}
+
+/** Tells mount processes apart in the metrics: a new process behind the same status file counts anew. */
+function mountKey(statusFile: string, pid: number): string {
+  return `${statusFile}#${pid}`;
+}
+
+/** Bytes of the files under `dir` (two levels: the span cache's `<layer>/<span>` files); 0 when it does not exist. */
+async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  const layers = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const layer of layers) {
+    if (!layer.isDirectory()) continue;
+    const layerDir = join(dir, layer.name);
+    for (const name of await readdir(layerDir).catch(() => [])) {
+      const st = await stat(join(layerDir, name)).catch(() => undefined);
+      if (st?.isFile() === true) total += st.size;
+    }
+  }
+  return total;
 }

@@ -26,6 +26,8 @@ export type { BuildInfo, ImageInfo, ImageRuntimeConfig, LayerInfo, SpanInfo } fr
 export { ClipReader } from './reader/clip-reader';
 export type { ClipReaderOptions, DirEntry } from './reader/clip-reader';
 export type { FetchStats } from './reader/span-store';
+export { emptyFetchStats } from './reader/span-store';
+export { FetchStatsDeltas } from './metrics-fetch-stats';
 export { SpanDiskCache } from './reader/disk-cache';
 export { FallbackLayerSource, MemoryLayerSource } from './source';
 export type { LayerSource } from './source';

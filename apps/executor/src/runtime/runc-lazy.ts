@@ -64,6 +64,8 @@ export interface RuncLazyDriverOptions {
   maxLayers?: number;
   /** the host probe (default: lazyCapabilities()); tests inject their own */
   probe?: () => Promise<{ lazy: boolean; lazy_unavailable_reason: string | null }>;
+  /** a mount process ended: its status file and last status (metrics take its final counts) */
+  onMountStopped?: (statusFile: string, status: MountStatus) => void;
   log: Logger;
 }
 
@@ -104,6 +106,7 @@ export class RuncLazyDriver implements RuntimeDriver {
       executorId: opts.executorId,
       registryAccess: opts.access,
       mountTimeoutMs: opts.mountTimeoutMs,
+      onMountStopped: opts.onMountStopped,
       log: opts.log,
     });
   }
@@ -224,6 +227,15 @@ export class RuncLazyDriver implements RuntimeDriver {
   /** The mount process's status: state, pid, and the bytes it fetched from the registry. */
   mountStatus(sandboxId: string): MountStatus | undefined {
     return readMountStatus(this.sandboxes.layout(sandboxId).mountStatus);
+  }
+
+  /** Every lazy sandbox's mount status file and what it says now (metrics read their fetch counts). */
+  async mountStatuses(): Promise<Array<{ statusFile: string; status: MountStatus }>> {
+    return (await this.sandboxIds()).flatMap((id) => {
+      const statusFile = this.sandboxes.layout(id).mountStatus;
+      const status = readMountStatus(statusFile);
+      return status === undefined ? [] : [{ statusFile, status }];
+    });
   }
 
   async snapshot(spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {

@@ -22,6 +22,7 @@ import {
   unmountFuse,
   unmountPath,
   type MountEntry,
+  type MountStatus,
 } from '@cryo/clip/fuse';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, SANDBOX_LABELS, containerName } from '@cryo/snapshot';
@@ -54,6 +55,8 @@ export interface LazySandboxesOptions {
   registryAccess: RegistryAccessSettings;
   /** how long a mount may take to come up (default 30 s) */
   mountTimeoutMs?: number | undefined;
+  /** Called with a mount process's status file once the process has ended (its last fetch counts): metrics. */
+  onMountStopped?: ((statusFile: string, status: MountStatus) => void) | undefined;
   log: Logger;
 }
 
@@ -190,6 +193,8 @@ export class LazySandboxes {
   async takeDownMounts(layout: LazySandboxLayout): Promise<void> {
     await unmountPath(layout.rootfs);
     await stopMountProcess(readMountStatus(layout.mountStatus)?.pid, layout.lower);
+    const last = readMountStatus(layout.mountStatus);
+    if (last !== undefined) this.opts.onMountStopped?.(layout.mountStatus, last);
     for (const m of mountsUnder(layout.dir)) {
       if (m.fstype.startsWith('fuse')) await unmountFuse(m.mountpoint);
       else await unmountPath(m.mountpoint);
