@@ -124,6 +124,26 @@ describe('sandboxes create', () => {
     });
   });
 
+  it('--wait of a restore shows the pending reason, then the executor\'s pull progress', async () => {
+    const pending = (over: Record<string, unknown>) => ({ body: sandboxFixture({ status: 'pending', started_at: null, ...over }) });
+    const answers = [
+      pending({ pending_reason: 'waiting for executor exec-a', progress: null }),
+      pending({ pending_reason: 'waiting for executor exec-a', progress: { phase: 'pull', bytes_done: 1024 * 1024, bytes_total: 4 * 1024 * 1024 } }),
+      pending({ pending_reason: 'waiting for executor exec-a', progress: { phase: 'pull', bytes_done: 4 * 1024 * 1024, bytes_total: 4 * 1024 * 1024 } }),
+      { body: sandboxFixture() },
+    ];
+    const ran = await cryo(['snap', 'restore', 'snap-cccc2222dddd', '--wait'], (req) =>
+      req.method === 'POST' ? created : (answers.shift() ?? { body: sandboxFixture() }),
+    );
+    expect(ran.stderr).toBe([
+      'sbx-aaaa1111bbbb pending: waiting for executor exec-a',
+      'sbx-aaaa1111bbbb pending: pull 1.0 MiB / 4.0 MiB (25%)',
+      'sbx-aaaa1111bbbb pending: pull 4.0 MiB / 4.0 MiB (100%)',
+      '',
+    ].join('\n'));
+    expect(ran.code).toBe(0);
+  });
+
   it('--wait fails when the sandbox terminated instead of running', async () => {
     const ended = sandboxFixture({
       status: 'terminated',

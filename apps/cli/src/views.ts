@@ -1,5 +1,5 @@
 /** How sandboxes, snapshots and executors look to people: tables for lists, key: value for one. */
-import type { ExecutorView, Outcome, Sandbox, SandboxListItem, Snapshot } from '@cryo/snapshot';
+import type { ExecutorView, Outcome, Progress, Sandbox, SandboxListItem, Snapshot } from '@cryo/snapshot';
 import {
   formatBytes,
   formatLabels,
@@ -56,6 +56,7 @@ export function sandboxFields(sb: Sandbox, now: Date): string {
     ['namespace', sb.namespace],
     ['status', sb.status],
     ['pending_reason', sb.pending_reason ?? undefined],
+    ['progress', sb.progress === null ? undefined : progressText(sb.progress)],
     ['outcome', describeOutcome(sb.outcome)],
     ['image', sb.image],
     ['command', formatCommand(sb.command) ?? '(image default)'],
@@ -129,7 +130,7 @@ export function snapshotFields(snap: Snapshot, now: Date): string {
   ]);
 }
 
-function progressText(progress: NonNullable<Snapshot['progress']>): string {
+function progressText(progress: Progress): string {
   const bytes = progress.bytes_done > 0 || progress.bytes_total !== null;
   return bytes ? `${progress.phase} ${formatProgressBytes(progress.bytes_done, progress.bytes_total)}` : progress.phase;
 }
@@ -138,6 +139,16 @@ function progressText(progress: NonNullable<Snapshot['progress']>): string {
 export function snapshotProgressLine(snap: Snapshot): string {
   const progress = snap.status === 'creating' && snap.progress !== null ? `: ${progressText(snap.progress)}` : '';
   return `${snap.snapshot_id} ${snap.status}${progress}`;
+}
+
+/**
+ * The --wait status line of a sandbox being created, restored or rolled back: the executor's
+ * progress once it reports ("sbx-1 pending: pull 12.0 MiB / 40.0 MiB (30%)", "... mount"),
+ * else why it waits ("sbx-1 pending: waiting for executor host-a"); "sbx-1 running" at the end.
+ */
+export function sandboxProgressLine(sb: Sandbox): string {
+  const detail = sb.progress !== null ? progressText(sb.progress) : sb.pending_reason;
+  return detail === null ? `${sb.sandbox_id} ${sb.status}` : `${sb.sandbox_id} ${sb.status}: ${detail}`;
 }
 
 export function executorTable(items: readonly ExecutorView[], now: Date): string {

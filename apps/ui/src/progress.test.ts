@@ -14,7 +14,7 @@ const snapshot = (over: Partial<Snapshot>): Snapshot => ({
 
 const sandbox = (over: Partial<Sandbox>): Sandbox => ({
   sandbox_id: 'sbx-2', namespace: 'default', image: 'busybox', command: null, labels: {}, resources: {}, timeout_secs: 0,
-  status: 'running', pending_reason: null, outcome: null, executor_id: 'host-a', restored_from_snapshot: null, restore_mode: null,
+  status: 'running', pending_reason: null, outcome: null, executor_id: 'host-a', restored_from_snapshot: null, restore_mode: null, progress: null,
   created_at: '2030-01-01T00:00:00.000Z', started_at: '2030-01-01T00:00:01.000Z', terminated_at: null, expires_at: null,
   ...over,
 });
@@ -51,6 +51,16 @@ describe('sandbox progress', () => {
     // A rollback in place (issue 12) says what it rolls back to.
     expect(sandboxProgress(sandbox({ status: 'restoring', pending_reason: 'rolling back to snapshot snap-1 (eager) on executor host-a' })))
       .toEqual({ label: 'rolling back to snapshot snap-1 (eager) on executor host-a', fraction: null });
+  });
+
+  it('shows the executor\'s pull or mount progress of a pending restore', () => {
+    const pulling = sandbox({ status: 'pending', restored_from_snapshot: 'snap-1', restore_mode: 'eager', pending_reason: 'waiting for executor host-a',
+      progress: { phase: 'pull', bytes_done: 12_000_000, bytes_total: 48_000_000 } });
+    expect(sandboxProgress(pulling)).toEqual({ label: 'restoring (eager): pulling 12 MB / 48 MB', fraction: 0.25 });
+    const mounting = sandbox({ status: 'pending', restored_from_snapshot: 'snap-1', restore_mode: 'lazy', progress: { phase: 'mount', bytes_done: 0, bytes_total: null } });
+    expect(sandboxProgress(mounting)).toEqual({ label: 'restoring (lazy): mounting', fraction: null });
+    expect(sandboxProgress(sandbox({ status: 'restoring', progress: { phase: 'pull', bytes_done: 1_000_000, bytes_total: 4_000_000 } })))
+      .toEqual({ label: 'pulling 1.0 MB / 4.0 MB', fraction: 0.25 });
   });
 
   it('tells the dashboard to poll faster while anything moves', () => {

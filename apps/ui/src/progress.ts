@@ -5,7 +5,7 @@
  * sandbox being created or restored.
  */
 import { LOCAL_SNAPSHOT_REPOSITORY } from '@cryo/snapshot/naming';
-import type { Sandbox, Snapshot } from './api';
+import type { Progress, Sandbox, Snapshot } from './api';
 import { formatBytes } from './format';
 
 export interface ProgressView {
@@ -29,17 +29,20 @@ const PHASE_LABELS: Record<string, string> = {
   start: 'starting',
 };
 
+/** The executor's `progress{phase, bytes_done, bytes_total}` as words and a fraction. */
+function phaseProgress(progress: Progress): ProgressView {
+  const verb = PHASE_LABELS[progress.phase] ?? progress.phase;
+  if (progress.bytes_total === null || progress.bytes_total <= 0) {
+    return { label: progress.bytes_done > 0 ? `${verb} ${formatBytes(progress.bytes_done)}` : verb, fraction: null };
+  }
+  const fraction = Math.min(1, Math.max(0, progress.bytes_done / progress.bytes_total));
+  return { label: `${verb} ${formatBytes(progress.bytes_done)} / ${formatBytes(progress.bytes_total)}`, fraction };
+}
+
 export function snapshotProgress(snapshot: Snapshot): ProgressView | null {
   switch (snapshot.status) {
     case 'creating': {
-      const progress = snapshot.progress;
-      if (progress === null) return { label: 'queued', fraction: null };
-      const verb = PHASE_LABELS[progress.phase] ?? progress.phase;
-      if (progress.bytes_total === null || progress.bytes_total <= 0) {
-        return { label: progress.bytes_done > 0 ? `${verb} ${formatBytes(progress.bytes_done)}` : verb, fraction: null };
-      }
-      const fraction = Math.min(1, Math.max(0, progress.bytes_done / progress.bytes_total));
-      return { label: `${verb} ${formatBytes(progress.bytes_done)} / ${formatBytes(progress.bytes_total)}`, fraction };
+      return snapshot.progress === null ? { label: 'queued', fraction: null } : phaseProgress(snapshot.progress);
     }
     case 'active':
       return isIndexing(snapshot) ? { label: 'indexing', fraction: null } : null;
@@ -62,12 +65,19 @@ export function isIndexing(snapshot: Snapshot): boolean {
 }
 
 export function sandboxProgress(sandbox: Sandbox): ProgressView | null {
+  // The executor's progress on a pull (eager) or mount (lazy) once it reports, else why it waits.
   if (sandbox.status === 'pending') {
     const what = sandbox.restored_from_snapshot === null ? 'starting' : `restoring (${sandbox.restore_mode ?? 'eager'})`;
+    if (sandbox.progress !== null) {
+      const view = phaseProgress(sandbox.progress);
+      return { label: `${what}: ${view.label}`, fraction: view.fraction };
+    }
     return { label: sandbox.pending_reason === null ? what : `${what}: ${sandbox.pending_reason}`, fraction: null };
   }
   if (sandbox.status === 'snapshotting') return { label: 'snapshotting', fraction: null };
-  if (sandbox.status === 'restoring') return { label: sandbox.pending_reason ?? 'rolling back', fraction: null };
+  if (sandbox.status === 'restoring') {
+    return sandbox.progress !== null ? phaseProgress(sandbox.progress) : { label: sandbox.pending_reason ?? 'rolling back', fraction: null };
+  }
   return null;
 }
 

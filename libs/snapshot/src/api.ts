@@ -170,6 +170,19 @@ export const CreateSandboxBodySchema = z.strictObject({
 });
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBodySchema>;
 
+const ByteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * How far a snapshot's push, or a restore's pull (eager) or mount (lazy), has come: a phase name
+ * and bytes (`bytes_total` null while unknown).
+ */
+export const ProgressSchema = z.object({
+  phase: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'phase is a short lowercase word such as "push"'),
+  bytes_done: ByteCount,
+  bytes_total: ByteCount.nullable(),
+});
+export type Progress = z.infer<typeof ProgressSchema>;
+
 export const SandboxSchema = z.object({
   sandbox_id: z.string(),
   namespace: z.string(),
@@ -184,6 +197,11 @@ export const SandboxSchema = z.object({
   executor_id: z.string().nullable(),
   restored_from_snapshot: z.string().nullable(),
   restore_mode: RestoreModeSchema.nullable(),
+  /**
+   * While a restore is pending (or a rollback restoring): how far its executor has come, e.g.
+   * `pull` with bytes (eager), `fetch-index`, `mount`, `start` (lazy). Null otherwise.
+   */
+  progress: ProgressSchema.nullable(),
   created_at: z.string(),
   started_at: z.string().nullable(),
   terminated_at: z.string().nullable(),
@@ -275,8 +293,6 @@ export const TimingsSchema = z.object({
 });
 export type Timings = z.infer<typeof TimingsSchema>;
 
-const ByteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-
 /** A mount of the sandbox that its snapshot does not hold (cryo did not create it), and why. */
 export const ExcludedMountSchema = z.object({
   /** Docker's mount type: bind, volume, tmpfs, ... */
@@ -315,14 +331,6 @@ export const SnapshotCaptureSchema = z.object({
   volumes: z.array(z.string().max(4096)).max(256),
 });
 export type SnapshotCapture = z.infer<typeof SnapshotCaptureSchema>;
-
-/** How far a snapshot's push (or a restore's pull) has come: a phase name and bytes. */
-export const ProgressSchema = z.object({
-  phase: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'phase is a short lowercase word such as "push"'),
-  bytes_done: ByteCount,
-  bytes_total: ByteCount.nullable(),
-});
-export type Progress = z.infer<typeof ProgressSchema>;
 
 export const SnapshotSchema = z.object({
   snapshot_id: z.string(),

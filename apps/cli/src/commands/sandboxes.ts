@@ -3,7 +3,8 @@ import { SandboxStatusSchema, type CreateSandboxBody, type RestoreMode, type San
 import { collectKeyValue, parseInteger, parsePositiveNumber } from '../args';
 import type { Cli, CommandContext } from '../cli';
 import { CryoClientError } from '../client-errors';
-import { describeOutcome, sandboxFields, sandboxTable } from '../views';
+import { ProgressLine } from '../progress';
+import { describeOutcome, sandboxFields, sandboxProgressLine, sandboxTable } from '../views';
 import { addForkOptions, forkBody, modeOption, reportForks, type ForkFlags } from './lifecycle';
 import {
   addListOptions,
@@ -209,7 +210,7 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
         });
         return;
       }
-      const sandbox = await ctx.client.waitForSandbox(id, { intervalMs: ctx.pollIntervalMs, timeoutMs: waitTimeoutMs(flags) });
+      const sandbox = await waitWithProgress(ctx, id, flags);
       ctx.out.result(sandbox, {
         ids: [sandbox.sandbox_id],
         human: () => sandbox.status === 'terminated'
@@ -223,21 +224,33 @@ export function registerSandboxCommands(program: Command, cli: Cli): void {
 }
 
 /**
+ * Polls until the sandbox runs or has terminated, with one status line on stderr (redrawn on a
+ * TTY, a line per change otherwise): the restore's progress (pull bytes, mount) once its executor
+ * reports it, else the pending reason.
+ */
+async function waitWithProgress(ctx: CommandContext, id: string, flags: WaitFlags): Promise<Sandbox> {
+  const line = new ProgressLine(ctx.out.stderr, !ctx.out.quiet);
+  try {
+    return await ctx.client.waitForSandbox(id, {
+      intervalMs: ctx.pollIntervalMs,
+      timeoutMs: waitTimeoutMs(flags),
+      onUpdate: (sb) => {
+        if ((sb.status === 'pending' || sb.status === 'restoring') && (sb.progress !== null || sb.pending_reason !== null)) {
+          line.update(sandboxProgressLine(sb));
+        }
+      },
+    });
+  } finally {
+    line.finish();
+  }
+}
+
+/**
  * --wait of create and restore: poll until the sandbox runs (print it) or has terminated
- * (print it, then fail with how it ended). Pending reasons are noted on stderr as they change.
+ * (print it, then fail with how it ended), showing its progress on stderr meanwhile.
  */
 export async function waitUntilStarted(ctx: CommandContext, id: string, flags: WaitFlags): Promise<Sandbox> {
-  let lastReason: string | null = null;
-  const sandbox = await ctx.client.waitForSandbox(id, {
-    intervalMs: ctx.pollIntervalMs,
-    timeoutMs: waitTimeoutMs(flags),
-    onUpdate: (sb) => {
-      if (sb.pending_reason !== null && sb.pending_reason !== lastReason) {
-        ctx.out.note(`${sb.sandbox_id} pending: ${sb.pending_reason}`);
-      }
-      lastReason = sb.pending_reason;
-    },
-  });
+  const sandbox = await waitWithProgress(ctx, id, flags);
   ctx.out.result(sandbox, {
     ids: [sandbox.sandbox_id],
     human: () =>

@@ -102,6 +102,7 @@ export function sandboxFixture(overrides: Record<string, unknown> = {}): Record<
     executor_id: 'exec-a',
     restored_from_snapshot: null,
     restore_mode: null,
+    progress: null,
     created_at: '2025-01-01T00:00:00.000Z',
     started_at: '2025-01-01T00:00:01.000Z',
     terminated_at: null,

@@ -285,4 +285,12 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE snapshots ADD COLUMN flattened INTEGER NOT NULL DEFAULT 0 CHECK (flattened IN (0, 1));
     `),
   },
+  // ---- issue 14: restore progress ----
+  {
+    version: 7,
+    name: 'sandboxes.progress: how far a pending restore (pull, mount) has come',
+    up: (db) => runStatements(db, `
+      ALTER TABLE sandboxes ADD COLUMN progress TEXT
+    `),
+  },
 ];

@@ -50,15 +50,19 @@ export class OperationOutcomes {
 
   async progress(opId: string, progress: Progress): Promise<Ack> {
     const { db, clock } = this.deps;
-    const { operations, snapshots } = db.stores;
+    const { operations, snapshots, sandboxes } = db.stores;
     const op = await operations.get(opId);
     const stale = staleReason(opId, op);
     if (stale !== null || op === undefined) return { ignored: true, reason: stale };
-    if (op.kind !== 'snapshot' || op.snapshot_id === null) {
-      return { ignored: true, reason: `operation ${opId} is a ${op.kind}; only snapshots report progress` };
-    }
     const now = clock.now();
-    await snapshots.updateProgress(op.snapshot_id, progress, now);
+    if (op.kind === 'snapshot' && op.snapshot_id !== null) {
+      await snapshots.updateProgress(op.snapshot_id, progress, now);
+    } else if ((op.kind === 'create_sandbox' || op.kind === 'rollback_sandbox') && op.sandbox_id !== null) {
+      // A restore's pull or mount: shown on the sandbox while it is pending (or restoring).
+      await sandboxes.updateProgress(op.sandbox_id, progress, now);
+    } else {
+      return { ignored: true, reason: `operation ${opId} is a ${op.kind}; only snapshots, creates and rollbacks report progress` };
+    }
     // Progress proves the executor is still on it: keep the lease from running out mid-push.
     await operations.extendLease(op.id, now + this.deps.queue.leaseMs(op), now);
     return ACCEPTED;

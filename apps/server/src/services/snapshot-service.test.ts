@@ -227,6 +227,24 @@ describe('restore', () => {
     expect(viaCreate.json).toMatchObject({ restored_from_snapshot: snapshotId });
   });
 
+  it('shows the executor\'s pull progress on the pending sandbox, and none once it runs', async () => {
+    const { executor: a, sandboxId } = await runningSandbox(h, 'exec-a');
+    const { snapshotId } = await activeSnapshot(a, sandboxId);
+    const restored = await h.api('POST', `/snapshots/${snapshotId}/restore`, {});
+    const id = restored.json.sandbox_id as string;
+    expect((await h.api('GET', `/sandboxes/${id}`)).json.progress).toBeNull();
+    const op = await a.pollOne('create_sandbox');
+    const pulling = { phase: 'pull', bytes_done: 1000, bytes_total: 4000 };
+    expect((await a.progress(op.op_id, pulling)).json).toEqual({ ignored: false, reason: null });
+    expect((await h.api('GET', `/sandboxes/${id}`)).json).toMatchObject({ status: 'pending', progress: pulling });
+    const listed = (await h.api('GET', '/sandboxes')).json.items as Array<{ sandbox_id: string; progress: unknown }>;
+    expect(listed.find((s) => s.sandbox_id === id)?.progress).toEqual(pulling);
+    await a.ok(op.op_id, { container_id: 'c-restored', runtime: 'docker' });
+    expect((await h.api('GET', `/sandboxes/${id}`)).json).toMatchObject({ status: 'running', progress: null });
+    // Progress of an operation that ended is ignored (stale), not stored.
+    expect((await a.progress(op.op_id, pulling)).json.ignored).toBe(true);
+  });
+
   it('restores a local-only snapshot only on its own executor', async () => {
     const a = h.executor('exec-a', { registry: null });
     const b = h.executor('exec-b', { registry: null });

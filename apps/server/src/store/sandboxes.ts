@@ -1,10 +1,12 @@
 import {
   OutcomeSchema,
+  ProgressSchema,
   ResourcesSchema,
   RestoreModeSchema,
   SandboxStatusSchema,
   type ListQuery,
   type Outcome,
+  type Progress,
   type RestoreMode,
   type Sandbox,
   type SandboxListItem,
@@ -41,6 +43,8 @@ export interface SandboxRow {
   updated_at: number;
   /** When the last rollback's container started (issue 12), else null. */
   restored_at: number | null;
+  /** JSON Progress the executor last reported for the restore under way (pending, restoring), else null. */
+  progress: string | null;
 }
 
 export interface NewSandbox {
@@ -82,6 +86,7 @@ export function toSandboxListItem(row: SandboxRow): SandboxListItem {
     executor_id: row.executor_id,
     restored_from_snapshot: row.restored_from_snapshot,
     restore_mode: row.restore_mode === null ? null : RestoreModeSchema.parse(row.restore_mode),
+    progress: row.status === 'pending' || row.status === 'restoring' ? decodeJsonOrNull(ProgressSchema, row.progress, 'sandboxes.progress') : null,
     created_at: toIso(row.created_at),
     started_at: toIsoOrNull(row.started_at),
     terminated_at: toIsoOrNull(row.terminated_at),
@@ -161,7 +166,7 @@ export class SandboxStore {
 
   async markRunning(id: string, containerId: string, now: number, expiresAt: number | null): Promise<boolean> {
     const result = await this.ctx.db.updateTable('sandboxes')
-      .set({ status: 'running', pending_reason: null, container_id: containerId, started_at: now, expires_at: expiresAt, updated_at: now })
+      .set({ status: 'running', pending_reason: null, progress: null, container_id: containerId, started_at: now, expires_at: expiresAt, updated_at: now })
       .where('id', '=', id).where('status', '=', lit('pending'))
       .executeTakeFirst();
     return changedRows(result) === 1;
@@ -193,7 +198,7 @@ export class SandboxStore {
     return this.ctx.db.updateTable('sandboxes')
       .set({
         status: 'restoring', restored_from_snapshot: snapshot.id, restore_mode: snapshot.mode, image: snapshot.imageRef,
-        base_image: snapshot.baseImage, pending_reason: reason, updated_at: now,
+        base_image: snapshot.baseImage, pending_reason: reason, progress: null, updated_at: now,
       })
       .where('id', '=', id).where('namespace', '=', namespace).where('status', '=', lit('running')).where('executor_id', 'is not', null)
       .returningAll()
@@ -203,7 +208,7 @@ export class SandboxStore {
   /** Compare-and-set restoring -> running: the rollback's container runs. Timeout and expiry stay. */
   async finishRollback(id: string, containerId: string, now: number): Promise<boolean> {
     const result = await this.ctx.db.updateTable('sandboxes')
-      .set({ status: 'running', container_id: containerId, pending_reason: null, restored_at: now, updated_at: now })
+      .set({ status: 'running', container_id: containerId, pending_reason: null, progress: null, restored_at: now, updated_at: now })
       .where('id', '=', id).where('status', '=', lit('restoring'))
       .executeTakeFirst();
     return changedRows(result) === 1;
@@ -231,6 +236,14 @@ export class SandboxStore {
   async reassign(id: string, executorId: string, pendingReason: string, now: number): Promise<void> {
     await this.ctx.db.updateTable('sandboxes').set({ executor_id: executorId, pending_reason: pendingReason, updated_at: now })
       .where('id', '=', id).where('status', '=', lit('pending')).execute();
+  }
+
+  /** The executor's progress on the restore of a pending (or restoring) sandbox; false when it is neither any more. */
+  async updateProgress(id: string, progress: Progress, now: number): Promise<boolean> {
+    const result = await this.ctx.db.updateTable('sandboxes').set({ progress: JSON.stringify(progress), updated_at: now })
+      .where('id', '=', id).where('status', 'in', lits(['pending', 'restoring']))
+      .executeTakeFirst();
+    return changedRows(result) === 1;
   }
 
   async setPendingReason(id: string, reason: string, now: number): Promise<void> {
