@@ -1,0 +1,102 @@
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { emptyFetchStats } from '@cryo/clip';
+import { ExecutorMetrics } from './metrics';
+import { MetricsEndpoint } from './services/metrics-endpoint';
+
+/** The value of one sample line of the text format, e.g. `clip_range_get_count` or `cryo_cache_hits_total{tier="disk"}`. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+describe('ExecutorMetrics', () => {
+  it('adds what mount processes counted since the last read, and keeps the counts of mounts that ended', async () => {
+    const m = new ExecutorMetrics();
+    const fetch = (over: Partial<ReturnType<typeof emptyFetchStats>>) => ({ ...emptyFetchStats(), ...over });
+    m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 2, bytes: 1000, spansFetched: 2, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 0.5 }) }]);
+    m.mountStats([
+      { key: 'a#1', fetch: fetch({ requests: 3, bytes: 1500, spansFetched: 3, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 0.75 }) },
+      { key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) },
+    ]);
+    // a#1 taken down: its last counts arrive once more (partial), then it is gone from the list.
+    m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 4, bytes: 2000, spansFetched: 4, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 1 }) }], true);
+    m.mountStats([{ key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) }]);
+    // A new process behind a#1's status file starts from zero.
+    m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 1, bytes: 5 }) }, { key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) }]);
+    const text = await m.render();
+    expect(sample(text, 'clip_range_get_count')).toBe(6);
+    expect(sample(text, 'clip_range_get_bytes_total')).toBe(2015);
+    expect(sample(text, 'clip_inflate_cpu_seconds_total')).toBe(1);
+    expect(sample(text, 'cryo_cache_hits_total{tier="disk"}')).toBe(1);
+    expect(sample(text, 'cryo_cache_hit_bytes_total{tier="disk"}')).toBe(4096);
+    expect(sample(text, 'cryo_cache_hits_total{tier="memory"}')).toBe(4);
+    expect(sample(text, 'cryo_cache_misses_total{tier="disk"}')).toBe(4);
+    expect(sample(text, 'cryo_cache_miss_bytes_total{tier="disk"}')).toBe(2015);
+  });
+
+  it('times restores to running and to their first exec by mode; only the first exec counts', async () => {
+    const m = new ExecutorMetrics();
+    m.restoreStarted('sbx-lazy', 'lazy', performance.now() - 200);
+    m.restoreStarted('sbx-eager', 'eager', performance.now() - 100);
+    m.execEnded('sbx-lazy');
+    m.execEnded('sbx-lazy');
+    m.execEnded('sbx-plain'); // never restored: no first exec of a restore
+    const text = await m.render();
+    expect(sample(text, 'cryo_executor_restore_to_running_seconds_count{mode="lazy"}')).toBe(1);
+    expect(sample(text, 'cryo_executor_restore_to_running_seconds_count{mode="eager"}')).toBe(1);
+    expect(sample(text, 'cryo_executor_restore_to_first_exec_seconds_count{mode="lazy"}')).toBe(1);
+    expect(sample(text, 'cryo_executor_restore_to_first_exec_seconds_count{mode="eager"}')).toBeUndefined();
+    expect(sample(text, 'clip_first_exec_ms_count')).toBe(1);
+    expect(sample(text, 'clip_first_exec_ms_sum')).toBeGreaterThanOrEqual(200);
+  });
+
+  it('takes snapshot phases from the timings fields, index builds, operations and image cache hits', async () => {
+    const m = new ExecutorMetrics();
+    m.snapshotTimings({ pause_ms: 15, commit_ms: null, precopy_ms: 800, push_ms: 300, index_ms: 900 });
+    m.indexBuilt(900, 12_345);
+    m.operationEnded('snapshot', 'done', 1.2);
+    m.operationEnded('exec', 'failed', 0.1);
+    m.imageCache(false, 5_000_000);
+    m.imageCache(true, 0);
+    const text = await m.render();
+    expect(sample(text, 'cryo_snapshot_phase_seconds_count{phase="pause"}')).toBe(1);
+    expect(sample(text, 'cryo_snapshot_phase_seconds_sum{phase="precopy"}')).toBe(0.8);
+    expect(sample(text, 'cryo_snapshot_phase_seconds_count{phase="commit"}')).toBeUndefined();
+    expect(sample(text, 'clip_index_build_seconds_sum')).toBe(0.9);
+    expect(sample(text, 'clip_index_bytes_total')).toBe(12_345);
+    expect(sample(text, 'cryo_executor_operations_total{kind="snapshot",outcome="done"}')).toBe(1);
+    expect(sample(text, 'cryo_executor_operations_total{kind="exec",outcome="failed"}')).toBe(1);
+    expect(sample(text, 'cryo_cache_misses_total{tier="image"}')).toBe(1);
+    expect(sample(text, 'cryo_cache_miss_bytes_total{tier="image"}')).toBe(5_000_000);
+    expect(sample(text, 'cryo_cache_hits_total{tier="image"}')).toBe(1);
+    expect(sample(text, 'cryo_heartbeat_age_seconds')).toBe(-1);
+    expect(text).toContain('process_cpu_seconds_total');
+  });
+});
+
+describe('MetricsEndpoint', () => {
+  let endpoint: MetricsEndpoint | undefined;
+  afterEach(async () => {
+    await endpoint?.stop();
+  });
+
+  it('serves GET /metrics after a refresh, and nothing else', async () => {
+    const metrics = new ExecutorMetrics();
+    let refreshes = 0;
+    endpoint = new MetricsEndpoint({
+      host: '127.0.0.1', port: 0, metrics, log: pino({ level: 'silent' }),
+      refresh: async () => {
+        refreshes++;
+        metrics.spanCacheSize(4096);
+      },
+    });
+    const { port } = await endpoint.start();
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    expect(sample(await res.text(), 'cryo_cache_size_bytes{tier="disk"}')).toBe(4096);
+    expect(refreshes).toBeGreaterThanOrEqual(1);
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(404);
+  });
+});
