@@ -22,6 +22,8 @@ export interface HostSpec {
   snapshots?: Record<string, unknown>;
   /** The executor's `docker.mounts`: mounts every sandbox of this host gets. */
   dockerMounts?: Array<{ type: 'bind' | 'volume' | 'tmpfs'; source?: string; target: string; read_only?: boolean }>;
+  /** More YAML for this executor's config (e.g. a `metrics:` block with a port of its own). */
+  config?: string;
 }
 
 export interface ClusterOptions {
@@ -195,6 +197,7 @@ ${spec.dockerMounts === undefined ? '' : `  mounts: ${JSON.stringify(spec.docker
 state_dir: ${stateDir(name)}
 log_level: ${logLevel}
 ${registryBlock(spec.registryPassword ?? registryPassword)}
+${spec.config ?? ''}
 `);
     const proc = spawnCryo(`executor-${name}`, 'cryo-executor', config, dir, { ...spec.env, ...env });
     executors.set(name, proc);

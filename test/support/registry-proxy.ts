@@ -15,6 +15,8 @@ export interface ProxyHooks {
   forwardHeaders?(req: IncomingMessage, headers: IncomingHttpHeaders): IncomingHttpHeaders;
   /** Change the registry's status and headers before they go back (the body passes through). */
   answer?(req: IncomingMessage, status: number, headers: IncomingHttpHeaders): { status: number; headers: IncomingHttpHeaders };
+  /** Hold the request this many ms before forwarding it (a slow registry, for a phase to be seen). */
+  delayMs?(req: IncomingMessage): number;
 }
 
 export interface ProxiedRequest {
@@ -51,18 +53,23 @@ export async function startRegistryProxy(target: string, hooks: ProxyHooks = {})
       return;
     }
     const headers = defined(proxy.hooks.forwardHeaders?.(req, { ...req.headers }) ?? req.headers);
-    const upstream = request({ host: targetHost, port: Number(targetPort), method: req.method, path: req.url, headers }, (answer) => {
-      const out = proxy.hooks.answer?.(req, answer.statusCode ?? 502, { ...answer.headers }) ?? { status: answer.statusCode ?? 502, headers: answer.headers };
-      record(out.status);
-      res.writeHead(out.status, defined(out.headers));
-      answer.pipe(res);
-    });
-    upstream.on('error', (err) => {
-      record(502);
-      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
-      res.end(`proxy: ${err.message}`);
-    });
-    req.pipe(upstream);
+    const forward = (): void => {
+      const upstream = request({ host: targetHost, port: Number(targetPort), method: req.method, path: req.url, headers }, (answer) => {
+        const out = proxy.hooks.answer?.(req, answer.statusCode ?? 502, { ...answer.headers }) ?? { status: answer.statusCode ?? 502, headers: answer.headers };
+        record(out.status);
+        res.writeHead(out.status, defined(out.headers));
+        answer.pipe(res);
+      });
+      upstream.on('error', (err) => {
+        record(502);
+        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`proxy: ${err.message}`);
+      });
+      req.pipe(upstream);
+    };
+    const delay = proxy.hooks.delayMs?.(req) ?? 0;
+    if (delay > 0) setTimeout(forward, delay);
+    else forward();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxy.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;

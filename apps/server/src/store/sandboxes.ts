@@ -241,7 +241,7 @@ export class SandboxStore {
   /** The executor's progress on the restore of a pending (or restoring) sandbox; false when it is neither any more. */
   async updateProgress(id: string, progress: Progress, now: number): Promise<boolean> {
     const result = await this.ctx.db.updateTable('sandboxes').set({ progress: JSON.stringify(progress), updated_at: now })
-      .where('id', '=', id).where('status', 'in', lits(['pending', 'restoring']))
+      .where('id', '=', id).where('status', 'in', lits<SandboxStatus>(['pending', 'restoring']))
       .executeTakeFirst();
     return changedRows(result) === 1;
   }
