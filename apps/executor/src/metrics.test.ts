@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { emptyFetchStats } from '@cryo/clip';
@@ -72,6 +73,29 @@ describe('ExecutorMetrics', () => {
     expect(sample(text, 'cryo_cache_hits_total{tier="image"}')).toBe(1);
     expect(sample(text, 'cryo_heartbeat_age_seconds')).toBe(-1);
     expect(text).toContain('process_cpu_seconds_total');
+  });
+});
+
+describe('docs/grafana/cryo-executor.json', () => {
+  it('queries only metric names the executor exposes', async () => {
+    const dashboard = JSON.parse(readFileSync(new URL('../../../docs/grafana/cryo-executor.json', import.meta.url), 'utf8')) as {
+      panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+    };
+    const exposed = new Map<string, string>();
+    for (const [, name, type] of (await new ExecutorMetrics().render()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) exposed.set(name ?? '', type ?? '');
+    const used = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...t.expr.matchAll(/\b(?:cryo|clip|process|nodejs)_[a-z0-9_]+/g)].map((m) => m[0])));
+    expect(used.length).toBeGreaterThan(20);
+    for (const name of used) {
+      const family = name.replace(/_(bucket|sum|count)$/, '');
+      const known = exposed.get(name) ?? (exposed.get(family) === 'histogram' ? 'histogram' : undefined);
+      expect(known, `${name} is not on the executor's /metrics`).toBeDefined();
+    }
+    // Every family the issue names has a panel.
+    for (const name of ['clip_index_build_seconds', 'clip_index_bytes_total', 'clip_first_exec_ms', 'clip_range_get_bytes_total', 'clip_range_get_count',
+      'clip_inflate_cpu_seconds_total', 'cryo_snapshot_phase_seconds', 'cryo_cache_hits_total', 'cryo_cache_misses_total', 'cryo_cache_size_bytes',
+      'cryo_executor_operations_total', 'cryo_heartbeat_age_seconds']) {
+      expect(used.some((u) => u === name || u.replace(/_(bucket|sum|count)$/, '') === name), name).toBe(true);
+    }
   });
 });
 
