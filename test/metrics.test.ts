@@ -5,14 +5,12 @@
  * must have moved; a pending restore's `progress` is polled from the API while it runs (the
  * proxy holds the clip index and the image's layers back a moment so the phases can be seen).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execIn, obj, waitSandbox, waitSnapshot, type Obj } from './support/api';
 import { startCluster, type Cluster } from './support/cluster';
-import { DOCKER_BIN } from './support/dockerd';
-import { importBusybox } from './support/images';
+import { dockerAsync, importBusybox } from './support/images';
 import { sampleValue, scrapeMetrics } from './support/metrics';
 import { freePort, killAll, waitFor } from './support/processes';
 import { startRegistryProxy, type RegistryProxy } from './support/registry-proxy';
@@ -51,9 +49,9 @@ beforeAll(async () => {
   baseImage = `${registryHost}/base/busybox:metrics`;
   importBusybox(engineA.host, baseImage);
   const dockerConfig = mkdtempSync(join(cluster.dir, 'docker-config-'));
-  execFileSync(DOCKER_BIN, ['-H', engineA.host, '--config', dockerConfig, 'login', '-u', cluster.registryUser, '--password-stdin', registryHost],
-    { input: cluster.registryPassword, stdio: ['pipe', 'pipe', 'pipe'] });
-  execFileSync(DOCKER_BIN, ['-H', engineA.host, '--config', dockerConfig, 'push', baseImage], { stdio: 'pipe' });
+  // Not execFileSync: the registry proxy answering the engine runs in this process.
+  await dockerAsync(engineA.host, ['--config', dockerConfig, 'login', '-u', cluster.registryUser, '--password-stdin', registryHost], cluster.registryPassword);
+  await dockerAsync(engineA.host, ['--config', dockerConfig, 'push', baseImage]);
 }, 600_000);
 
 afterAll(async () => {
