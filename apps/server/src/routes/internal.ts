@@ -62,7 +62,7 @@ export const internalRoutes: FastifyPluginAsyncZod<InternalRoutesOptions> = asyn
 
   app.post('/operations/:op/progress', {
     schema: {
-      summary: 'Progress of a snapshot push',
+      summary: 'Progress of a snapshot (pause, commit, push) or of a restore (pull, fetch-index, mount, start); extends the operation lease',
       tags: ['internal'],
       params: OpParamsSchema,
       body: ProgressBodySchema,
