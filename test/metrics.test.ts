@@ -2,9 +2,11 @@
  * Issue 14 "done means", end to end: the real server and two real executors serving /metrics
  * (executor `metrics.listen`), a snapshot on A (pushed through a registry proxy, then indexed),
  * a lazy restore and an eager restore on B. Every named series is scraped before and after and
- * must have moved; a pending restore's `progress` is polled from the API while it runs (the
- * proxy holds the clip index and the image's layers back a moment so the phases can be seen).
+ * must have moved. A pending restore's `progress` is polled from the API (lazy) and followed by
+ * the real CLI's --wait line (eager); the proxy holds the clip index back and slows the pull so
+ * the phases last long enough to be seen.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +14,7 @@ import { execIn, obj, waitSandbox, waitSnapshot, type Obj } from './support/api'
 import { startCluster, type Cluster } from './support/cluster';
 import { dockerAsync, importBusybox } from './support/images';
 import { sampleValue, scrapeMetrics } from './support/metrics';
-import { freePort, killAll, waitFor } from './support/processes';
+import { freePort, killAll, REPO_ROOT, waitFor } from './support/processes';
 import { startRegistryProxy, type RegistryProxy } from './support/registry-proxy';
 
 const NS = '/v1/namespaces/metrics';
@@ -22,8 +24,8 @@ let cluster: Cluster;
 let proxy: RegistryProxy;
 let baseImage: string;
 const metricsUrl = new Map<string, string>();
-/** Requests the proxy holds back (ms) while set: the clip index fetch and whole-blob GETs (docker pull). */
-let holdBack = { clipIndex: 0, pulls: 0 };
+/** While set: the clip index fetch is held back (ms), whole-blob GETs (docker pull) are slowed (bytes/s). */
+let slow = { clipIndexMs: 0, pullBytesPerSec: 0 };
 
 beforeAll(async () => {
   const ports = { A: await freePort(), B: await freePort() };
@@ -33,12 +35,8 @@ beforeAll(async () => {
     heartbeatTimeoutSecs: 20,
     registryFront: async (registry) => {
       proxy = await startRegistryProxy(registry.host, {
-        delayMs: (req) => {
-          const path = req.url ?? '';
-          if (req.method === 'GET' && /\/manifests\/[^/]*\.clip$/.test(path)) return holdBack.clipIndex;
-          if (req.method === 'GET' && path.includes('/blobs/sha256:') && req.headers.range === undefined) return holdBack.pulls;
-          return 0;
-        },
+        delayMs: (req) => (req.method === 'GET' && /\/manifests\/[^/]*\.clip$/.test(req.url ?? '') ? slow.clipIndexMs : 0),
+        throttleBytesPerSec: (req) => (req.method === 'GET' && (req.url ?? '').includes('/blobs/sha256:') && req.headers.range === undefined ? slow.pullBytesPerSec : 0),
       });
       return proxy.host;
     },
@@ -90,6 +88,22 @@ async function restoreWatching(snapshotId: string, mode: 'eager' | 'lazy'): Prom
   return { sandboxId, seen };
 }
 
+/** The real `cryo` CLI against the cluster (spawned, not spawnSync: the registry proxy runs in this process). */
+function cryoCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'apps', 'cli', 'bin', 'cryo.js'), ...args], {
+      env: { ...process.env, CRYO_SERVER: cluster.serverUrl, CRYO_API_KEY: cluster.apiKey, CRYO_NAMESPACE: 'metrics' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString('utf8'); });
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString('utf8'); });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
 describe('metrics on the server and the executors, and restore progress', () => {
   it('executors serve their metrics on metrics.listen, with the process metrics', async () => {
     for (const host of ['A', 'B'] as const) {
@@ -127,25 +141,27 @@ describe('metrics on the server and the executors, and restore progress', () => 
     expect(indexed.clip_error).toBeNull();
 
     // Lazy on B: the clip index arrives 1.5 s late, so the pending sandbox shows fetch-index.
-    holdBack = { clipIndex: 1500, pulls: 0 };
+    slow = { clipIndexMs: 1500, pullBytesPerSec: 0 };
     const lazy = await restoreWatching(snapshotId, 'lazy');
-    holdBack = { clipIndex: 0, pulls: 0 };
+    slow = { clipIndexMs: 0, pullBytesPerSec: 0 };
     const lazyPhases = lazy.seen.map((p) => p.phase);
     expect(lazyPhases, JSON.stringify(lazy.seen)).toContain('fetch-index');
     expect(lazyPhases.every((p) => ['fetch-index', 'mount', 'start'].includes(String(p))), JSON.stringify(lazy.seen)).toBe(true);
     // Its first exec reads 8 MiB through the mount: range GETs, inflates, spans cached on disk.
     expect(await sum(lazy.sandboxId, 'head -c 8388608 /data/blob')).toBe(head);
 
-    // Eager on B: the layers are held back 1 s, then pulled (48 MiB of random data): the pull shows bytes.
-    holdBack = { clipIndex: 0, pulls: 1000 };
-    const eager = await restoreWatching(snapshotId, 'eager');
-    holdBack = { clipIndex: 0, pulls: 0 };
-    const pulls = eager.seen.filter((p) => p.phase === 'pull');
-    expect(pulls.length, JSON.stringify(eager.seen)).toBeGreaterThan(0);
-    const withBytes = pulls.filter((p) => typeof p.bytes_total === 'number' && p.bytes_total > 0);
-    expect(withBytes.length, JSON.stringify(eager.seen)).toBeGreaterThan(0);
-    for (const p of withBytes) expect(Number(p.bytes_done)).toBeLessThanOrEqual(Number(p.bytes_total));
-    expect(await sum(eager.sandboxId, 'tail -c 1048576 /data/blob')).toBe(tail);
+    // Eager on B through the real CLI's --wait: the pull (48 MiB of random data at 16 MiB/s) shows its bytes
+    // in the API, hence on the CLI's status line (a line per change: stderr is not a terminal).
+    slow = { clipIndexMs: 0, pullBytesPerSec: 16 * 1024 * 1024 };
+    const cli = await cryoCli(['snapshots', 'restore', snapshotId, '--mode', 'eager', '--executor', 'B', '--wait', '--', 'sh']);
+    slow = { clipIndexMs: 0, pullBytesPerSec: 0 };
+    expect(cli.code, cli.stderr).toBe(0);
+    const eagerId = /sandbox (sbx-\S+) is running on B/.exec(cli.stdout)?.[1] ?? '';
+    expect(eagerId, cli.stdout).not.toBe('');
+    console.log(`metrics e2e: lazy restore progress seen ${JSON.stringify(lazy.seen)}; eager restore, the CLI's --wait lines:\n${cli.stderr}`);
+    const pullLines = cli.stderr.split('\n').filter((l) => l.startsWith(`${eagerId} pending: pull `));
+    expect(pullLines.some((l) => / \/ [\d.]+ MiB \(\d+%\)$/.test(l)), cli.stderr).toBe(true);
+    expect(await sum(eagerId, 'tail -c 1048576 /data/blob')).toBe(tail);
 
     // The mounts publish their counts every 2 s: wait for B's range GETs to show.
     const afterB = await waitFor('B counts the lazy mount\'s range GETs', async () => {

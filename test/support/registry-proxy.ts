@@ -7,6 +7,7 @@
  */
 import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Transform } from 'node:stream';
 
 export interface ProxyHooks {
   /** Answer here instead of forwarding: return true when `res` was answered. */
@@ -17,6 +18,8 @@ export interface ProxyHooks {
   answer?(req: IncomingMessage, status: number, headers: IncomingHttpHeaders): { status: number; headers: IncomingHttpHeaders };
   /** Hold the request this many ms before forwarding it (a slow registry, for a phase to be seen). */
   delayMs?(req: IncomingMessage): number;
+  /** Send the answer's body at most this fast (bytes per second; 0 = as fast as it comes). */
+  throttleBytesPerSec?(req: IncomingMessage): number;
 }
 
 export interface ProxiedRequest {
@@ -33,6 +36,19 @@ export interface RegistryProxy {
   requests: ProxiedRequest[];
   hooks: ProxyHooks;
   close(): Promise<void>;
+}
+
+/** A pass-through that holds each chunk until the bytes so far fit `bytesPerSec` since the first. */
+function throttled(bytesPerSec: number): Transform {
+  const started = Date.now();
+  let sent = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      sent += chunk.length;
+      const wait = Math.max(0, (sent / bytesPerSec) * 1000 - (Date.now() - started));
+      setTimeout(() => done(null, chunk), wait);
+    },
+  });
 }
 
 /** Headers without the ones a hook set to undefined (node:http refuses undefined values). */
@@ -58,7 +74,9 @@ export async function startRegistryProxy(target: string, hooks: ProxyHooks = {})
         const out = proxy.hooks.answer?.(req, answer.statusCode ?? 502, { ...answer.headers }) ?? { status: answer.statusCode ?? 502, headers: answer.headers };
         record(out.status);
         res.writeHead(out.status, defined(out.headers));
-        answer.pipe(res);
+        const rate = proxy.hooks.throttleBytesPerSec?.(req) ?? 0;
+        if (rate > 0) answer.pipe(throttled(rate)).pipe(res);
+        else answer.pipe(res);
       });
       upstream.on('error', (err) => {
         record(502);
