@@ -195,7 +195,9 @@ export class Executor {
       Promise.all(this.active.map((d) => d.images?.list() ?? [])).then((lists) => lists.flat()),
     ]);
     const lazy = [...this.capabilities.values()].find((c) => c.restoreModes.includes('lazy'));
-    this.metrics.observed(sandboxes, images.reduce((sum, image) => sum + (image.size_bytes ?? 0), 0));
+    // One image under several refs (a snapshot's local twin and its registry ref) counts once.
+    const imageBytes = new Map(images.map((image) => [image.snapshot_id ?? image.ref, image.size_bytes ?? 0]));
+    this.metrics.observed(sandboxes, [...imageBytes.values()].reduce((sum, bytes) => sum + bytes, 0));
     return {
       host: hostname(),
       version: EXECUTOR_VERSION,
