@@ -161,6 +161,9 @@ describe('metrics on the server and the executors, and restore progress', () => 
     console.log(`metrics e2e: lazy restore progress seen ${JSON.stringify(lazy.seen)}; eager restore, the CLI's --wait lines:\n${cli.stderr}`);
     const pullLines = cli.stderr.split('\n').filter((l) => l.startsWith(`${eagerId} pending: pull `));
     expect(pullLines.some((l) => / \/ [\d.]+ MiB \(\d+%\)$/.test(l)), cli.stderr).toBe(true);
+    // The bytes only go forward (a layer's extraction does not restart the count).
+    const percents = pullLines.flatMap((l) => /\((\d+)%\)$/.exec(l)?.[1] ?? []).map(Number);
+    expect(percents, cli.stderr).toEqual([...percents].sort((x, y) => x - y));
     expect(await sum(eagerId, 'tail -c 1048576 /data/blob')).toBe(tail);
 
     // The mounts publish their counts every 2 s: wait for B's range GETs to show.

@@ -38,6 +38,23 @@ describe('Docker progress streams', () => {
     expect(tracker.progress().bytes_done).toBe(110);
   });
 
+  it('counts a pull\'s download bytes, never going back when the layer is extracted', () => {
+    const tracker = new ProgressTracker('pull');
+    const lines = [
+      { status: 'Pulling fs layer', progressDetail: {}, id: 'l1' },
+      { status: 'Downloading', progressDetail: { current: 40, total: 100 }, id: 'l1' },
+      { status: 'Download complete', progressDetail: {}, id: 'l1' },
+      { status: 'Extracting', progressDetail: { current: 5, total: 100 }, id: 'l1' },
+    ];
+    const seen = lines.map((e) => {
+      tracker.accept(e);
+      return tracker.progress().bytes_done;
+    });
+    expect(seen).toEqual([0, 40, 100, 100]);
+    tracker.accept({ status: 'Pull complete', progressDetail: {}, id: 'l1' });
+    expect(tracker.progress()).toEqual({ phase: 'pull', bytes_done: 100, bytes_total: 100 });
+  });
+
   it('treats an unparseable line as an error rather than ignoring it', () => {
     const { events } = parseProgressChunk('', 'garbage\n');
     const tracker = new ProgressTracker('pull');

@@ -25,9 +25,10 @@ export class ProgressTracker {
     const message = event.errorDetail?.message ?? event.error;
     if (message !== undefined && this.error === undefined) this.error = message;
     if (event.aux?.Digest !== undefined) this.digest = event.aux.Digest;
-    if (event.id !== undefined && event.progressDetail?.total !== undefined && event.progressDetail.total > 0) {
+    // A pull's "Extracting" restarts each layer's count at zero: bytes are the download's only.
+    if (event.id !== undefined && event.status !== 'Extracting' && event.progressDetail?.total !== undefined && event.progressDetail.total > 0) {
       this.layers.set(event.id, { current: event.progressDetail.current ?? 0, total: event.progressDetail.total });
-    } else if (event.id !== undefined && /^(Pushed|Layer already exists|Pull complete|Already exists|Mounted from)/.test(event.status ?? '')) {
+    } else if (event.id !== undefined && /^(Pushed|Layer already exists|Download complete|Pull complete|Already exists|Mounted from)/.test(event.status ?? '')) {
       const layer = this.layers.get(event.id);
       if (layer !== undefined) layer.current = layer.total;
     }
