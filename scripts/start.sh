@@ -15,6 +15,7 @@
 # Environment, e.g. to run a second one beside the first (the README walkthrough test does):
 #   CRYO_STATE_DIR      logs, state and generated configs (default .cryo)
 #   CRYO_SERVER_PORT    default 8900         CRYO_REGISTRY_PORT   default 5001
+#   CRYO_EXECUTOR_METRICS_PORT  the executor's Prometheus metrics on 127.0.0.1 (default 8901; "off": none)
 #   CRYO_DOCKER_HOST    unset: the machine's engine if it runs, else cryo's own; "own": always
 #                       cryo's own engine; unix:///PATH: that engine
 #   CRYO_CACHE_DIR      where the demo image's root filesystem is kept (default $CRYO_STATE_DIR/cache)
@@ -29,6 +30,9 @@ SERVER_PORT=${CRYO_SERVER_PORT:-8900}
 REGISTRY_PORT=${CRYO_REGISTRY_PORT:-5001}
 REGISTRY=127.0.0.1:$REGISTRY_PORT
 SERVER=http://127.0.0.1:$SERVER_PORT
+EXECUTOR_METRICS_PORT=${CRYO_EXECUTOR_METRICS_PORT:-8901}
+executor_metrics=()
+if [ "$EXECUTOR_METRICS_PORT" != off ]; then executor_metrics=("metrics.listen=127.0.0.1:$EXECUTOR_METRICS_PORT"); fi
 
 pids=()
 bridge=""
@@ -126,14 +130,14 @@ export CRYO_REGISTRY_URL=$REGISTRY
 node scripts/lib/write-config.mjs configs/server-config.yaml "$STATE/server-config.yaml" \
   "listen.port=$SERVER_PORT" "database=$STATE/server.db"
 node scripts/lib/write-config.mjs configs/executor-config.yaml "$STATE/executor-config.yaml" \
-  "server_url=$SERVER" "docker.host=$DOCKER" "state_dir=$STATE/executor"
+  "server_url=$SERVER" "docker.host=$DOCKER" "state_dir=$STATE/executor" ${executor_metrics[@]+"${executor_metrics[@]}"}
 
 echo "start: cryo server on $SERVER (log: $STATE/server.log)"
 node apps/server/bin/cryo-server.js --config "$STATE/server-config.yaml" >"$STATE/server.log" 2>&1 &
 pids+=($!)
 wait_for 30 curl -sf "$SERVER/healthz" -o /dev/null || fail "the server did not come up; see $STATE/server.log" "$STATE/server.log"
 
-echo "start: executor (log: $STATE/executor.log)"
+echo "start: executor (log: $STATE/executor.log)${executor_metrics[0]+, metrics on http://127.0.0.1:$EXECUTOR_METRICS_PORT/metrics}"
 node apps/executor/bin/cryo-executor.js --config "$STATE/executor-config.yaml" >"$STATE/executor.log" 2>&1 &
 pids+=($!)
 executor_ready() { curl -sf "$SERVER/v1/executors" | grep -q '"state":"ready"'; }

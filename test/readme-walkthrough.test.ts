@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { sampleValue, scrapeMetrics } from './support/metrics';
 import { CryoClient } from '@cryo/cli';
 import { CACHE_DIR } from './support/images';
 import { REPO_ROOT, freePort, waitFor } from './support/processes';
@@ -86,6 +87,7 @@ let start: ChildProcess | undefined;
 let output = '';
 let serverUrl = '';
 let registry = '';
+let executorMetricsPort = 0;
 let before: MachineNetwork;
 
 async function stopStart(): Promise<void> {
@@ -98,6 +100,7 @@ async function stopStart(): Promise<void> {
 beforeAll(async () => {
   before = machineNetwork();
   const [serverPort, registryPort] = [await freePort(), await freePort()];
+  executorMetricsPort = await freePort();
   serverUrl = `http://127.0.0.1:${serverPort}`;
   registry = `127.0.0.1:${registryPort}`;
   start = spawn('bash', ['scripts/start.sh'], {
@@ -107,6 +110,7 @@ beforeAll(async () => {
       CRYO_STATE_DIR: stateDir,
       CRYO_SERVER_PORT: String(serverPort),
       CRYO_REGISTRY_PORT: String(registryPort),
+      CRYO_EXECUTOR_METRICS_PORT: String(executorMetricsPort),
       CRYO_DOCKER_HOST: 'own',
       // The root filesystem tarball is shared with other test runs (built once per machine).
       CRYO_CACHE_DIR: CACHE_DIR,
@@ -168,6 +172,15 @@ describe('the README walkthrough against npm start', () => {
     const sandboxes = await new CryoClient({ server: serverUrl }).listAllSandboxes();
     expect(sandboxes.map((s) => s.restore_mode).sort()).toEqual(['eager', 'lazy', null]);
     expect(sandboxes.every((s) => s.status === 'terminated')).toBe(true);
+  });
+
+  it('the executor of npm start serves its metrics, which counted the walkthrough\'s restores', async () => {
+    expect(output).toContain(`metrics on http://127.0.0.1:${executorMetricsPort}/metrics`);
+    const text = await scrapeMetrics(`http://127.0.0.1:${executorMetricsPort}/metrics`);
+    expect(sampleValue(text, 'process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(sampleValue(text, 'cryo_executor_restore_to_running_seconds_count', { mode: 'eager' })).toBe(1);
+    expect(sampleValue(text, 'cryo_executor_restore_to_running_seconds_count', { mode: 'lazy' })).toBe(1);
+    expect(sampleValue(text, 'clip_first_exec_ms_count')).toBe(1);
   });
 
   it('stopping npm start leaves the machine as it was: no engine, bridge, mount or process of its own, network unchanged', async () => {
