@@ -59,6 +59,7 @@ export class Executor {
   readonly metrics = new ExecutorMetrics();
   private readonly lazy: RuncLazyDriver;
   private readonly metricsEndpoint: MetricsEndpoint | undefined;
+  private spanCacheMeasuredAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.failCreates = opts.failCreates ?? 0;
@@ -122,11 +123,17 @@ export class Executor {
     }
   }
 
-  /** Reads what the metrics cannot see happen: mount processes' fetch counts, the span cache's size. */
+  /**
+   * Reads what the metrics cannot see happen: mount processes' fetch counts (every call), the
+   * span cache's size (a walk of its files: at most every 30 s).
+   */
   private async refreshMetrics(): Promise<void> {
     const mounts = await this.lazy.mountStatuses();
     this.metrics.mountStats(mounts.map(({ statusFile, status }) => ({ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} })));
-    this.metrics.spanCacheSize(await directoryBytes(join(resolve(this.config.state_dir), 'clip-cache')));
+    if (performance.now() - this.spanCacheMeasuredAt >= 30_000) {
+      this.spanCacheMeasuredAt = performance.now();
+      this.metrics.spanCacheSize(await directoryBytes(join(resolve(this.config.state_dir), 'clip-cache')));
+    }
   }
 
   async start(): Promise<void> {
