@@ -10,7 +10,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { FetchStatsDeltas, type FetchStats } from '@cryo/clip';
-import type { OperationKind, RestoreMode } from '@cryo/snapshot';
+import { timingPhases, type OperationKind, type RestoreMode, type Timings } from '@cryo/snapshot';
 
 /** From a few ms (a pause) to ten minutes (a push of a large image over a slow link). */
 const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -99,12 +99,9 @@ export class ExecutorMetrics {
     this.operationSeconds.observe({ kind, outcome }, Math.max(0, seconds));
   }
 
-  /** A snapshot's timings (`<phase>_ms` fields, null = the phase did not run). */
-  snapshotTimings(timings: Record<string, number | null | undefined>): void {
-    for (const [field, ms] of Object.entries(timings)) {
-      const phase = /^([a-z_]+)_ms$/.exec(field)?.[1];
-      if (phase !== undefined && typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) this.snapshotPhases.observe({ phase }, ms / 1000);
-    }
+  /** A snapshot's timings (`<phase>_ms` fields, null = the phase did not run): see timingPhases. */
+  snapshotTimings(timings: Partial<Record<keyof Timings, number | null>>): void {
+    for (const { phase, seconds } of timingPhases(timings)) this.snapshotPhases.observe({ phase }, seconds);
   }
 
   /** A clip index of `bytes` was built (and pushed) in `ms`. */

@@ -293,6 +293,20 @@ export const TimingsSchema = z.object({
 });
 export type Timings = z.infer<typeof TimingsSchema>;
 
+/**
+ * The phases a snapshot's `timings` measured, in seconds: every `<phase>_ms` field that is a
+ * finite number >= 0 (null = the phase did not run), e.g. `pause`, `precopy` or `commit`, `push`,
+ * `index`. The source of `cryo_snapshot_phase_seconds` on the server and the executor.
+ */
+export function timingPhases(timings: Partial<Record<keyof Timings, number | null>>): Array<{ phase: string; seconds: number }> {
+  const phases: Array<{ phase: string; seconds: number }> = [];
+  for (const [field, ms] of Object.entries(timings)) {
+    const phase = /^([a-z][a-z_]*)_ms$/.exec(field)?.[1];
+    if (phase !== undefined && typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) phases.push({ phase, seconds: ms / 1000 });
+  }
+  return phases;
+}
+
 /** A mount of the sandbox that its snapshot does not hold (cryo did not create it), and why. */
 export const ExcludedMountSchema = z.object({
   /** Docker's mount type: bind, volume, tmpfs, ... */

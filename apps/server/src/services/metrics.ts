@@ -12,7 +12,7 @@
  * Names and their meaning: docs/metrics.md.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { OperationKind, RestoreMode, Timings } from '@cryo/snapshot';
+import { timingPhases, type OperationKind, type RestoreMode, type Timings } from '@cryo/snapshot';
 
 interface FamilySpec {
   help: string;
@@ -51,7 +51,7 @@ const HISTOGRAMS = {
     help: 'HTTP request latency by method and route.', labels: ['method', 'route'], buckets: LATENCY_BUCKETS,
   },
   cryo_snapshot_phase_seconds: {
-    help: 'Snapshot phases as the executor measured them: pause (the sandbox frozen), commit, push, index (clip index build and push).',
+    help: 'Snapshot phases as the executor measured them: pause (the sandbox frozen), precopy or commit, push, index (clip index build and push), and any other phase its timings report.',
     labels: ['phase'],
     buckets: PHASE_BUCKETS,
   },
@@ -84,9 +84,6 @@ export type GaugeSamples = {
 
 /** How an operation ended: its final state, or why the server ended it. */
 export type OperationOutcome = 'done' | 'failed' | 'cancelled' | 'executor_lost' | 'lease_expired';
-
-/** The snapshot phases of `cryo_snapshot_phase_seconds` and the timing fields they come from. */
-const PHASE_TIMINGS = { pause: 'pause_ms', precopy: 'precopy_ms', commit: 'commit_ms', push: 'push_ms', index: 'index_ms' } as const;
 
 type Families<T extends Record<string, FamilySpec>, M> = { [N in keyof T]: M };
 
@@ -124,14 +121,9 @@ export class Metrics {
     this.histograms.cryo_operation_duration_seconds.observe({ kind, outcome }, Math.max(0, seconds));
   }
 
-  /** The phase durations an executor reported (ms; null = the phase did not run). */
+  /** The phase durations an executor reported (`<phase>_ms`; null = the phase did not run): see timingPhases. */
   snapshotTimings(timings: Partial<Timings>): void {
-    for (const [phase, field] of Object.entries(PHASE_TIMINGS)) {
-      const ms = timings[field];
-      if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) {
-        this.histograms.cryo_snapshot_phase_seconds.observe({ phase }, ms / 1000);
-      }
-    }
+    for (const { phase, seconds } of timingPhases(timings)) this.histograms.cryo_snapshot_phase_seconds.observe({ phase }, seconds);
   }
 
   /** A restored sandbox started running `seconds` after the restore was requested. */
