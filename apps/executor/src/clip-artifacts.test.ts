@@ -7,6 +7,7 @@ import { threadId } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex, ClipReader, RegistryLayerSource } from '@cryo/clip';
 import { MediaType, RegistryClient, serializeManifest } from '@cryo/oci';
+import type { BuildIndexResult } from '@cryo/snapshot';
 import { startRegistry, type TestRegistry } from '../../../test/support/registry';
 import { ClipArtifacts } from './clip-artifacts';
 
@@ -54,7 +55,10 @@ describe('ClipArtifacts.publish', () => {
   it('builds the index on a worker thread, keeps indexed layers per host, and pushes it next to the image', async () => {
     const base = gnuLayer('base', { 'etc/os': Buffer.from('base os\n'), 'usr/lib/big.bin': randomBytes(6 * 1024 * 1024) });
     const top = gnuLayer('top', { 'root/note': Buffer.from('on top\n') });
-    const clip = new ClipArtifacts({ snapshot_registry: { url: registry.host, repository: REPO, insecure: true } }, join(dir, 'cache'));
+    const published: BuildIndexResult[] = [];
+    const clip = new ClipArtifacts({ snapshot_registry: { url: registry.host, repository: REPO, insecure: true } }, join(dir, 'cache'), {
+      onPublished: (result) => published.push(result),
+    });
     try {
       const first = await clip.publish(`${registry.host}/${REPO}:one`, await pushImage('one', [base]));
       expect(first.thread_id).not.toBe(threadId); // not on the event loop's thread
@@ -69,6 +73,9 @@ describe('ClipArtifacts.publish', () => {
       const reader = new ClipReader(await ClipIndex.load(path), { source: new RegistryLayerSource(client, REPO) });
       expect((await reader.readFile('/root/note')).toString()).toBe('on top\n');
       expect((await reader.readFile('/etc/os')).toString()).toBe('base os\n');
+      // Each build is told to the observer (the executor's clip_index_* metrics), without the thread's details.
+      expect(published.map((p) => p.clip_index_ref)).toEqual([first.clip_index_ref, second.clip_index_ref]);
+      expect(published[1]).toEqual({ clip_index_ref: second.clip_index_ref, index_ms: second.index_ms, index_size_bytes: second.index_size_bytes, image_size_bytes: second.image_size_bytes });
     } finally {
       await clip.close();
     }

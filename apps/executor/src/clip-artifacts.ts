@@ -22,9 +22,14 @@ const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).d
 export class ClipArtifacts {
   private readonly worker = new ClipIndexWorker();
 
+  /**
+   * @param opts.onPublished told of every index this host built and pushed (a build_index
+   *   operation's, or one a pre-copy snapshot built as it pushed): the executor's metrics.
+   */
   constructor(
     private readonly access: RegistryAccessSettings,
     private readonly cacheDir: string,
+    private readonly opts: { onPublished?: (result: BuildIndexResult) => void } = {},
   ) {
     mkdirSync(cacheDir, { recursive: true });
   }
@@ -75,14 +80,14 @@ export class ClipArtifacts {
       const tag = clipIndexTag(ref.tag);
       await client.putManifest(ref.repository, tag, manifest, MediaType.OciManifest);
       this.keep(indexDigest, built.index);
-      return {
+      const result = {
         clip_index_ref: `${ref.host}/${ref.repository}:${tag}`,
         index_ms: Math.round(performance.now() - started),
         index_size_bytes: built.index.length,
         image_size_bytes: built.compressedSize,
-        layers_read: built.layersRead,
-        thread_id: built.threadId,
       };
+      this.opts.onPublished?.(result);
+      return { ...result, layers_read: built.layersRead, thread_id: built.threadId };
     } finally {
       await client.close();
     }

@@ -71,7 +71,9 @@ export class Executor {
       ...(config.docker_config === undefined ? {} : { docker_config: resolve(config.docker_config) }),
     };
     const credentials = new RegistryCredentialSource(access);
-    this.clip = new ClipArtifacts(access, join(config.state_dir, 'clip'));
+    this.clip = new ClipArtifacts(access, join(config.state_dir, 'clip'), {
+      onPublished: (built) => this.metrics.indexBuilt(built.index_ms, built.index_size_bytes),
+    });
     this.lazy = new RuncLazyDriver({
       stateDir: config.state_dir,
       executorId: config.executor_id,
@@ -357,7 +359,6 @@ export class Executor {
     },
     build_index: async ({ payload: p }, log) => {
       const { layers_read: layersRead, thread_id: _thread, ...result } = await this.clip.publish(p.image_ref, p.digest);
-      this.metrics.indexBuilt(result.index_ms, result.index_size_bytes);
       log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes, layers_read: layersRead }, 'clip index pushed');
       return result;
     },
