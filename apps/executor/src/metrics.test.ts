@@ -11,6 +11,11 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/** Every series' value in `text` is the one expected (undefined: the series is absent). */
+function expectSamples(text: string, expected: Record<string, number | undefined>): void {
+  expect(Object.fromEntries(Object.keys(expected).map((series) => [series, sample(text, series)]))).toEqual(expected);
+}
+
 describe('ExecutorMetrics', () => {
   it('adds what mount processes counted since the last read, and keeps the counts of mounts that ended', async () => {
     const m = new ExecutorMetrics();
@@ -26,14 +31,16 @@ describe('ExecutorMetrics', () => {
     // A new process behind a#1's status file starts from zero.
     m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 1, bytes: 5 }) }, { key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) }]);
     const text = await m.render();
-    expect(sample(text, 'clip_range_get_count')).toBe(6);
-    expect(sample(text, 'clip_range_get_bytes_total')).toBe(2015);
-    expect(sample(text, 'clip_inflate_cpu_seconds_total')).toBe(1);
-    expect(sample(text, 'cryo_cache_hits_total{tier="disk"}')).toBe(1);
-    expect(sample(text, 'cryo_cache_hit_bytes_total{tier="disk"}')).toBe(4096);
-    expect(sample(text, 'cryo_cache_hits_total{tier="memory"}')).toBe(4);
-    expect(sample(text, 'cryo_cache_misses_total{tier="disk"}')).toBe(4);
-    expect(sample(text, 'cryo_cache_miss_bytes_total{tier="disk"}')).toBe(2015);
+    expectSamples(text, {
+      'clip_range_get_count': 6,
+      'clip_range_get_bytes_total': 2015,
+      'clip_inflate_cpu_seconds_total': 1,
+      'cryo_cache_hits_total{tier="disk"}': 1,
+      'cryo_cache_hit_bytes_total{tier="disk"}': 4096,
+      'cryo_cache_hits_total{tier="memory"}': 4,
+      'cryo_cache_misses_total{tier="disk"}': 4,
+      'cryo_cache_miss_bytes_total{tier="disk"}': 2015,
+    });
   });
 
   it('times restores to running and to their first exec by mode; only the first exec counts', async () => {
@@ -44,11 +51,13 @@ describe('ExecutorMetrics', () => {
     m.execEnded('sbx-lazy');
     m.execEnded('sbx-plain'); // never restored: no first exec of a restore
     const text = await m.render();
-    expect(sample(text, 'cryo_executor_restore_to_running_seconds_count{mode="lazy"}')).toBe(1);
-    expect(sample(text, 'cryo_executor_restore_to_running_seconds_count{mode="eager"}')).toBe(1);
-    expect(sample(text, 'cryo_executor_restore_to_first_exec_seconds_count{mode="lazy"}')).toBe(1);
-    expect(sample(text, 'cryo_executor_restore_to_first_exec_seconds_count{mode="eager"}')).toBeUndefined();
-    expect(sample(text, 'clip_first_exec_ms_count')).toBe(1);
+    expectSamples(text, {
+      'cryo_executor_restore_to_running_seconds_count{mode="lazy"}': 1,
+      'cryo_executor_restore_to_running_seconds_count{mode="eager"}': 1,
+      'cryo_executor_restore_to_first_exec_seconds_count{mode="lazy"}': 1,
+      'cryo_executor_restore_to_first_exec_seconds_count{mode="eager"}': undefined,
+      'clip_first_exec_ms_count': 1,
+    });
     expect(sample(text, 'clip_first_exec_ms_sum')).toBeGreaterThanOrEqual(200);
   });
 
@@ -61,17 +70,19 @@ describe('ExecutorMetrics', () => {
     m.imageCache(false, 5_000_000);
     m.imageCache(true, 0);
     const text = await m.render();
-    expect(sample(text, 'cryo_snapshot_phase_seconds_count{phase="pause"}')).toBe(1);
-    expect(sample(text, 'cryo_snapshot_phase_seconds_sum{phase="precopy"}')).toBe(0.8);
-    expect(sample(text, 'cryo_snapshot_phase_seconds_count{phase="commit"}')).toBeUndefined();
-    expect(sample(text, 'clip_index_build_seconds_sum')).toBe(0.9);
-    expect(sample(text, 'clip_index_bytes_total')).toBe(12_345);
-    expect(sample(text, 'cryo_executor_operations_total{kind="snapshot",outcome="done"}')).toBe(1);
-    expect(sample(text, 'cryo_executor_operations_total{kind="exec",outcome="failed"}')).toBe(1);
-    expect(sample(text, 'cryo_cache_misses_total{tier="image"}')).toBe(1);
-    expect(sample(text, 'cryo_cache_miss_bytes_total{tier="image"}')).toBe(5_000_000);
-    expect(sample(text, 'cryo_cache_hits_total{tier="image"}')).toBe(1);
-    expect(sample(text, 'cryo_heartbeat_age_seconds')).toBe(-1);
+    expectSamples(text, {
+      'cryo_snapshot_phase_seconds_count{phase="pause"}': 1,
+      'cryo_snapshot_phase_seconds_sum{phase="precopy"}': 0.8,
+      'cryo_snapshot_phase_seconds_count{phase="commit"}': undefined,
+      'clip_index_build_seconds_sum': 0.9,
+      'clip_index_bytes_total': 12_345,
+      'cryo_executor_operations_total{kind="snapshot",outcome="done"}': 1,
+      'cryo_executor_operations_total{kind="exec",outcome="failed"}': 1,
+      'cryo_cache_misses_total{tier="image"}': 1,
+      'cryo_cache_miss_bytes_total{tier="image"}': 5_000_000,
+      'cryo_cache_hits_total{tier="image"}': 1,
+      'cryo_heartbeat_age_seconds': -1,
+    });
     expect(text).toContain('process_cpu_seconds_total');
   });
 });
