@@ -63,7 +63,7 @@ describe('ExecutorMetrics', () => {
 
   it('takes snapshot phases from the timings fields, index builds, operations and image cache hits', async () => {
     const m = new ExecutorMetrics();
-    m.snapshotTimings({ pause_ms: 15, commit_ms: null, precopy_ms: 800, push_ms: 300, index_ms: 900 });
+    m.snapshotTimings({ pause_ms: 15, commit_ms: null, precopy_ms: 800, flatten_ms: 2500, push_ms: 300, index_ms: 900 });
     m.indexBuilt(900, 12_345);
     m.operationEnded('snapshot', 'done', 1.2);
     m.operationEnded('exec', 'failed', 0.1);
@@ -73,6 +73,7 @@ describe('ExecutorMetrics', () => {
     expectSamples(text, {
       'cryo_snapshot_phase_seconds_count{phase="pause"}': 1,
       'cryo_snapshot_phase_seconds_sum{phase="precopy"}': 0.8,
+      'cryo_snapshot_phase_seconds_sum{phase="flatten"}': 2.5,
       'cryo_snapshot_phase_seconds_count{phase="commit"}': undefined,
       'clip_index_build_seconds_sum': 0.9,
       'clip_index_bytes_total': 12_345,

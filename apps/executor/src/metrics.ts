@@ -28,7 +28,7 @@ export class ExecutorMetrics {
   private readonly operationSeconds = this.histogram('cryo_executor_operation_seconds', 'How long this executor took to run an operation, by kind and outcome.', ['kind', 'outcome']);
   private readonly snapshotPhases = this.histogram(
     'cryo_snapshot_phase_seconds',
-    'Snapshot phases measured by this executor: pause (the sandbox frozen), commit or precopy, push, index (clip index build and push), and any other phase the snapshot reports.',
+    'Snapshot phases measured by this executor: pause (the sandbox frozen), commit or precopy, flatten, push, index (clip index build and push), and any other phase the snapshot reports.',
     ['phase'],
   );
   private readonly restoreRunning = this.histogram(

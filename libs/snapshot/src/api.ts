@@ -295,8 +295,8 @@ export type Timings = z.infer<typeof TimingsSchema>;
 
 /**
  * The phases a snapshot's `timings` measured, in seconds: every `<phase>_ms` field that is a
- * finite number >= 0 (null = the phase did not run), e.g. `pause`, `precopy` or `commit`, `push`,
- * `index`. The source of `cryo_snapshot_phase_seconds` on the server and the executor.
+ * finite number >= 0 (null = the phase did not run), e.g. `pause`, `precopy` or `commit`,
+ * `flatten`, `push`, `index`. The source of `cryo_snapshot_phase_seconds` on the server and the executor.
  */
 export function timingPhases(timings: Partial<Record<keyof Timings, number | null>>): Array<{ phase: string; seconds: number }> {
   const phases: Array<{ phase: string; seconds: number }> = [];

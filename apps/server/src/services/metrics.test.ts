@@ -132,9 +132,10 @@ describe('snapshot phases and restores', () => {
     expect(await h.server.metrics.value('cryo_operations_total', { kind: 'build_index', outcome: 'done' })).toBe(1);
   });
 
-  it('observes every phase of the timings: a pre-copy snapshot\'s precopy, not its absent commit', async () => {
-    h.server.metrics.snapshotTimings({ pause_ms: 4, precopy_ms: 1200, commit_ms: null, push_ms: 50, index_ms: 30 });
+  it('observes every phase of the timings: a pre-copy snapshot\'s precopy and flatten, not its absent commit', async () => {
+    h.server.metrics.snapshotTimings({ pause_ms: 4, precopy_ms: 1200, commit_ms: null, flatten_ms: 2500, push_ms: 50, index_ms: 30 });
     expect(await sample('cryo_snapshot_phase_seconds_sum', { phase: 'precopy' })).toBeCloseTo(1.2, 9);
+    expect(await sample('cryo_snapshot_phase_seconds_sum', { phase: 'flatten' })).toBeCloseTo(2.5, 9);
     expect(await sample('cryo_snapshot_phase_seconds_sum', { phase: 'index' })).toBeCloseTo(0.03, 9);
     expect(await sample('cryo_snapshot_phase_seconds_count', { phase: 'commit' })).toBeUndefined();
   });

@@ -51,7 +51,7 @@ const HISTOGRAMS = {
     help: 'HTTP request latency by method and route.', labels: ['method', 'route'], buckets: LATENCY_BUCKETS,
   },
   cryo_snapshot_phase_seconds: {
-    help: 'Snapshot phases as the executor measured them: pause (the sandbox frozen), precopy or commit, push, index (clip index build and push), and any other phase its timings report.',
+    help: 'Snapshot phases as the executor measured them: pause (the sandbox frozen), precopy or commit, flatten, push, index (clip index build and push), and any other phase its timings report.',
     labels: ['phase'],
     buckets: PHASE_BUCKETS,
   },
