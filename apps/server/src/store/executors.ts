@@ -8,12 +8,12 @@ import {
   type HeartbeatBody,
 } from '@cryo/snapshot';
 import { toIso } from '../clock';
-import type { ExecutorTable } from '../db/schema';
+import type { ExecutorState, ExecutorTable } from '../db/schema';
 import { lit } from './sql-dialect';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 
-export type ExecutorState = ExecutorView['state'];
+export type { ExecutorState } from '../db/schema';
 
 type ExecutorRow = ExecutorTable;
 

@@ -1,5 +1,5 @@
 import { sql, type SqlBool } from 'kysely';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
 
 /**
  * Leases: a named duty held by one replica until `expires_at` (milliseconds, the replicas'

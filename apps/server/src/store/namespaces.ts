@@ -1,4 +1,4 @@
-import type { SqlContext } from './stores';
+import type { SqlContext } from './sql';
 
 /** Namespaces are created on first use. */
 export class NamespaceStore {

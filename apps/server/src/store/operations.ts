@@ -2,27 +2,13 @@ import { sql } from 'kysely';
 import { OperationSchema, type Operation, type OperationKind, type OperationOf, type OperationResultOf } from '@cryo/snapshot';
 import { toIso } from '../clock';
 import { jsonSetKey, lit, lits } from './sql-dialect';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
+import type { OperationRow, OperationState } from '../db/schema';
 
-export type OperationState = 'queued' | 'leased' | 'done' | 'failed' | 'cancelled';
+export type { OperationRow, OperationState } from '../db/schema';
+
 export type PayloadOf<K extends OperationKind> = OperationOf<K>['payload'];
 
-export interface OperationRow {
-  id: string;
-  kind: OperationKind;
-  executor_id: string;
-  sandbox_id: string | null;
-  snapshot_id: string | null;
-  payload: string;
-  state: OperationState;
-  attempt: number;
-  lease_expires_at: number | null;
-  result: string | null;
-  error_code: string | null;
-  error_message: string | null;
-  created_at: number;
-  updated_at: number;
-}
 
 /** A successful end carries the result of its kind, already checked (`parseOperationResult`). */
 export type DoneEnd = { [K in OperationKind]: { state: 'done'; kind: K; result: OperationResultOf<K> } }[OperationKind];

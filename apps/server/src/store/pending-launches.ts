@@ -7,16 +7,11 @@
 import { OPERATIONS, type RestoreMode } from '@cryo/snapshot';
 import type { PayloadOf } from './operations';
 import { lit } from './sql-dialect';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
+import type { PendingLaunchRow } from '../db/schema';
 
-export interface PendingLaunchRow {
-  sandbox_id: string;
-  snapshot_id: string;
-  mode: RestoreMode;
-  /** JSON of the create_sandbox payload, without `restore` (filled from the snapshot when it is ready). */
-  payload: string;
-  created_at: number;
-}
+export type { PendingLaunchRow } from '../db/schema';
+
 
 /** A create_sandbox payload still without its restore (the snapshot's image is not pushed yet). */
 export type LaunchPayload = Omit<PayloadOf<'create_sandbox'>, 'restore'>;

@@ -1,5 +1,5 @@
-import type { SqlContext } from './stores';
-import { changedRows } from './stores';
+import type { SqlContext } from './sql';
+import { changedRows } from './sql';
 
 /** What the reaper removed for one snapshot: the audit trail of expiry and deletion. */
 export interface ReaperRecord {

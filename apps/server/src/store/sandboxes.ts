@@ -16,36 +16,10 @@ import { toIsoOrNull, toIso } from '../clock';
 import { decodeJson, decodeJsonOrNull, StringListSchema, StringMapSchema } from './columns';
 import { listFilters, toPage, type Page } from './pagination';
 import { jsonNumberSum, lit, lits } from './sql-dialect';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
+import type { SandboxRow } from '../db/schema';
 
-export interface SandboxRow {
-  id: string;
-  namespace: string;
-  image: string;
-  base_image: string;
-  command: string | null;
-  labels: string;
-  resources: string;
-  timeout_secs: number;
-  status: SandboxStatus;
-  pending_reason: string | null;
-  outcome_kind: Outcome['kind'] | null;
-  outcome_reason: string | null;
-  executor_id: string | null;
-  pinned: number;
-  container_id: string | null;
-  restored_from_snapshot: string | null;
-  restore_mode: RestoreMode | null;
-  created_at: number;
-  started_at: number | null;
-  terminated_at: number | null;
-  expires_at: number | null;
-  updated_at: number;
-  /** When the last rollback's container started (issue 12), else null. */
-  restored_at: number | null;
-  /** JSON Progress the executor last reported for the restore under way (pending, restoring), else null. */
-  progress: string | null;
-}
+export type { SandboxRow } from '../db/schema';
 
 export interface NewSandbox {
   id: string;

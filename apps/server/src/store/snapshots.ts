@@ -15,61 +15,13 @@ import {
 } from '@cryo/snapshot';
 import { toIso, toIsoOrNull } from '../clock';
 import { sql } from 'kysely';
-import type { OperationState } from './operations';
 import { decodeJson, decodeJsonOrNull, StringMapSchema } from './columns';
 import { listFilters, toPage, type Page } from './pagination';
 import { jsonSetKey, lit, lits } from './sql-dialect';
-import { changedRows, type SqlContext } from './stores';
+import { changedRows, type SqlContext } from './sql';
+import type { DeleteReason, DeletedReason, OperationState, SnapshotRow } from '../db/schema';
 
-export type DeleteReason = 'expired' | 'deleted';
-/** Why a snapshot was deleted (not expired): a user's DELETE, or a newer snapshot's keep_last. */
-export type DeletedReason = 'user' | 'retention';
-
-export interface SnapshotRow {
-  id: string;
-  namespace: string;
-  sandbox_id: string;
-  executor_id: string | null;
-  status: SnapshotStatus;
-  error: string | null;
-  tag: string;
-  user_tag: number;
-  labels: string;
-  planned_ref: string;
-  image_ref: string | null;
-  digest: string | null;
-  size_bytes: number | null;
-  layers: number | null;
-  flattened: number;
-  base_image: string;
-  ttl_secs: number;
-  created_at: number;
-  expires_at: number | null;
-  expired_at: number | null;
-  deleted_at: number | null;
-  failed_at: number | null;
-  timings: string | null;
-  progress: string | null;
-  clip_index_ref: string | null;
-  clip_error: string | null;
-  /** JSON: SnapshotCapture */
-  capture: string | null;
-  /** JSON: ExcludedMount[] */
-  excluded_mounts: string | null;
-  delete_reason: DeleteReason | null;
-  delete_requested_at: number | null;
-  delete_attempts: number;
-  next_attempt_at: number | null;
-  last_delete_error: string | null;
-  registry_cleared_at: number | null;
-  local_cleanup_at: number | null;
-  updated_at: number;
-  // issue 12
-  ttl_from: TtlFrom;
-  last_used_at: number | null;
-  keep_last: number | null;
-  deleted_reason: DeletedReason | null;
-}
+export type { DeleteReason, DeletedReason, SnapshotRow } from '../db/schema';
 
 export interface NewSnapshot {
   id: string;

@@ -7,6 +7,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Dialect } from '../db/migrations';
 import type { Tables } from '../db/schema';
+import type { SqlContext } from './sql';
 import { ExecutorStore } from './executors';
 import { LeaseStore } from './leases';
 import { NamespaceStore } from './namespaces';
@@ -24,16 +25,13 @@ import { SnapshotStore } from './snapshots';
  */
 export type DatabaseEvent = 'work' | 'op_end' | 'wake' | 'resync';
 
-export interface SqlContext {
-  /** The database, or the transaction the work runs in. */
-  readonly db: Kysely<Tables>;
-  readonly dialect: Dialect;
-}
 
 export interface TxHooks {
   afterCommit(hook: () => void): void;
   publish(db: Kysely<Tables>, event: DatabaseEvent, value: string): Promise<void>;
 }
+
+export type { SqlContext } from './sql';
 
 export class Stores {
   readonly namespaces: NamespaceStore;
@@ -73,9 +71,4 @@ export class Stores {
   async lock(key: string): Promise<void> {
     if (this.ctx.dialect === 'postgres') await sql`SELECT pg_advisory_xact_lock(hashtext(${key}))`.execute(this.ctx.db);
   }
-}
-
-/** Rows a write changed, from Kysely's result (bigint) as a number. */
-export function changedRows(result: { numUpdatedRows?: bigint; numDeletedRows?: bigint } | undefined): number {
-  return Number(result?.numUpdatedRows ?? result?.numDeletedRows ?? 0n);
 }
