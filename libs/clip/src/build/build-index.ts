@@ -40,8 +40,12 @@ export interface BuildProgress {
 }
 
 export interface IndexLayersOptions {
-  /** bytes of uncompressed output between checkpoints (default 1 MiB) */
+  /** longest span: bytes of uncompressed output between checkpoints inside large files (default 1 MiB) */
   span?: number;
+  /** gzip: shortest span where files are small (default 64 KiB; equal to `span` for uniform spans); see checkpoint-plan.ts */
+  minSpan?: number;
+  /** gzip: share of each compressed layer the index may spend on its checkpoints and entries (default 0.01) */
+  indexBudget?: number;
   /** zero unreferenced window bytes (default true; off only to measure it) */
   pruneWindows?: boolean;
   onProgress?: (p: BuildProgress) => void;
@@ -67,6 +71,9 @@ async function streamLayer(
 ): Promise<IndexedLayer> {
   const indexer = new LayerIndexer(compressionOf(layer.mediaType), span, {
     pruneWindows: opts.pruneWindows ?? true,
+    layerSize: layer.size,
+    ...(opts.minSpan === undefined ? {} : { minSpan: opts.minSpan }),
+    ...(opts.indexBudget === undefined ? {} : { indexBudget: opts.indexBudget }),
     // inflation keeps this thread busy: hash big layers on another core
     hashOnWorker: layer.size >= 8 * 1024 * 1024,
   });

@@ -1,6 +1,6 @@
 /**
  * The three digests of a layer build: the blob (compressed), the diff
- * (uncompressed) and each span. Inflation with pako keeps one core busy, so for
+ * (uncompressed) and each span. Inflation keeps one core busy, so for
  * large layers the hashing (a third of the work) runs on a worker thread.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -17,6 +17,12 @@ export interface LayerHasher {
   data(chunk: Buffer): void;
   /** the following data belongs to a new span */
   cut(): void;
+  /** a provisional cut here: hash on as if there were one and as if there were none, until keep() or drop() */
+  fork(): void;
+  /** the provisional cut stands: the span before it ends where fork() was called */
+  keep(): void;
+  /** there is no cut at the fork */
+  drop(): void;
   finish(): Promise<LayerHashes>;
 }
 
@@ -24,6 +30,8 @@ export class InlineHasher implements LayerHasher {
   private readonly blobHash = createHash('sha256');
   private readonly diffHash = createHash('sha256');
   private span: Hash | undefined;
+  /** while a cut is provisional: the span up to the fork, and the span from it */
+  private forked: { before: Hash; after: Hash } | undefined;
   private readonly spans: Buffer[] = [];
 
   blob(chunk: Buffer): void {
@@ -33,11 +41,27 @@ export class InlineHasher implements LayerHasher {
   data(chunk: Buffer): void {
     this.diffHash.update(chunk);
     this.span?.update(chunk);
+    this.forked?.after.update(chunk);
   }
 
   cut(): void {
     if (this.span) this.spans.push(this.span.digest());
     this.span = createHash('sha256');
+  }
+
+  fork(): void {
+    if (this.span) this.forked = { before: this.span.copy(), after: createHash('sha256') };
+  }
+
+  keep(): void {
+    if (!this.forked) return;
+    this.spans.push(this.forked.before.digest());
+    this.span = this.forked.after;
+    this.forked = undefined;
+  }
+
+  drop(): void {
+    this.forked = undefined;
   }
 
   async finish(): Promise<LayerHashes> {
@@ -53,11 +77,15 @@ const { createHash } = require('node:crypto');
 const blob = createHash('sha256');
 const diff = createHash('sha256');
 let span;
+let forked;
 const spans = [];
 parentPort.on('message', (m) => {
   if (m.t === 'b') blob.update(m.d);
-  else if (m.t === 'd') { diff.update(m.d); if (span) span.update(m.d); }
+  else if (m.t === 'd') { diff.update(m.d); if (span) span.update(m.d); if (forked) forked.after.update(m.d); }
   else if (m.t === 'c') { if (span) spans.push(span.digest()); span = createHash('sha256'); }
+  else if (m.t === 'f') { if (span) forked = { before: span.copy(), after: createHash('sha256') }; }
+  else if (m.t === 'k') { if (forked) { spans.push(forked.before.digest()); span = forked.after; forked = undefined; } }
+  else if (m.t === 'x') forked = undefined;
   else if (m.t === 'e') {
     if (span) spans.push(span.digest());
     parentPort.postMessage({ blob: blob.digest('hex'), diff: diff.digest('hex'), spans });
@@ -96,8 +124,24 @@ export class WorkerHasher implements LayerHasher {
   }
 
   cut(): void {
+    this.mark('c');
+  }
+
+  fork(): void {
+    this.mark('f');
+  }
+
+  keep(): void {
+    this.mark('k');
+  }
+
+  drop(): void {
+    this.mark('x');
+  }
+
+  private mark(t: 'c' | 'f' | 'k' | 'x'): void {
     this.flush();
-    this.worker.postMessage({ t: 'c' });
+    this.worker.postMessage({ t });
   }
 
   async finish(): Promise<LayerHashes> {

@@ -6,6 +6,7 @@
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { ClipError } from '../errors';
 import { GzipIndexer, type Checkpoint } from '../gzip/indexer';
+import { CheckpointPlanner, DEFAULT_INDEX_BUDGET, DEFAULT_MIN_SPAN } from './checkpoint-plan';
 import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher';
 import { TarParser, type TarEntry } from '../tar/parser';
 
@@ -20,7 +21,22 @@ export interface SpanRecord {
   bits: number;
   /** raw (pruned) window, gzip only */
   window: Buffer;
+  /** the window raw-deflated, when the indexer already did it (the writer deflates `window` otherwise) */
+  windowDeflated?: Buffer;
   sha256: Buffer;
+}
+
+export interface LayerIndexerOptions {
+  /** zero unreferenced window bytes (default true; off only to measure it) */
+  pruneWindows?: boolean;
+  /** digest on a worker thread (large layers) */
+  hashOnWorker?: boolean;
+  /** gzip: shortest span between checkpoints where files are small (default 64 KiB; `span` gives uniform spans) */
+  minSpan?: number;
+  /** gzip: share of the compressed layer the index may spend on it (default 0.01) */
+  indexBudget?: number;
+  /** size of the compressed layer (the manifest's), when known: the budget keeps a reserve for the rest */
+  layerSize?: number;
 }
 
 export interface IndexedLayer {
@@ -47,6 +63,7 @@ export function compressionOf(mediaType: string): LayerCompression {
 class SpanRecorder {
   readonly spans: SpanRecord[] = [];
   private cur: SpanRecord | undefined;
+  private provisionalAt: number | undefined;
   uoff = 0;
 
   constructor(private readonly hasher: LayerHasher) {}
@@ -60,9 +77,34 @@ class SpanRecorder {
       return this.cur;
     }
     this.close();
-    const span: SpanRecord = { uoff: this.uoff, ulen: 0, coff, bits, window, sha256: Buffer.alloc(0) };
+    return this.open(this.uoff, coff, bits, window, () => this.hasher.cut());
+  }
+
+  /** a provisional cut here: settled later by keepProvisional() or dropProvisional() */
+  provisional(): void {
+    this.provisionalAt = this.uoff;
+    this.hasher.fork();
+  }
+
+  /** the provisional cut stands: the current span ends there and a new one starts */
+  keepProvisional(coff: number, bits: number, window: Buffer): SpanRecord {
+    const at = this.provisionalAt;
+    this.provisionalAt = undefined;
+    if (at === undefined || !this.cur) throw new ClipError('LAYER_CORRUPT', 'internal: no provisional cut to keep');
+    this.cur.ulen = at - this.cur.uoff;
+    this.cur = undefined;
+    return this.open(at, coff, bits, window, () => this.hasher.keep());
+  }
+
+  dropProvisional(): void {
+    this.provisionalAt = undefined;
+    this.hasher.drop();
+  }
+
+  private open(uoff: number, coff: number, bits: number, window: Buffer, hash: () => void): SpanRecord {
+    const span: SpanRecord = { uoff, ulen: 0, coff, bits, window, sha256: Buffer.alloc(0) };
     this.cur = span;
-    this.hasher.cut();
+    hash();
     this.spans.push(span);
     return span;
   }
@@ -94,6 +136,8 @@ export class LayerIndexer {
   private readonly spans: SpanRecorder;
   private readonly entries: TarEntry[] = [];
   private readonly checkpoints = new Map<SpanRecord, Checkpoint>();
+  /** gzip: where checkpoints go (checkpoint-plan.ts) */
+  readonly planner: CheckpointPlanner | undefined;
   private gzip: GzipIndexer | undefined;
   private zstd: ZstdDecompress | undefined;
   private compressedSize = 0;
@@ -101,21 +145,42 @@ export class LayerIndexer {
   constructor(
     readonly compression: LayerCompression,
     private readonly span: number,
-    opts: { pruneWindows?: boolean; hashOnWorker?: boolean } = {},
+    opts: LayerIndexerOptions = {},
   ) {
     this.hasher = opts.hashOnWorker ? new WorkerHasher() : new InlineHasher();
     this.spans = new SpanRecorder(this.hasher);
     this.tar = new TarParser((e) => this.entries.push(e));
     const onData = (d: Buffer) => this.uncompressed(d);
     if (compression === 'gzip') {
+      const planner = new CheckpointPlanner(
+        {
+          maxSpan: span,
+          minSpan: Math.min(span, opts.minSpan ?? DEFAULT_MIN_SPAN),
+          budget: opts.indexBudget ?? DEFAULT_INDEX_BUDGET,
+          ...(opts.layerSize === undefined ? {} : { layerSize: opts.layerSize }),
+        },
+        this.tar,
+      );
+      this.planner = planner;
       this.gzip = new GzipIndexer({
         span,
         pruneWindows: opts.pruneWindows ?? true,
         onData,
+        cutAt: (uoff, sinceLast, coff) => planner.cutAt(uoff, sinceLast, coff),
+        decide: (cp, needsWindow, windowBytes) => planner.decide(cp, needsWindow, windowBytes),
         onCheckpoint: (cp) => {
-          const rec = this.spans.cut(cp.coff, cp.bits, cp.window);
-          this.checkpoints.set(rec, cp);
+          planner.onCheckpoint(cp);
+          if (cp.provisional) {
+            this.spans.provisional();
+            return;
+          }
+          this.checkpoints.set(this.spans.cut(cp.coff, cp.bits, cp.window), cp);
         },
+        onSettled: (cp) => {
+          planner.onSettled(cp);
+          if (cp.provisional) this.checkpoints.set(this.spans.keepProvisional(cp.coff, cp.bits, cp.window), cp);
+        },
+        onDropped: () => this.spans.dropProvisional(),
       });
     } else {
       this.spans.cut(0, 0, Buffer.alloc(0));
@@ -141,7 +206,11 @@ export class LayerIndexer {
     const spans = this.spans.finish(hashes.spans);
     for (const rec of spans) {
       const cp = this.checkpoints.get(rec);
-      if (cp) rec.window = cp.window; // windows are pruned after the cut
+      if (!cp) continue;
+      // bit offsets and windows are settled after the cut
+      rec.bits = cp.bits;
+      rec.window = cp.window;
+      rec.windowDeflated = cp.windowDeflated;
     }
     return {
       compression: this.compression,

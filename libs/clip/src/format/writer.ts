@@ -95,7 +95,7 @@ export function writeIndex(input: { image: ImageInfo; build: BuildInfo; layers: 
       meta.f64(s.coff);
       meta.u8(s.bits);
       // level 6: level 9 is ~15x slower on the zero runs of pruned windows and no smaller
-      const win = s.window.length > 0 ? zlib.deflateRawSync(s.window, { level: 6 }) : Buffer.alloc(0);
+      const win = s.windowDeflated ?? (s.window.length > 0 ? zlib.deflateRawSync(s.window, { level: 6 }) : Buffer.alloc(0));
       meta.f64(windows.length);
       meta.u32(win.length);
       windows.bytes(win);

@@ -1,47 +1,71 @@
-/// <reference path="./pako-lowlevel.d.ts" />
 /**
- * Streaming gzip decompression that takes real checkpoints: at a deflate block
- * boundary once per `span` bytes of output it records the compressed offset,
- * the bit offset inside the byte before it, the uncompressed offset and the
- * 32 KiB of output before it (the window). Uses pako's low-level inflate
- * because only it reports block boundaries (Z_BLOCK + strm.data_type).
+ * Streaming gzip decompression that takes real checkpoints: at deflate block boundaries it
+ * records the compressed offset, the bit offset inside the byte before it, the uncompressed
+ * offset and the 32 KiB of output before it (the window). Decompression is Node's native zlib,
+ * stopped at every block boundary with Z_BLOCK (native-inflate.ts); which boundaries become
+ * checkpoints is the caller's choice (`cutAt`, default: the first boundary `span` bytes after the
+ * previous checkpoint). The bit offset of a boundary and the pruned window are settled once the
+ * 32 KiB of output after it have been seen (boundary.ts, realign.ts); data that needs no window
+ * (no back-reference reaches before the boundary) gets none. `cutAt` may also answer 'maybe': a
+ * provisional checkpoint, kept or dropped by `decide` once it is known whether it needs a window
+ * (a windowless checkpoint costs the index a record, one with a window ~1-2 KiB more).
  *
- * Multi-member gzip files are handled: every member starts with a checkpoint
- * that needs no window (deflate back-references never cross members).
+ * Multi-member gzip files are handled: every member starts with a checkpoint that needs no
+ * window (deflate back-references never cross members).
  */
 import zlib from 'node:zlib';
-import ZStream from 'pako/lib/zlib/zstream.js';
-import pakoInflate from 'pako/lib/zlib/inflate.js';
 import { ClipError } from '../errors';
+import { resolveBoundaryBits } from './boundary';
+import { RawInflater, Z_BLOCK, type InflateStep } from './native-inflate';
 import { pruneWindow } from './realign';
 
-const Z_OK = 0;
-const Z_STREAM_END = 1;
-const Z_BUF_ERROR = -5;
-const Z_BLOCK = 5;
 const WINDOW = 32768;
 const OUT_CHUNK = 256 * 1024;
 
 export interface Checkpoint {
   /** absolute offset in the compressed blob of the first byte not fully consumed */
   coff: number;
-  /** unused high bits of byte coff-1 that belong to the next block (0..7) */
+  /** unused high bits of byte coff-1 that belong to the next block (0..7); final once `settled` */
   bits: number;
   /** offset in the uncompressed stream */
   uoff: number;
-  /** the (pruned) window: up to 32 KiB of output before uoff; filled in before end() returns */
+  /** the (pruned) window: up to 32 KiB of output before uoff; final once `settled` */
   window: Buffer;
   /** how many window bytes the following data really references (after pruning) */
   windowUsed: number;
+  /** the window raw-deflated as the index stores it (empty when no byte of it is referenced) */
+  windowDeflated: Buffer;
+  /** bits and window are final (member starts: at once; block boundaries: 32 KiB of output later) */
+  settled: boolean;
+  /** taken as 'maybe': `decide` keeps or drops it when it settles */
+  provisional: boolean;
 }
 
+/** At a deflate block boundary: a checkpoint here, none, or one that `decide` settles later. */
+export type CutDecision = 'yes' | 'no' | 'maybe';
+
 export interface GzipIndexerOptions {
-  /** bytes of output between checkpoints (at least; cut at the next block boundary) */
+  /** bytes of output between checkpoints (at least; cut at the next block boundary) when `cutAt` is not given */
   span: number;
   /** every uncompressed chunk, in order; the buffer may not be reused after the call */
   onData: (chunk: Buffer) => void;
-  /** called at the moment a checkpoint is taken (its window is completed later) */
+  /** called at the moment a checkpoint is taken (its bits and window are settled later) */
   onCheckpoint: (cp: Checkpoint) => void;
+  /** called when a checkpoint's bit offset and window are final (not for dropped ones) */
+  onSettled?: (cp: Checkpoint) => void;
+  /**
+   * At a deflate block boundary `uoff` (`sinceLast` bytes of output after the previous
+   * checkpoint, compressed byte `coff`): take a checkpoint here? Default: sinceLast >= span.
+   * While a 'maybe' is unsettled, no boundary is offered.
+   */
+  cutAt?: (uoff: number, sinceLast: number, coff: number) => CutDecision;
+  /**
+   * Keep a provisional checkpoint? `needsWindow`: its data references output before it;
+   * `windowBytes()` prunes and deflates that window and says how big it is. Default: keep.
+   */
+  decide?: (cp: Checkpoint, needsWindow: boolean, windowBytes: () => number) => boolean;
+  /** a provisional checkpoint `decide` dropped */
+  onDropped?: (cp: Checkpoint) => void;
   /** zero out window bytes nobody references (default true) */
   pruneWindows?: boolean;
 }
@@ -51,18 +75,22 @@ type Phase =
   | { kind: 'deflate' }
   | { kind: 'trailer'; buf: Buffer };
 
-interface PendingWindow {
+interface PendingCheckpoint {
   cp: Checkpoint;
   raw: Buffer;
-  /** compressed bytes from the checkpoint on (starting with the byte holding its bits) */
+  /** compressed bytes from byte coff-1 on */
   chunks: Buffer[];
   startAbs: number;
+  /** output after the checkpoint, up to 32 KiB */
+  following: Buffer[];
+  followingBytes: number;
 }
 
 export class GzipIndexer {
   private phase: Phase = { kind: 'header', buf: Buffer.alloc(0) };
-  private strm: ZStream | undefined;
+  private inflater: RawInflater | undefined;
   private out: Buffer = Buffer.allocUnsafe(OUT_CHUNK);
+  private outOff = 0;
   /** absolute offset of the start of the chunk being processed */
   private base = 0;
   private uoff = 0;
@@ -73,16 +101,25 @@ export class GzipIndexer {
   private recent: Buffer[] = [];
   private recentBytes = 0;
   private lastByte = 0;
-  private pending: PendingWindow[] = [];
+  private pending: PendingCheckpoint[] = [];
+  /** the provisional checkpoint waiting for `decide`, and where the last kept checkpoint was before it */
+  private provisional: { cp: Checkpoint; prevUoff: number } | undefined;
   private readonly prune: boolean;
+  private readonly cutAt: (uoff: number, sinceLast: number, coff: number) => CutDecision;
 
   constructor(private readonly opts: GzipIndexerOptions) {
     if (!(opts.span > 0)) throw new ClipError('EINVAL', 'span must be positive');
     this.prune = opts.pruneWindows ?? true;
+    this.cutAt = opts.cutAt ?? ((_uoff, sinceLast) => (sinceLast >= opts.span ? 'yes' : 'no'));
   }
 
   get uncompressedSize(): number {
     return this.uoff;
+  }
+
+  /** compressed bytes pushed so far */
+  get compressedOffset(): number {
+    return this.base;
   }
 
   push(chunk: Buffer): void {
@@ -126,6 +163,7 @@ export class GzipIndexer {
   end(): { members: number; uncompressedSize: number; compressedSize: number } {
     const phase = this.phase;
     if (!(phase.kind === 'header' && this.members > 0 && phase.buf.length === 0)) {
+      this.inflater?.close();
       throw new ClipError(
         'GZIP_CORRUPT',
         this.members === 0 && phase.kind === 'header' && phase.buf.length === 0
@@ -133,77 +171,87 @@ export class GzipIndexer {
           : `gzip stream truncated or followed by garbage at byte ${this.base}`,
       );
     }
-    this.flushPending(true, this.base);
+    this.settlePending(true, this.base);
     return { members: this.members, uncompressedSize: this.uoff, compressedSize: this.base };
   }
 
   private startMember(coff: number): void {
-    const strm = new ZStream();
-    const ret = pakoInflate.inflateInit2(strm, -15);
-    if (ret !== Z_OK) throw new ClipError('GZIP_CORRUPT', `inflateInit2 failed (${ret})`);
-    strm.output = this.out;
-    strm.next_out = 0;
-    strm.avail_out = this.out.length;
-    this.strm = strm;
+    this.inflater = new RawInflater();
     this.phase = { kind: 'deflate' };
     this.crc = 0;
     this.memberStartUoff = this.uoff;
+    this.recent = [];
+    this.recentBytes = 0;
     this.members++;
     // A member start is always a checkpoint; it needs no window.
-    this.checkpoint({ coff, bits: 0, uoff: this.uoff, window: Buffer.alloc(0), windowUsed: 0 }, false);
-  }
-
-  private inflate(chunk: Buffer, pos: number): number {
-    const strm = this.strm;
-    if (!strm) throw new ClipError('GZIP_CORRUPT', 'internal: no inflate stream');
-    strm.input = chunk;
-    strm.next_in = pos;
-    strm.avail_in = chunk.length - pos;
-    for (;;) {
-      if (strm.avail_out === 0) {
-        this.out = Buffer.allocUnsafe(OUT_CHUNK);
-        strm.output = this.out;
-        strm.next_out = 0;
-        strm.avail_out = OUT_CHUNK;
-      }
-      const outStart = strm.next_out;
-      const ret = pakoInflate.inflate(strm, Z_BLOCK);
-      if (strm.next_out > outStart) this.emit(this.out.subarray(outStart, strm.next_out));
-      if (ret === Z_STREAM_END) {
-        pakoInflate.inflateEnd(strm);
-        this.strm = undefined;
-        this.flushPending(true, this.base + strm.next_in);
-        this.phase = { kind: 'trailer', buf: Buffer.alloc(0) };
-        return strm.next_in;
-      }
-      if (ret !== Z_OK && ret !== Z_BUF_ERROR) {
-        throw new ClipError(
-          'GZIP_CORRUPT',
-          `corrupt deflate data near compressed byte ${this.base + strm.next_in}: ${strm.msg || `error ${ret}`}`,
-        );
-      }
-      const dt = strm.data_type;
-      if ((dt & 128) !== 0 && (dt & 64) === 0 && this.uoff - this.lastCpUoff >= this.opts.span) {
-        const bits = dt & 7;
-        const coff = this.base + strm.next_in;
-        const lastByte = strm.next_in > 0 ? (chunk[strm.next_in - 1] ?? 0) : this.lastByte;
-        const cp: Checkpoint = { coff, bits, uoff: this.uoff, window: this.windowBytes(), windowUsed: 0 };
-        cp.windowUsed = cp.window.length;
-        this.checkpoint(cp, true, bits > 0 ? Buffer.from([lastByte]) : undefined, chunk.subarray(strm.next_in));
-      }
-      this.flushPending(false, this.base + strm.next_in);
-      if (strm.avail_in === 0 && strm.avail_out > 0) return chunk.length;
-      if (ret === Z_BUF_ERROR && strm.avail_out > 0) return chunk.length;
-    }
-  }
-
-  private checkpoint(cp: Checkpoint, needsWindow: boolean, lastByte?: Buffer, rest?: Buffer): void {
+    const cp: Checkpoint = {
+      coff, bits: 0, uoff: this.uoff, window: Buffer.alloc(0), windowUsed: 0, windowDeflated: Buffer.alloc(0), settled: true, provisional: false,
+    };
     this.lastCpUoff = cp.uoff;
-    if (needsWindow && this.prune && cp.window.length > 0) {
-      const chunks = lastByte ? [lastByte] : [];
-      if (rest && rest.length > 0) chunks.push(rest);
-      this.pending.push({ cp, raw: cp.window, chunks, startAbs: cp.coff - (lastByte ? 1 : 0) });
+    this.opts.onCheckpoint(cp);
+    this.opts.onSettled?.(cp);
+  }
+
+  /** Inflate from chunk[pos] on, stopping at every block boundary; returns where the member's deflate data ended, or chunk.length. */
+  private inflate(chunk: Buffer, pos: number): number {
+    const inflater = this.inflater;
+    if (!inflater) throw new ClipError('GZIP_CORRUPT', 'internal: no inflate stream');
+    for (;;) {
+      if (this.outOff === this.out.length) {
+        this.out = Buffer.allocUnsafe(OUT_CHUNK);
+        this.outOff = 0;
+      }
+      const step = this.step(inflater, chunk, pos, this.out.length - this.outOff);
+      if (step.produced > 0) this.emit(this.out.subarray(this.outOff, this.outOff + step.produced));
+      this.outOff += step.produced;
+      pos += step.consumed;
+      if (step.availOut === 0) continue; // output full: the block goes on
+      if (step.availIn === 0) {
+        this.settlePending(false, this.base + pos);
+        return chunk.length; // needs more input
+      }
+      // Stopped with input left and room for output: at the end of a deflate block. Whether
+      // another block follows, a step with no room for output tells (it reads the next block's
+      // header, or nothing when the member's last block has ended).
+      const coff = this.base + pos;
+      const lastByte = pos > 0 ? (chunk[pos - 1] ?? 0) : this.lastByte;
+      const peek = this.step(inflater, chunk, pos, 0);
+      if (peek.consumed === 0) {
+        inflater.close();
+        this.inflater = undefined;
+        this.settlePending(true, coff);
+        this.phase = { kind: 'trailer', buf: Buffer.alloc(0) };
+        return pos;
+      }
+      if (!this.provisional) {
+        const cut = this.cutAt(this.uoff, this.uoff - this.lastCpUoff, coff);
+        if (cut !== 'no') this.takeCheckpoint(coff, lastByte, chunk.subarray(pos), cut === 'maybe');
+      }
+      pos += peek.consumed;
+      this.settlePending(false, coff);
     }
+  }
+
+  private step(inflater: RawInflater, chunk: Buffer, pos: number, room: number): InflateStep {
+    try {
+      return inflater.step(Z_BLOCK, chunk, pos, chunk.length - pos, this.out, this.outOff, room);
+    } catch (err) {
+      this.inflater = undefined;
+      const msg = err instanceof Error ? err.message : String(err);
+      throw new ClipError('GZIP_CORRUPT', `corrupt deflate data near compressed byte ${this.base + pos}: ${msg}`, undefined, { cause: err });
+    }
+  }
+
+  private takeCheckpoint(coff: number, lastByte: number, rest: Buffer, provisional: boolean): void {
+    const raw = this.windowBytes();
+    const cp: Checkpoint = {
+      coff, bits: 0, uoff: this.uoff, window: raw, windowUsed: raw.length, windowDeflated: Buffer.alloc(0), settled: false, provisional,
+    };
+    if (provisional) this.provisional = { cp, prevUoff: this.lastCpUoff };
+    this.lastCpUoff = cp.uoff;
+    const chunks: Buffer[] = [Buffer.from([lastByte])];
+    if (rest.length > 0) chunks.push(rest);
+    this.pending.push({ cp, raw, chunks, startAbs: coff - 1, following: [], followingBytes: 0 });
     this.opts.onCheckpoint(cp);
   }
 
@@ -218,6 +266,12 @@ export class GzipIndexer {
       this.recent.shift();
       this.recentBytes -= first.length;
     }
+    for (const p of this.pending) {
+      if (p.followingBytes >= WINDOW) continue;
+      const take = data.subarray(0, WINDOW - p.followingBytes);
+      p.following.push(take);
+      p.followingBytes += take.length;
+    }
     this.opts.onData(data);
   }
 
@@ -230,22 +284,57 @@ export class GzipIndexer {
   }
 
   /**
-   * Prune windows whose following 32 KiB of output have been seen. Only the
-   * compressed bytes up to `consumedAbs` (where that output ended) are
-   * inflated again, so pruning costs a few 32 KiB inflations per span.
+   * Settle checkpoints whose following 32 KiB of output have been seen (or whose member ended):
+   * their bit offset and whether they need a window (boundary.ts), a provisional one's fate, then
+   * the pruned window. Only the compressed bytes up to what has been consumed are inflated again,
+   * so this costs a few inflations of 32 KiB of output per checkpoint.
    */
-  private flushPending(all: boolean, consumedAbs: number): void {
+  private settlePending(all: boolean, consumedAbs: number): void {
     if (this.pending.length === 0) return;
-    const keep: PendingWindow[] = [];
+    const keep: PendingCheckpoint[] = [];
     for (const p of this.pending) {
-      if (all || this.uoff - p.cp.uoff >= WINDOW + 1024) {
-        const input = firstBytes(p.chunks, consumedAbs - p.startAbs + 1);
-        const { window, used } = pruneWindow(p.raw, input, p.cp.bits);
-        p.cp.window = window;
-        p.cp.windowUsed = used;
-      } else {
+      if (!all && p.followingBytes < WINDOW) {
         keep.push(p);
+        continue;
       }
+      const input = firstBytes(p.chunks, consumedAbs - p.startAbs);
+      const following = Buffer.concat(p.following);
+      const cp = p.cp;
+      const windowless = resolveBoundaryBits(input, Buffer.alloc(0), following);
+      let windowDone = false;
+      const settleWindow = (): number => {
+        if (windowDone) return cp.windowDeflated.length;
+        windowDone = true;
+        if (windowless !== undefined) {
+          cp.bits = windowless;
+          cp.window = Buffer.alloc(0);
+          cp.windowUsed = 0;
+        } else {
+          const bits = resolveBoundaryBits(input, p.raw, following);
+          if (bits === undefined) throw new ClipError('GZIP_CORRUPT', `no bit offset resumes the deflate block boundary at compressed byte ${cp.coff}`);
+          cp.bits = bits;
+          if (this.prune) {
+            // resume data starts at byte coff-1 when bits > 0, at coff otherwise
+            const { window, used } = pruneWindow(p.raw, bits > 0 ? input : input.subarray(1), bits);
+            cp.window = window;
+            cp.windowUsed = used;
+          }
+        }
+        cp.windowDeflated = cp.window.length > 0 ? zlib.deflateRawSync(cp.window, { level: 6 }) : Buffer.alloc(0);
+        return cp.windowDeflated.length;
+      };
+      if (cp.provisional) {
+        const provisional = this.provisional;
+        this.provisional = undefined;
+        if (!(this.opts.decide?.(cp, windowless === undefined, settleWindow) ?? true)) {
+          if (provisional?.cp === cp && this.lastCpUoff === cp.uoff) this.lastCpUoff = provisional.prevUoff;
+          this.opts.onDropped?.(cp);
+          continue;
+        }
+      }
+      settleWindow();
+      cp.settled = true;
+      this.opts.onSettled?.(cp);
     }
     this.pending = keep;
   }

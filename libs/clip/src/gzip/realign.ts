@@ -8,11 +8,9 @@
  * compressed bytes can be appended unshifted. Empty blocks emit nothing, so the
  * dictionary (the 32 KiB window) stays exactly as it was.
  */
-/// <reference path="./pako-lowlevel.d.ts" />
 import zlib from 'node:zlib';
-import pakoInflate from 'pako/lib/zlib/inflate.js';
-import ZStream from 'pako/lib/zlib/zstream.js';
 import { ClipError } from '../errors';
+import { inflateLimited } from './native-inflate';
 
 class BitWriter {
   private bytes: number[] = [];
@@ -122,12 +120,8 @@ export function realignPrefix(bits: number, lastByte: number): Buffer {
  * fine: everything that can be decoded is returned.
  */
 export function inflateFromCheckpoint(compressed: Buffer, bits: number, window: Buffer): Buffer {
-  let input = compressed;
-  if (bits > 0) {
-    const first = compressed[0];
-    if (first === undefined) return Buffer.alloc(0);
-    input = Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
-  }
+  const input = resumeInput(compressed, bits);
+  if (input === undefined) return Buffer.alloc(0);
   try {
     return zlib.inflateRawSync(input, {
       finishFlush: zlib.constants.Z_SYNC_FLUSH,
@@ -140,34 +134,19 @@ export function inflateFromCheckpoint(compressed: Buffer, bits: number, window: 
   }
 }
 
-/**
- * At most `limit` bytes of output after a checkpoint. pako stops when its
- * output buffer is full; native zlib's one-shot API would inflate the whole
- * input, and one deflate block can expand to megabytes.
- */
+/** The raw deflate input that resumes at a checkpoint: realignment prefix + the bytes after the boundary byte. */
+function resumeInput(compressed: Buffer, bits: number): Buffer | undefined {
+  if (bits === 0) return compressed;
+  const first = compressed[0];
+  if (first === undefined) return undefined;
+  return Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
+}
+
+/** At most `limit` bytes of output after a checkpoint (native zlib, output capped by the buffer). */
 function inflatePrefix(compressed: Buffer, bits: number, window: Buffer, limit: number): Buffer {
-  let input = compressed;
-  if (bits > 0) {
-    const first = compressed[0];
-    if (first === undefined) return Buffer.alloc(0);
-    input = Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
-  }
-  const strm = new ZStream();
-  pakoInflate.inflateInit2(strm, -15);
-  if (window.length > 0) pakoInflate.inflateSetDictionary(strm, window);
-  const out = Buffer.alloc(limit);
-  strm.input = input;
-  strm.next_in = 0;
-  strm.avail_in = input.length;
-  strm.output = out;
-  strm.next_out = 0;
-  strm.avail_out = limit;
-  const ret = pakoInflate.inflate(strm, 2 /* Z_SYNC_FLUSH */);
-  pakoInflate.inflateEnd(strm);
-  if (ret < 0 && ret !== -5 /* Z_BUF_ERROR: input ended */) {
-    throw new ClipError('GZIP_CORRUPT', `inflate from checkpoint failed: ${strm.msg || `error ${ret}`}`);
-  }
-  return out.subarray(0, strm.next_out);
+  const input = resumeInput(compressed, bits);
+  if (input === undefined) return Buffer.alloc(0);
+  return inflateLimited(input, window, limit);
 }
 
 const markers = new Map<number, { a: Buffer; b: Buffer; c: Buffer }>();

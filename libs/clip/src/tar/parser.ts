@@ -50,6 +50,7 @@ export class TarParser {
   private globalPax = new Map<string, Buffer>();
   private pending: PendingMeta = { pax: new Map() };
   private entryCount = 0;
+  private currentDataSize = 0;
 
   constructor(private readonly onEntry: (entry: TarEntry) => void) {}
 
@@ -60,6 +61,16 @@ export class TarParser {
 
   get entries(): number {
     return this.entryCount;
+  }
+
+  /** bytes of the current entry's data (block padding included) still to come; 0 between entries */
+  get dataRemaining(): number {
+    return this.state.kind === 'skip' ? this.state.remaining : 0;
+  }
+
+  /** bytes of data (block padding included) of the entry being read; 0 between entries */
+  get dataSize(): number {
+    return this.state.kind === 'skip' ? this.currentDataSize : 0;
   }
 
   get ended(): boolean {
@@ -155,6 +166,7 @@ export class TarParser {
         }
         return;
       case 'V': // volume label: not a file
+        this.currentDataSize = padded;
         this.state = padded > 0 ? { kind: 'skip', remaining: padded } : { kind: 'header' };
         return;
       case 'S':
@@ -176,6 +188,7 @@ export class TarParser {
     // Whatever the type, the header (or PAX) size says how much data follows:
     // a dumpdir ('D') or a hard link written with a size still carries bytes.
     const skip = Math.ceil(dataBytes / BLOCK) * BLOCK;
+    this.currentDataSize = skip;
     this.state = skip > 0 ? { kind: 'skip', remaining: skip } : { kind: 'header' };
     this.onEntry(entry);
   }
