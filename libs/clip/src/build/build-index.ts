@@ -11,7 +11,7 @@ import { TreeBuilder } from '../tree/merge';
 import { compressionOf, LayerIndexer, type IndexedLayer } from './layer-indexer';
 
 export const DEFAULT_SPAN = 1024 * 1024;
-export const TOOL = 'cryo-clip/1';
+export const TOOL = 'cryo-clip/2';
 
 export interface LayerInput {
   digest: string;
@@ -42,7 +42,7 @@ export interface BuildProgress {
 export interface IndexLayersOptions {
   /** longest span: bytes of uncompressed output between checkpoints inside large files (default 1 MiB) */
   span?: number;
-  /** gzip: shortest span where files are small (default 64 KiB; equal to `span` for uniform spans); see checkpoint-plan.ts */
+  /** gzip: shortest span where files are small (default 32 KiB; equal to `span` for uniform spans); see checkpoint-plan.ts */
   minSpan?: number;
   /** gzip: share of each compressed layer the index may spend on its checkpoints and entries (default 0.01) */
   indexBudget?: number;
@@ -97,6 +97,12 @@ export async function indexLayers(image: ImageInfo, layers: LayerInput[], opts: 
   const span = opts.span ?? DEFAULT_SPAN;
   if (!Number.isSafeInteger(span) || span < 64 * 1024) {
     throw new ClipError('EINVAL', `span must be an integer of at least 64 KiB (got ${span})`);
+  }
+  if (opts.minSpan !== undefined && (!Number.isSafeInteger(opts.minSpan) || opts.minSpan < 4096)) {
+    throw new ClipError('EINVAL', `minSpan must be an integer of at least 4 KiB (got ${opts.minSpan})`);
+  }
+  if (opts.indexBudget !== undefined && !(opts.indexBudget > 0 && opts.indexBudget <= 1)) {
+    throw new ClipError('EINVAL', `indexBudget must be a share of the image between 0 and 1 (got ${opts.indexBudget})`);
   }
   const tree = new TreeBuilder();
   const written: LayerToWrite[] = [];

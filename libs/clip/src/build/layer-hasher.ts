@@ -71,6 +71,8 @@ export class InlineHasher implements LayerHasher {
   }
 }
 
+type Mark = 'c' | 'f' | 'k' | 'x';
+
 const WORKER = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -79,13 +81,21 @@ const diff = createHash('sha256');
 let span;
 let forked;
 const spans = [];
+const update = (d) => { diff.update(d); if (span) span.update(d); if (forked) forked.after.update(d); };
+const mark = (t) => {
+  if (t === 'c') { if (span) spans.push(span.digest()); span = createHash('sha256'); }
+  else if (t === 'f') { if (span) forked = { before: span.copy(), after: createHash('sha256') }; }
+  else if (t === 'k') { if (forked) { spans.push(forked.before.digest()); span = forked.after; forked = undefined; } }
+  else if (t === 'x') forked = undefined;
+};
 parentPort.on('message', (m) => {
   if (m.t === 'b') blob.update(m.d);
-  else if (m.t === 'd') { diff.update(m.d); if (span) span.update(m.d); if (forked) forked.after.update(m.d); }
-  else if (m.t === 'c') { if (span) spans.push(span.digest()); span = createHash('sha256'); }
-  else if (m.t === 'f') { if (span) forked = { before: span.copy(), after: createHash('sha256') }; }
-  else if (m.t === 'k') { if (forked) { spans.push(forked.before.digest()); span = forked.after; forked = undefined; } }
-  else if (m.t === 'x') forked = undefined;
+  else if (m.t === 'd') {
+    // marks apply at their offset in this batch, in order
+    let at = 0;
+    for (const [offset, t] of m.m) { if (offset > at) update(m.d.subarray(at, offset)); at = offset; mark(t); }
+    if (at < m.d.length) update(m.d.subarray(at));
+  }
   else if (m.t === 'e') {
     if (span) spans.push(span.digest());
     parentPort.postMessage({ blob: blob.digest('hex'), diff: diff.digest('hex'), spans });
@@ -95,11 +105,16 @@ parentPort.on('message', (m) => {
 
 const BATCH = 1 << 20;
 
-/** Hashes on a worker thread; data is copied into 1 MiB batches that are transferred. */
+/**
+ * Hashes on a worker thread. Data is copied into 1 MiB batches that are transferred; span marks
+ * (cut, fork, keep, drop) travel inside the batch message with the offset they apply at, so a
+ * mark costs no extra message and no new buffer.
+ */
 export class WorkerHasher implements LayerHasher {
   private readonly worker: Worker;
-  private batch = new Uint8Array(BATCH);
+  private batch: Uint8Array | undefined;
   private fill = 0;
+  private marks: Array<[number, Mark]> = [];
 
   constructor() {
     this.worker = new Worker(WORKER, { eval: true });
@@ -115,6 +130,8 @@ export class WorkerHasher implements LayerHasher {
   data(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
+      // not zero-filled: every byte sent is written first
+      this.batch ??= new Uint8Array(Buffer.allocUnsafeSlow(BATCH).buffer, 0, BATCH);
       const n = Math.min(BATCH - this.fill, chunk.length - pos);
       this.batch.set(chunk.subarray(pos, pos + n), this.fill);
       this.fill += n;
@@ -124,24 +141,19 @@ export class WorkerHasher implements LayerHasher {
   }
 
   cut(): void {
-    this.mark('c');
+    this.marks.push([this.fill, 'c']);
   }
 
   fork(): void {
-    this.mark('f');
+    this.marks.push([this.fill, 'f']);
   }
 
   keep(): void {
-    this.mark('k');
+    this.marks.push([this.fill, 'k']);
   }
 
   drop(): void {
-    this.mark('x');
-  }
-
-  private mark(t: 'c' | 'f' | 'k' | 'x'): void {
-    this.flush();
-    this.worker.postMessage({ t });
+    this.marks.push([this.fill, 'x']);
   }
 
   async finish(): Promise<LayerHashes> {
@@ -161,10 +173,11 @@ export class WorkerHasher implements LayerHasher {
   }
 
   private flush(): void {
-    if (this.fill === 0) return;
-    const out = this.batch.subarray(0, this.fill);
-    this.worker.postMessage({ t: 'd', d: out }, [out.buffer]);
-    this.batch = new Uint8Array(BATCH);
+    if (this.fill === 0 && this.marks.length === 0) return;
+    const out = this.batch?.subarray(0, this.fill) ?? new Uint8Array(0);
+    this.worker.postMessage({ t: 'd', d: out, m: this.marks }, out.byteLength > 0 ? [out.buffer as ArrayBuffer] : []);
+    this.batch = undefined;
     this.fill = 0;
+    this.marks = [];
   }
 }

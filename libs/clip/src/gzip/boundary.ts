@@ -12,7 +12,7 @@
  * same checkpoint, and the lower one is taken. Probing with an empty window answers a second
  * question for free: whether the data after the boundary needs a window at all.
  */
-import { inflateLimited } from './native-inflate';
+import { tryInflateLimited } from './native-inflate';
 import { realignPrefix } from './realign';
 
 /** bit `i` (LSB first, as deflate packs them) of `buf`, or undefined past the end */
@@ -78,12 +78,9 @@ export function resolveBoundaryBits(compressed: Buffer, window: Buffer, followin
   const probe = (bits: number, limit: number): boolean => {
     const first = compressed[0] ?? 0;
     const input = bits === 0 ? compressed.subarray(1) : Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
-    let out: Buffer;
-    try {
-      out = inflateLimited(input, window, limit);
-    } catch {
-      return false; // not a block start, or (empty window) a back-reference before the boundary
-    }
+    // undefined: not a block start, or (empty window) a back-reference before the boundary
+    const out = tryInflateLimited(input, window, limit);
+    if (out === undefined) return false;
     const want = Math.min(limit, following.length);
     return out.length >= want && out.subarray(0, want).equals(following.subarray(0, want));
   };

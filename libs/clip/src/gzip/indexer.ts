@@ -233,13 +233,12 @@ export class GzipIndexer {
   }
 
   private step(inflater: RawInflater, chunk: Buffer, pos: number, room: number): InflateStep {
-    try {
-      return inflater.step(Z_BLOCK, chunk, pos, chunk.length - pos, this.out, this.outOff, room);
-    } catch (err) {
+    const step = inflater.step(Z_BLOCK, chunk, pos, chunk.length - pos, this.out, this.outOff, room);
+    if (step.error !== undefined) {
       this.inflater = undefined;
-      const msg = err instanceof Error ? err.message : String(err);
-      throw new ClipError('GZIP_CORRUPT', `corrupt deflate data near compressed byte ${this.base + pos}: ${msg}`, undefined, { cause: err });
+      throw new ClipError('GZIP_CORRUPT', `corrupt deflate data near compressed byte ${this.base + pos}: ${step.error}`);
     }
+    return step;
   }
 
   private takeCheckpoint(coff: number, lastByte: number, rest: Buffer, provisional: boolean): void {

@@ -39,13 +39,15 @@ export interface InflateStep {
   availIn: number;
   /** room left in the output buffer */
   availOut: number;
+  /** zlib's message when the data is corrupt (the stream is closed then) */
+  error?: string;
 }
 
 /** One raw-deflate stream (no zlib or gzip wrapper), optionally primed with a dictionary. */
 export class RawInflater {
   private readonly handle: ZlibHandle;
   private readonly state: Uint32Array;
-  private error: Error | undefined;
+  private error: string | undefined;
   private closed = false;
 
   constructor(dictionary?: Buffer) {
@@ -57,19 +59,20 @@ export class RawInflater {
     }
     this.handle = handle;
     this.state = state;
-    handle.onerror = (message: string, errno: number, code?: string) => {
-      this.error = new ClipError('GZIP_CORRUPT', `${message}${code ? ` (${code})` : ''}`, { errno });
+    // Corrupt data is an expected answer when probing candidate boundaries: no exception (and no
+    // stack trace) is made for it here.
+    handle.onerror = (message: string, _errno: number, code?: string) => {
+      this.error = `${message}${code ? ` (${code})` : ''}`;
     };
   }
 
-  /** One zlib inflate() call. Throws GZIP_CORRUPT on a data error. */
+  /** One zlib inflate() call; a data error comes back as `error` (and closes the stream). */
   step(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): InflateStep {
     if (this.closed) throw new ClipError('EIO', 'internal: inflate stream used after close');
     this.handle.writeSync(flush, input, inOff, inLen, out, outOff, outLen);
-    if (this.error) {
-      const err = this.error;
+    if (this.error !== undefined) {
       this.close();
-      throw err;
+      return { consumed: 0, produced: 0, availIn: inLen, availOut: outLen, error: this.error };
     }
     const availOut = this.state[0] ?? 0;
     const availIn = this.state[1] ?? 0;
@@ -86,9 +89,10 @@ export class RawInflater {
 /**
  * At most `limit` bytes of output of raw deflate data `input`, primed with `dictionary`; input
  * that ends early is fine (everything decodable is returned). One deflate block can expand to
- * megabytes, so the output is capped by the buffer, not by the input. Throws GZIP_CORRUPT.
+ * megabytes, so the output is capped by the buffer, not by the input. Undefined when the data is
+ * corrupt (or, with a dictionary too short, reaches back before it).
  */
-export function inflateLimited(input: Buffer, dictionary: Buffer, limit: number): Buffer {
+export function tryInflateLimited(input: Buffer, dictionary: Buffer, limit: number): Buffer | undefined {
   const inflater = new RawInflater(dictionary);
   try {
     const out = Buffer.allocUnsafe(limit);
@@ -96,6 +100,7 @@ export function inflateLimited(input: Buffer, dictionary: Buffer, limit: number)
     let outOff = 0;
     while (outOff < limit && inOff < input.length) {
       const s = inflater.step(Z_SYNC_FLUSH, input, inOff, input.length - inOff, out, outOff, limit - outOff);
+      if (s.error !== undefined) return undefined;
       inOff += s.consumed;
       outOff += s.produced;
       if (s.consumed === 0 && s.produced === 0) break; // end of the deflate stream
@@ -104,4 +109,11 @@ export function inflateLimited(input: Buffer, dictionary: Buffer, limit: number)
   } finally {
     inflater.close();
   }
+}
+
+/** tryInflateLimited, with GZIP_CORRUPT for corrupt data */
+export function inflateLimited(input: Buffer, dictionary: Buffer, limit: number): Buffer {
+  const out = tryInflateLimited(input, dictionary, limit);
+  if (out === undefined) throw new ClipError('GZIP_CORRUPT', 'corrupt deflate data');
+  return out;
 }
