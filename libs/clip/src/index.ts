@@ -29,6 +29,8 @@ export type { FetchStats } from './reader/span-store';
 export { emptyFetchStats } from './reader/span-store';
 export { FetchStatsDeltas } from './metrics-fetch-stats';
 export { SpanDiskCache } from './reader/disk-cache';
+export { cacheUsage, enforceCacheBudget } from './reader/cache-budget';
+export type { CacheBudgetOptions, CacheUsage, EvictionReport } from './reader/cache-budget';
 export { FallbackLayerSource, MemoryLayerSource } from './source';
 export type { LayerSource } from './source';
 export { RegistryLayerSource, registryClient } from './registry-source';

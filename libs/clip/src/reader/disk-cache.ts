@@ -10,9 +10,12 @@
  * To keep N processes on a host from fetching the same span N times, a
  * fetcher first claims `<span>.lock` (O_EXCL); others wait for the span file
  * to appear. A lock older than a minute is from a dead process and is broken.
+ *
+ * A hit touches the file's mtime (at most once a minute), which is what the
+ * disk budget (cache-budget.ts) evicts by: least recently used first.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface CachedSpan {
@@ -20,6 +23,9 @@ export interface CachedSpan {
   ulen: number;
   sha256: Buffer;
 }
+
+/** a hit refreshes the span's mtime when it is older than this */
+const TOUCH_AFTER_MS = 60_000;
 
 export class SpanDiskCache {
   constructor(readonly dir: string) {}
@@ -35,16 +41,31 @@ export class SpanDiskCache {
   async get(diffId: string, span: CachedSpan): Promise<Buffer | undefined> {
     const file = this.path(diffId, span);
     let data: Buffer;
+    let mtimeMs: number;
     try {
-      data = await readFile(file);
+      // open, then stat and read the open file: an eviction in between cannot cut it short
+      const fh = await open(file, 'r');
+      try {
+        mtimeMs = (await fh.stat()).mtimeMs;
+        data = await fh.readFile();
+      } finally {
+        await fh.close();
+      }
     } catch {
-      return undefined;
+      return undefined; // not cached, or evicted
     }
     if (data.length !== span.ulen || !createHash('sha256').update(data).digest().equals(span.sha256)) {
       await unlink(file).catch(() => undefined); // damaged: fetch again
       return undefined;
     }
+    const now = Date.now();
+    if (now - mtimeMs > TOUCH_AFTER_MS) await utimes(file, now / 1000, now / 1000).catch(() => undefined);
     return data;
+  }
+
+  /** Is someone (this or another process) fetching this span right now? */
+  async claimed(diffId: string, span: CachedSpan): Promise<boolean> {
+    return (await stat(`${this.path(diffId, span)}.lock`).catch(() => undefined)) !== undefined;
   }
 
   /**

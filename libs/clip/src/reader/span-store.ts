@@ -167,6 +167,8 @@ export class SpanStore {
           this.remember(key, data);
           return data;
         }
+        // Claim released and still no file: the fetch failed, or the span was evicted already.
+        if (!(await disk.claimed(layer.diffId, span))) break;
       }
       const [fetched] = this.fetchRun(layerIndex, s, s); // the other process died or is slow
       if (!fetched) throw new ClipError('EIO', 'internal: span not scheduled');
