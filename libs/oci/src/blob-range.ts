@@ -6,6 +6,13 @@ import { RegistryError } from '@cryo/registry-auth';
 import { blobSubject, pullScope } from './scopes';
 import { discard, headerValue, readBody, type RegistryResponse, type RegistryTransport } from './transport';
 
+export interface BlobRangeOptions {
+  /** the blob's size, when known (a manifest's descriptor): a 200 is checked against it */
+  blobSize?: number;
+  /** a 200 (the whole blob) to a range request: keep the range from it (default), or refuse it unread */
+  wholeBlob?: 'keep-range' | 'refuse';
+}
+
 export interface RangeContext {
   transport: RegistryTransport;
   /** tells the client's owner, once per kind, about a registry that works but misbehaves */
@@ -20,7 +27,10 @@ export interface RangeContext {
  * (206) nor the whole blob — e.g. 200 with only the requested part, or a 206 cut short — is a
  * REGISTRY_BAD_RESPONSE naming the registry, the range asked for and what came back.
  * `options.blobSize` (when the caller knows it, e.g. from a manifest) lets a 200 be checked to
- * really be the whole blob.
+ * really be the whole blob. With `options.wholeBlob: 'refuse'` a 200 is not read at all: the
+ * connection is closed at once and the answer is a REGISTRY_BAD_RESPONSE with status 200 — what a
+ * caller with another source wants from a pull-through cache that does not hold the blob yet
+ * (distribution's proxy then streams the whole blob from upstream, ignoring Range).
  */
 export async function getBlobRange(
   ctx: RangeContext,
@@ -28,7 +38,7 @@ export async function getBlobRange(
   digest: string,
   start: number,
   endInclusive: number,
-  options: { blobSize?: number } = {},
+  options: BlobRangeOptions = {},
 ): Promise<Buffer> {
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(endInclusive) || start < 0 || endInclusive < start) {
     throw new RangeError(`invalid byte range ${start}-${endInclusive}`);
@@ -55,6 +65,11 @@ export async function getBlobRange(
       throw ctx.transport.badResponse(`answered ${asked} with ${body.length} bytes (HTTP 206), but the blob has ${blobEnd} bytes`, 206);
     }
     return body;
+  }
+  if (response.status === 200 && options.wholeBlob === 'refuse') {
+    response.body.destroy();
+    const length = headerValue(response.headers, 'content-length');
+    throw ctx.transport.badResponse(`answered 200 (the whole blob${length === undefined ? '' : `, ${length} bytes`}) to ${asked}: it serves no ranges of this blob (yet)`, 200);
   }
   if (response.status === 200) return rangeOfWholeBlob(ctx, response, start, wanted, asked, options.blobSize);
   if (response.status === 416) {

@@ -1,7 +1,7 @@
 import { pipeline, type Readable } from 'node:stream';
 import { RegistryAuthenticator, RegistryError, type RegistryCredentials } from '@cryo/registry-auth';
 import { Agent, type Dispatcher } from 'undici';
-import { getBlobRange } from './blob-range';
+import { getBlobRange, type BlobRangeOptions } from './blob-range';
 import { BlobUploadSession, mountBlob, uploadBlob, type UploadedBlob } from './blob-upload';
 import { blobSubject, deleteScope, manifestSubject, pullScope, pushScope } from './scopes';
 import { listTags } from './tags';
@@ -268,7 +268,7 @@ export class RegistryClient {
    * `options.blobSize` (when the caller knows it, e.g. from a manifest) lets a 200 be checked to
    * really be the whole blob.
    */
-  async getBlobRange(repository: string, digest: string, start: number, endInclusive: number, options: { blobSize?: number } = {}): Promise<Buffer> {
+  async getBlobRange(repository: string, digest: string, start: number, endInclusive: number, options: BlobRangeOptions = {}): Promise<Buffer> {
     assertRepository(repository);
     assertDigest(digest);
     return getBlobRange({ transport: this.transport, warnOnce: (kind, message) => this.warnOnce(kind, message) }, repository, digest, start, endInclusive, options);

@@ -1,5 +1,6 @@
 export { RegistryClient } from './client';
 export type { BlobHead, BlobStream, ManifestHead, ManifestResult, RegistryClientOptions } from './client';
+export type { BlobRangeOptions } from './blob-range';
 export { connectRegistry } from './connect';
 export type { ConnectOptions } from './connect';
 export { BlobContentError, BlobUploadSession } from './blob-upload';

@@ -202,6 +202,21 @@ describe('RegistryClient protocol details', () => {
     }
   });
 
+  it("with wholeBlob: 'refuse', a 200 to a range request is an error with status 200, not a download", async () => {
+    const warnings: string[] = [];
+    const strict = new RegistryClient({ host: registryHost, insecure: true, credentials: { username: 'u', password: 'p' }, onWarning: (m) => warnings.push(m) });
+    try {
+      await expect(strict.getBlobRange('app', BLOB_DIGEST, 10, 15, { wholeBlob: 'refuse' })).rejects.toMatchObject({
+        code: 'REGISTRY_BAD_RESPONSE',
+        status: 200,
+        message: expect.stringContaining(`answered 200 (the whole blob, 36 bytes) to a range request for bytes 10-15 of blob ${BLOB_DIGEST} of app`),
+      });
+      expect(warnings).toEqual([]);
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('a 200 with only the requested part, or a 206 cut short, is a clear error naming the registry and what it did', async () => {
     try {
       storageMode = 'partial-200';
