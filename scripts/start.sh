@@ -7,6 +7,9 @@
 #  - a local registry (Debian's docker-registry on 127.0.0.1:5001, data in .cryo/registry);
 #  - the demo image 127.0.0.1:5001/cryo/demo:bookworm (Debian + python3, built once from Debian
 #    packages by scripts/demo-image.sh and pushed to that registry);
+#  - with CRYO_ZONE_CACHE=1, a zone cache: a second docker-registry on 127.0.0.1:5002 run as a
+#    pull-through cache of the local registry (data in .cryo/zone-cache), which the executor reads
+#    layers from before the registry (clip.zone_cache);
 #  - the cryo server (SQLite in .cryo/) and one local executor, run with configs/server-config.yaml
 #    and configs/executor-config.yaml with the ports, paths and Docker host below set (the copies
 #    it runs are written to .cryo/).
@@ -19,6 +22,7 @@
 #   CRYO_DOCKER_HOST    unset: the machine's engine if it runs, else cryo's own; "own": always
 #                       cryo's own engine; unix:///PATH: that engine
 #   CRYO_CACHE_DIR      where the demo image's root filesystem is kept (default $CRYO_STATE_DIR/cache)
+#   CRYO_ZONE_CACHE     1: start a zone cache too      CRYO_ZONE_CACHE_PORT default 5002
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -29,6 +33,7 @@ STATE=$(cd "$STATE" && pwd)
 SERVER_PORT=${CRYO_SERVER_PORT:-8900}
 REGISTRY_PORT=${CRYO_REGISTRY_PORT:-5001}
 REGISTRY=127.0.0.1:$REGISTRY_PORT
+ZONE_CACHE=127.0.0.1:${CRYO_ZONE_CACHE_PORT:-5002}
 SERVER=http://127.0.0.1:$SERVER_PORT
 EXECUTOR_METRICS_PORT=${CRYO_EXECUTOR_METRICS_PORT:-8901}
 executor_metrics=()
@@ -115,6 +120,36 @@ YAML
   wait_for 20 registry_up || fail "the registry did not come up; see $STATE/registry.log" "$STATE/registry.log"
 fi
 
+# ---- zone cache (optional) --------------------------------------------------------------------
+# distribution's proxy mode: it stores each blob of the registry on its first fetch and serves
+# ranges of it from then on. The local registry needs no credentials; with one that does, put
+# them into remoteurl (http://user:password@host:port): distribution 2.8 sends its proxy.username
+# and proxy.password only to Bearer token services, userinfo in the URL also to Basic ones.
+zone_args=()
+if [ "${CRYO_ZONE_CACHE:-0}" = 1 ]; then
+  zone_up() { curl -sf "http://$ZONE_CACHE/v2/" >/dev/null 2>&1; }
+  if ! zone_up; then
+    mkdir -p "$STATE/zone-cache/data"
+    cat >"$STATE/zone-cache/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $STATE/zone-cache/data
+http:
+  addr: $ZONE_CACHE
+proxy:
+  remoteurl: http://$REGISTRY
+YAML
+    echo "start: starting zone cache on $ZONE_CACHE, a pull-through cache of $REGISTRY (log: $STATE/zone-cache.log)"
+    docker-registry serve "$STATE/zone-cache/config.yml" >"$STATE/zone-cache.log" 2>&1 &
+    pids+=($!)
+    wait_for 20 zone_up || fail "the zone cache did not come up; see $STATE/zone-cache.log" "$STATE/zone-cache.log"
+  fi
+  zone_args=("clip.zone_cache.url=$ZONE_CACHE")
+fi
+
 # ---- demo image ------------------------------------------------------------------------------
 DEMO_IMAGE=$(bash scripts/demo-image.sh "$DOCKER" "$REGISTRY" "${CRYO_CACHE_DIR:-$STATE/cache}")
 echo "start: demo image $DEMO_IMAGE"
@@ -130,7 +165,7 @@ export CRYO_REGISTRY_URL=$REGISTRY
 node scripts/lib/write-config.mjs configs/server-config.yaml "$STATE/server-config.yaml" \
   "listen.port=$SERVER_PORT" "database=$STATE/server.db"
 node scripts/lib/write-config.mjs configs/executor-config.yaml "$STATE/executor-config.yaml" \
-  "server_url=$SERVER" "docker.host=$DOCKER" "state_dir=$STATE/executor" ${executor_metrics[@]+"${executor_metrics[@]}"}
+  "server_url=$SERVER" "docker.host=$DOCKER" "state_dir=$STATE/executor" ${executor_metrics[@]+"${executor_metrics[@]}"} ${zone_args[@]+"${zone_args[@]}"}
 
 echo "start: cryo server on $SERVER (log: $STATE/server.log)"
 node apps/server/bin/cryo-server.js --config "$STATE/server-config.yaml" >"$STATE/server.log" 2>&1 &

@@ -31,6 +31,11 @@ export interface RegistryOptions {
   port?: number;
   /** How long to wait for `GET /v2/` to answer (default 30 s). */
   startTimeoutMs?: number;
+  /**
+   * Run as a pull-through cache (distribution's `proxy` mode) of this upstream registry
+   * (`http://host:port`), with these credentials for it: stores each blob on its first fetch.
+   */
+  proxy?: { remoteurl: string; username?: string; password?: string };
 }
 
 export interface TestRegistry {
@@ -152,7 +157,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
 
   const launch = async (): Promise<void> => {
     // Distribution's YAML parser reads JSON, which keeps this file free of a YAML dependency.
-    writeFileSync(configFile, JSON.stringify(registryConfig(port, dataDir, htpasswdFile, marker), null, 2));
+    writeFileSync(configFile, JSON.stringify(registryConfig(port, dataDir, htpasswdFile, marker, options.proxy), null, 2));
     const fd = openSync(logFile, 'a');
     const proc = spawn(binary, ['serve', configFile], { env: registryEnv(), stdio: ['ignore', fd, fd] });
     closeSync(fd);
@@ -220,7 +225,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
   return handle;
 }
 
-function registryConfig(port: number, dataDir: string, htpasswdFile: string | undefined, marker: string): object {
+function registryConfig(port: number, dataDir: string, htpasswdFile: string | undefined, marker: string, proxy: RegistryOptions['proxy']): object {
   return {
     version: '0.1',
     log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },
@@ -236,6 +241,7 @@ function registryConfig(port: number, dataDir: string, htpasswdFile: string | un
       headers: { 'X-Content-Type-Options': ['nosniff'], 'X-Cryo-Test-Registry': [marker] },
     },
     ...(htpasswdFile ? { auth: { htpasswd: { realm: 'cryo-test-registry', path: htpasswdFile } } } : {}),
+    ...(proxy ? { proxy } : {}),
   };
 }
 

@@ -2,12 +2,15 @@
  * Clip indexes travel next to their snapshot image in the same repository, as a small OCI
  * artifact under the tag `<snapshot tag>.clip`: any host that can pull the image can find its
  * index. The executor that pushed the image builds the index (it holds the push credentials and
- * the registry is near; the server stays free of heavy I/O).
+ * the registry is near; the server stays free of heavy I/O). With a zone cache configured it also
+ * asks the zone cache to fetch the image's layers then, so that hosts restoring the snapshot find
+ * them there instead of each reading them from the registry.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IndexedLayer } from '@cryo/clip';
+import type { Logger } from 'pino';
+import { ClipIndex, ZoneCacheSource, zoneCacheClient, type IndexedLayer } from '@cryo/clip';
 import { MediaType, connectRegistry, parseImageReference, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
@@ -29,7 +32,7 @@ export class ClipArtifacts {
   constructor(
     private readonly access: RegistryAccessSettings,
     private readonly cacheDir: string,
-    private readonly opts: { onPublished?: (result: BuildIndexResult) => void } = {},
+    private readonly opts: { onPublished?: (result: BuildIndexResult) => void; log?: Logger } = {},
   ) {
     mkdirSync(cacheDir, { recursive: true });
   }
@@ -54,7 +57,9 @@ export class ClipArtifacts {
   /**
    * Index the pushed image (pinned by digest) and push the index as `<tag>.clip`. The index is
    * built on a worker thread; layers in `indexed` (a snapshot's new layer, indexed while it was
-   * compressed) and layers indexed before on this host are not read again.
+   * compressed) and layers indexed before on this host are not read again. Both ways a snapshot
+   * gets its index come through here (the server's build_index, and a pre-copy snapshot that
+   * brings its index in its result), so with a zone cache configured both warm it.
    */
   async publish(imageRef: string, digest: string, indexed: IndexedLayer[] = []): Promise<BuildIndexResult & { layers_read: number; thread_id: number }> {
     const ref = parseImageReference(imageRef);
@@ -86,6 +91,7 @@ export class ClipArtifacts {
         index_size_bytes: built.index.length,
         image_size_bytes: built.compressedSize,
       };
+      await this.warmZoneCache(ref.host, ref.repository, ClipIndex.fromBuffer(built.index).layers.map((l) => l.digest));
       this.opts.onPublished?.(result);
       return { ...result, layers_read: built.layersRead, thread_id: built.threadId };
     } finally {
@@ -115,6 +121,26 @@ export class ClipArtifacts {
       return path;
     } finally {
       await client.close();
+    }
+  }
+
+  /**
+   * Have the zone cache fetch these layers now (best effort: a zone cache that is down or refuses
+   * only costs the restoring hosts a read from the registry).
+   */
+  private async warmZoneCache(host: string, repository: string, digests: string[]): Promise<void> {
+    const zone = this.access.zone_cache;
+    if (zone === undefined || this.access.snapshot_registry?.url !== host) return;
+    const source = new ZoneCacheSource(zoneCacheClient(zone, 'cryo-executor'), repository);
+    try {
+      for (const digest of digests) {
+        const state = await source.warm(digest);
+        this.opts.log?.info({ zone_cache: zone.url, digest, state }, state === 'warm' ? 'zone cache holds the layer already' : 'zone cache is fetching the layer');
+      }
+    } catch (err) {
+      this.opts.log?.warn({ zone_cache: zone.url, err: err instanceof Error ? err.message : String(err) }, 'zone cache could not be warmed; restoring hosts will read from the registry');
+    } finally {
+      await source.close();
     }
   }
 

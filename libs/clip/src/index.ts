@@ -34,6 +34,8 @@ export type { CacheBudgetOptions, CacheUsage, EvictionReport } from './reader/ca
 export { FallbackLayerSource, MemoryLayerSource } from './source';
 export type { LayerSource } from './source';
 export { RegistryLayerSource, registryClient } from './registry-source';
+export { ZoneCacheCold, ZoneCacheSource, zoneCacheClient } from './zone-cache';
+export type { ZoneCacheSourceOptions } from './zone-cache';
 export type { RegistryAccess } from './registry-source';
 export { verifyIndex } from './verify';
 export type { LayerVerifyResult, VerifyProgress, VerifyReport } from './verify';

@@ -36,14 +36,14 @@ export class MemoryLayerSource implements LayerSource {
 }
 
 /**
- * Tries sources in order (e.g. a cluster content cache, then the registry):
- * an outage or miss of a cache tier costs a retry, never a failed read.
- * Bytes are verified against span digests downstream whichever tier served them.
+ * Tries sources in order (e.g. a zone cache, then the registry): an outage or miss of a cache
+ * tier costs a retry, never a failed read. The span store walks `tiers` itself, so that bytes
+ * of a tier that fail a span digest are fetched again from the next one.
  */
 export class FallbackLayerSource implements LayerSource {
   constructor(
-    private readonly tiers: readonly LayerSource[],
-    private readonly onFallback?: (tier: number, err: unknown) => void,
+    readonly tiers: readonly LayerSource[],
+    readonly onFallback?: (tier: number, err: unknown) => void,
   ) {
     if (tiers.length === 0) throw new Error('FallbackLayerSource needs at least one source');
   }

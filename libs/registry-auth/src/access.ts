@@ -8,18 +8,23 @@
  * - Any other host gets Docker's credentials (config.json: credHelpers, credsStore, auths), and
  *   plain http only when it is a loopback address, as dockerd allows without configuration.
  *
+ * - A `zone_cache` (optional) mirrors the snapshot registry's blobs for a zone; lazy mounts read
+ *   layers from it first (libs/clip's ZoneCacheSource), with its own credentials.
+ *
  * `RegistryAccessSettings` is plain data: a process that must reach registries on its own (a
  * lazy mount) is handed these settings and resolves them itself, again whenever the registry
  * rejects its credentials, so helper-issued secrets keep refreshing for as long as it lives.
  */
 import { z } from 'zod';
-import { SnapshotRegistrySchema } from './config';
+import { SnapshotRegistrySchema, ZoneCacheSchema } from './config';
 import { resolveCredentials, type RegistryCredentials } from './credentials';
 
 export const RegistryAccessSettingsSchema = z.strictObject({
   snapshot_registry: SnapshotRegistrySchema.optional(),
   /** Docker's config.json (auths, credsStore, credHelpers); default `$DOCKER_CONFIG` or `~/.docker`. */
   docker_config: z.string().optional(),
+  /** a zone's pull-through mirror of the snapshot registry, read before it (lazy mounts) */
+  zone_cache: ZoneCacheSchema.optional(),
 });
 export type RegistryAccessSettings = z.infer<typeof RegistryAccessSettingsSchema>;
 

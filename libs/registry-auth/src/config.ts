@@ -52,6 +52,27 @@ export const SnapshotRegistrySchema = z
 export type SnapshotRegistry = z.infer<typeof SnapshotRegistrySchema>;
 
 /**
+ * A zone cache: a registry that mirrors the snapshot registry's blobs for the hosts of a zone
+ * (distribution run as a pull-through cache, `proxy.remoteurl`), read before the snapshot
+ * registry itself. Its own credentials, when it wants any.
+ */
+export const ZoneCacheSchema = z
+  .strictObject({
+    url: registryUrl,
+    username: z.string().optional(),
+    password: z.string().optional(),
+    /** plain http; default: true for loopback hosts (as dockerd does), else false */
+    insecure: booleanLike.optional(),
+  })
+  .superRefine((value, ctx) => {
+    if (value.password !== undefined && value.username === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['username'], message: 'is required when password is set' });
+    }
+  });
+
+export type ZoneCache = z.infer<typeof ZoneCacheSchema>;
+
+/**
  * Reads a YAML file, replaces `${VAR}` from `env`, and validates it with `schema`.
  * Every failure is a ConfigError naming the file and each bad key path.
  */

@@ -1,8 +1,8 @@
 export { ConfigError, CredentialHelperError, RegistryError, formatKeyPath, isRegistryError } from './errors';
 export type { ConfigIssue, RegistryErrorCode, RegistryErrorOptions } from './errors';
 export { expandEnv } from './env';
-export { SnapshotRegistrySchema, loadConfigFile, parseConfig, validateConfig } from './config';
-export type { SnapshotRegistry } from './config';
+export { SnapshotRegistrySchema, ZoneCacheSchema, loadConfigFile, parseConfig, validateConfig } from './config';
+export type { SnapshotRegistry, ZoneCache } from './config';
 export { resolveCredentials, describeRegistryUser } from './credentials';
 export { RegistryAccessSettingsSchema, hostName, isLoopbackHost, registryAccess } from './access';
 export type { RegistryAccess, RegistryAccessSettings } from './access';

@@ -15,11 +15,13 @@
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ClipReader } from '../reader/clip-reader';
-import type { LayerSource } from '../source';
+import { ClipError } from '../errors';
+import { FallbackLayerSource, type LayerSource } from '../source';
+import { ZoneCacheCold, ZoneCacheSource, zoneCacheClient } from '../zone-cache';
 import { ClipFilesystem, Errno, METADATA_TTL_SECS, type ClipFsLog, type ClipFsStats } from './clip-fs';
 import { cleanupStaleMount, isStaleMount, mountsAt, unmountFuse } from './mounts';
 import { loadFuse, type FuseInstance, type FuseSignal } from './native';
-import { registryAccess, type RegistryAccessSettings } from '@cryo/registry-auth';
+import { isRegistryError, registryAccess, type RegistryAccessSettings } from '@cryo/registry-auth';
 import { RefreshingRegistrySource } from './registry-access';
 import type { FetchStats } from '../reader/span-store';
 
@@ -96,15 +98,33 @@ function fuseCall(fn: (cb: (err: Error | null) => void) => void): Promise<void> 
   return new Promise((resolvePromise, reject) => fn((err) => (err ? reject(err) : resolvePromise())));
 }
 
+/**
+ * Where the mount reads layers: the registry named in the index, behind the zone cache when one is
+ * configured for that registry (the zone cache mirrors the snapshot registry only). A zone cache
+ * that is down, cold or serving bad bytes costs a fallback, never a failed read; each kind of
+ * trouble is logged once a minute at most.
+ */
 async function layerSource(reader: ClipReader, opts: MountClipOptions): Promise<{ source: LayerSource; close: () => Promise<void> }> {
   if (opts.source !== undefined) return { source: opts.source, close: async () => undefined };
   const image = reader.index.image;
   const settings = opts.registry ?? {};
-  const source = await RefreshingRegistrySource.create(image.registry, image.repository, {
+  const registry = await RefreshingRegistrySource.create(image.registry, image.repository, {
     resolve: () => registryAccess(image.registry, settings),
     log: (message, fields) => opts.log?.('warn', message, fields),
   });
-  return { source, close: () => source.close() };
+  const zone = settings.zone_cache;
+  if (zone === undefined || settings.snapshot_registry?.url !== image.registry) return { source: registry, close: () => registry.close() };
+  const zoneSource = new ZoneCacheSource(zoneCacheClient(zone, 'cryo-clip-mount'), image.repository);
+  const lastLogged = new Map<string, number>();
+  const source = new FallbackLayerSource([zoneSource, registry], (_tier, err) => {
+    const kind = err instanceof ZoneCacheCold ? 'cold' : err instanceof ClipError ? err.code : isRegistryError(err) ? err.code : 'error';
+    const now = Date.now();
+    if (now - (lastLogged.get(kind) ?? 0) < 60_000) return;
+    lastLogged.set(kind, now);
+    const message = err instanceof Error ? err.message : String(err);
+    opts.log?.('warn', `zone cache ${zone.url}: ${kind === 'cold' ? 'not warm yet' : 'read failed'}; read from the registry instead`, { zone_cache: zone.url, kind, err: message });
+  });
+  return { source, close: async () => void (await Promise.allSettled([zoneSource.close(), registry.close()])) };
 }
 
 /**

@@ -231,6 +231,27 @@ describe('ClipReader over real tar layers', () => {
     expect(readdirSync(join(cacheDir, (layer?.diffId ?? '').replace(':', '_'))).some((f) => f.endsWith('.lock'))).toBe(false);
   });
 
+  it('a cache tier serving corrupt bytes is caught by the span digests and the next tier serves the read', async () => {
+    for (const how of ['gzip', 'none'] as const) {
+      const img = await buildImage([tarOf(srcA, 'pax')], how);
+      const corrupting = new CountingSource(img.source);
+      corrupting.corrupt = true;
+      const registrySrc = new CountingSource(img.source);
+      const fallbacks: unknown[] = [];
+      const source = new FallbackLayerSource([corrupting, registrySrc], (_tier, err) => fallbacks.push(err));
+      const cacheDir = join(root, `cache-corrupt-tier-${how}`);
+      const r = img.reader({ source, cacheDir });
+      const want = readFileSync(join(srcA, 'big.bin'));
+      expect((await r.read('/big.bin', 1_000_000, 200_000)).equals(want.subarray(1_000_000, 1_200_000))).toBe(true);
+      expect(corrupting.requests).toBeGreaterThan(0);
+      expect(registrySrc.requests).toBeGreaterThan(0);
+      expect(r.stats.fallbacks).toBe(fallbacks.length);
+      expect(fallbacks[0]).toMatchObject({ code: expect.stringMatching(/SPAN_CORRUPT|GZIP_CORRUPT/) });
+      // only verified bytes reached the disk cache: another reader with no source reads them back
+      expect((await img.reader({ cacheDir }).read('/big.bin', 1_000_000, 200_000)).equals(want.subarray(1_000_000, 1_200_000))).toBe(true);
+    }
+  });
+
   it('falls back from a failing cache tier to the registry, and prefetches an access list', async () => {
     const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
     const down: LayerSource = {

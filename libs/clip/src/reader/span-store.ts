@@ -11,7 +11,7 @@ import { ClipError } from '../errors';
 import type { ClipIndex } from '../format/index-file';
 import type { LayerInfo, SpanInfo } from '../format/types';
 import { inflateFromCheckpoint } from '../gzip/realign';
-import type { LayerSource } from '../source';
+import { FallbackLayerSource, type LayerSource } from '../source';
 import { SpanDiskCache } from './disk-cache';
 
 export interface FetchStats {
@@ -30,6 +30,8 @@ export interface FetchStats {
   memoryHitBytes: number;
   /** seconds spent inflating (gzip) or decompressing (zstd) source bytes: CPU-bound, on this thread */
   inflateSeconds: number;
+  /** reads a tier of a FallbackLayerSource failed (unreachable, cold, or bytes failing their digest) and the next tier served */
+  fallbacks: number;
 }
 
 export interface SpanStoreOptions {
@@ -200,11 +202,30 @@ export class SpanStore {
     return out;
   }
 
+  /**
+   * Spans a..b from the source, verified. With tiers (FallbackLayerSource: a zone cache, then the
+   * registry) each is tried in turn, and bytes that fail their span digest count as that tier
+   * failing: a corrupt cache never serves wrong data, nor fails a read the registry can serve.
+   */
   private async fetchAndVerify(layer: LayerInfo, a: number, b: number): Promise<Buffer[]> {
     const source = this.opts.source;
     if (!source) {
       throw new ClipError('EIO', `layer ${layer.digest} is not cached and no source (registry) is configured`);
     }
+    if (!(source instanceof FallbackLayerSource)) return this.fetchAndVerifyFrom(source, layer, a, b);
+    for (const [i, tier] of source.tiers.entries()) {
+      try {
+        return await this.fetchAndVerifyFrom(tier, layer, a, b);
+      } catch (err) {
+        if (i === source.tiers.length - 1) throw err;
+        this.stats.fallbacks++;
+        source.onFallback?.(i, err);
+      }
+    }
+    throw new ClipError('EIO', 'internal: no tier to read from');
+  }
+
+  private async fetchAndVerifyFrom(source: LayerSource, layer: LayerInfo, a: number, b: number): Promise<Buffer[]> {
     const spans = layer.spans.slice(a, b + 1);
     if (layer.compression === 'zstd') {
       const wanted = await this.fetchZstd(source, layer, a, b);
@@ -375,7 +396,7 @@ export class SpanStore {
 
 /** All counters at zero (a new store, or the base of a delta). */
 export function emptyFetchStats(): FetchStats {
-  return { requests: 0, bytes: 0, spansFetched: 0, diskHits: 0, memoryHits: 0, diskHitBytes: 0, memoryHitBytes: 0, inflateSeconds: 0 };
+  return { requests: 0, bytes: 0, spansFetched: 0, diskHits: 0, memoryHits: 0, diskHitBytes: 0, memoryHitBytes: 0, inflateSeconds: 0, fallbacks: 0 };
 }
 
 export function spanAt(layer: LayerInfo, offset: number): number {
