@@ -209,7 +209,7 @@ describe('metrics on the server and the executors, and restore progress', () => 
     grew('B', 'cryo_cache_miss_bytes_total', { tier: 'image' });
     grew('B', 'cryo_executor_operations_total', { kind: 'create_sandbox', outcome: 'done' });
     grew('B', 'cryo_executor_operations_total', { kind: 'exec', outcome: 'done' });
-    // The span cache's files are walked at most every 30 s.
+    // The span cache is measured by B's cache service every clip.cache.gc_interval_secs (10 s).
     await waitFor('B\'s span cache size', async () => (value(await scrape('B'), 'cryo_cache_size_bytes', { tier: 'disk' }) >= 8 * 1024 * 1024 ? true : undefined), 45_000, 1000);
     // 8 MiB of random data does not compress: at least that much came over the wire.
     expect(value(after.B, 'clip_range_get_bytes_total') - value(before.B, 'clip_range_get_bytes_total')).toBeGreaterThanOrEqual(8 * 1024 * 1024);

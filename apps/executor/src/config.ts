@@ -1,7 +1,7 @@
 /** executor-config.yaml: parsed once, with zod, at start. A bad file names the key path. */
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { loadConfigFile, SnapshotRegistrySchema } from '@cryo/registry-auth';
+import { loadConfigFile, SnapshotRegistrySchema, ZoneCacheSchema } from '@cryo/registry-auth';
 import { ExecutorIdSchema, LabelsSchema } from '@cryo/snapshot';
 import { DEFAULT_MAX_LAYERS, DOCKER_MAX_LAYERS } from './snapshot/flatten-image';
 
@@ -63,6 +63,20 @@ export function isLoopbackListen(listen: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+export const ClipSettingsSchema = z.object({
+  cache: z.object({
+    /** the host span cache every lazy mount shares (default state_dir/clip-cache) */
+    dir: z.string().optional(),
+    /** disk budget: least recently used spans are evicted beyond it (default: no limit) */
+    max_bytes: z.number().int().positive().optional(),
+    /** how often the budget is enforced */
+    gc_interval_secs: z.number().positive().max(3600).default(10),
+  }).strict().default({ gc_interval_secs: 10 }),
+  /** optional: a zone's pull-through mirror of the snapshot registry, tried before it */
+  zone_cache: ZoneCacheSchema.optional(),
+}).strict();
+export type ClipSettings = z.infer<typeof ClipSettingsSchema>;
+
 export const ExecutorConfigSchema = z.object({
   /** One server (or a load balancer in front of several replicas). */
   server_url: z.string().url('server_url must be a URL such as http://127.0.0.1:8900').optional(),
@@ -88,6 +102,8 @@ export const ExecutorConfigSchema = z.object({
     cpus: z.number().positive().optional(),
     memory_mb: z.number().int().positive().optional(),
   }).strict().default({ max_sandboxes: 32 }),
+  /** lazy restores: the host span cache and the zone cache */
+  clip: ClipSettingsSchema.default({ cache: { gc_interval_secs: 10 } }),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   /** Prometheus metrics (docs/metrics.md); no block = no metrics listener. */
   metrics: MetricsConfigSchema.optional(),

@@ -3,7 +3,6 @@
  * and runs each operation kind against the driver that owns its sandbox.
  */
 import { hostname, cpus, totalmem } from 'node:os';
-import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import {
@@ -26,6 +25,7 @@ import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, Sandbox
 import { RuncLazyDriver } from './runtime/runc-lazy';
 import { ExecutorMetrics } from './metrics';
 import { ServerClient } from './server-client';
+import { ClipCacheService } from './services/clip-cache';
 import { HeartbeatService } from './services/heartbeat';
 import { MetricsEndpoint } from './services/metrics-endpoint';
 import { OperationLoop } from './services/operation-loop';
@@ -52,6 +52,7 @@ export class Executor {
   private readonly reconciler: Reconciler;
   private readonly busySandboxes = new Map<string, number>();
   private readonly clip: ClipArtifacts;
+  private readonly clipCache: ClipCacheService;
   /** Every way this executor can run sandboxes, the lazy one first (its `owns` is a directory check). */
   private readonly drivers: RuntimeDriver[];
   private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
@@ -59,7 +60,6 @@ export class Executor {
   readonly metrics = new ExecutorMetrics();
   private readonly lazy: RuncLazyDriver;
   private readonly metricsEndpoint: MetricsEndpoint | undefined;
-  private spanCacheMeasuredAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly config: ExecutorConfig, private readonly log: Logger, opts: ExecutorOptions = {}) {
     this.failCreates = opts.failCreates ?? 0;
@@ -69,10 +69,19 @@ export class Executor {
     const access: RegistryAccessSettings = {
       ...(config.snapshot_registry === undefined ? {} : { snapshot_registry: config.snapshot_registry }),
       ...(config.docker_config === undefined ? {} : { docker_config: resolve(config.docker_config) }),
+      ...(config.clip.zone_cache === undefined ? {} : { zone_cache: config.clip.zone_cache }),
     };
     const credentials = new RegistryCredentialSource(access);
     this.clip = new ClipArtifacts(access, join(config.state_dir, 'clip'), {
       onPublished: (built) => this.metrics.indexBuilt(built.index_ms, built.index_size_bytes),
+      log: log.child({ component: 'clip-artifacts' }),
+    });
+    const clipCacheDir = resolve(config.clip.cache.dir ?? join(config.state_dir, 'clip-cache'));
+    this.clipCache = new ClipCacheService({
+      dir: clipCacheDir,
+      maxBytes: config.clip.cache.max_bytes,
+      intervalMs: config.clip.cache.gc_interval_secs * 1000,
+      log: log.child({ service: 'clip-cache' }),
     });
     this.lazy = new RuncLazyDriver({
       stateDir: config.state_dir,
@@ -80,6 +89,7 @@ export class Executor {
       access,
       clipIndexes: this.clip,
       maxLayers: config.snapshots.max_layers,
+      clipCacheDir,
       onMountStopped: (statusFile, status) => this.metrics.mountStats([{ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} }], true),
       log,
     });
@@ -127,15 +137,12 @@ export class Executor {
 
   /**
    * Reads what the metrics cannot see happen: mount processes' fetch counts (every call), the
-   * span cache's size (a walk of its files: at most every 30 s).
+   * span cache's size (as the ClipCacheService last measured it, every clip.cache.gc_interval_secs).
    */
   private async refreshMetrics(): Promise<void> {
     const mounts = await this.lazy.mountStatuses();
     this.metrics.mountStats(mounts.map(({ statusFile, status }) => ({ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} })));
-    if (performance.now() - this.spanCacheMeasuredAt >= 30_000) {
-      this.spanCacheMeasuredAt = performance.now();
-      this.metrics.spanCacheSize(await directoryBytes(join(resolve(this.config.state_dir), 'clip-cache')));
-    }
+    this.metrics.spanCacheSize(this.clipCache.observe().used_bytes);
   }
 
   async start(): Promise<void> {
@@ -161,13 +168,14 @@ export class Executor {
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
+    this.clipCache.start();
     this.heartbeat.start();
     this.loop.start();
     this.log.info({ executor_id: this.config.executor_id, servers: serverUrls(this.config) }, 'executor ready');
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.heartbeat.stop(), this.loop.stop(), this.metricsEndpoint?.stop()]);
+    await Promise.all([this.heartbeat.stop(), this.loop.stop(), this.metricsEndpoint?.stop(), this.clipCache.stop()]);
     await this.clip.close();
   }
 
@@ -215,6 +223,7 @@ export class Executor {
         cpus: this.config.capacity.cpus ?? cpus().length,
         memory_mb: this.config.capacity.memory_mb ?? Math.floor(totalmem() / 1024 / 1024),
         max_sandboxes: this.config.capacity.max_sandboxes,
+        ...(lazy?.available === true ? { clip_cache: this.clipCache.observe() } : {}),
       },
       capabilities: { lazy: lazy?.available === true, lazy_unavailable_reason: lazy?.available === true ? null : lazy?.reason ?? 'no lazy runtime driver' },
       registry: this.config.snapshot_registry === undefined ? null
@@ -380,17 +389,3 @@ function mountKey(statusFile: string, pid: number): string {
   return `${statusFile}#${pid}`;
 }
 
-/** Bytes of the files under `dir` (two levels: the span cache's `<layer>/<span>` files); 0 when it does not exist. */
-async function directoryBytes(dir: string): Promise<number> {
-  let total = 0;
-  const layers = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const layer of layers) {
-    if (!layer.isDirectory()) continue;
-    const layerDir = join(dir, layer.name);
-    for (const name of await readdir(layerDir).catch(() => [])) {
-      const st = await stat(join(layerDir, name)).catch(() => undefined);
-      if (st?.isFile() === true) total += st.size;
-    }
-  }
-  return total;
-}

@@ -358,11 +358,27 @@ export type SnapshotListQuery = z.infer<typeof SnapshotListQuerySchema>;
 export const pageOf = <T extends z.ZodTypeAny>(item: T) =>
   z.object({ items: z.array(item), next_cursor: z.string().nullable() });
 
-/** What an executor offers: CPUs, memory in MiB (0: not counted), and how many sandboxes it runs at most. */
+const BytesSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const CountSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** The executor's host span cache for lazy restores: its disk budget, what it holds, what was evicted since the executor started. */
+export const ClipCacheStatsSchema = z.object({
+  /** the budget (`clip.cache.max_bytes`); null: no limit */
+  max_bytes: BytesSchema.nullable(),
+  used_bytes: BytesSchema,
+  spans: CountSchema,
+  evicted_spans: CountSchema,
+  evicted_bytes: BytesSchema,
+}).strict();
+export type ClipCacheStats = z.infer<typeof ClipCacheStatsSchema>;
+
+/** What an executor offers: CPUs, memory in MiB (0: not counted), and how many sandboxes it runs at most; and its lazy-restore span cache. */
 export const CapacitySchema = z.object({
   cpus: z.number().min(0).max(65_536),
   memory_mb: z.number().int().min(0).max(1024 ** 3),
   max_sandboxes: z.number().int().min(0).max(100_000),
+  /** absent on executors that cannot restore lazily (or older ones) */
+  clip_cache: ClipCacheStatsSchema.optional(),
 });
 export type Capacity = z.infer<typeof CapacitySchema>;
 
