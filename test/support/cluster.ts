@@ -48,6 +48,11 @@ export interface ClusterOptions {
   serverEnv?: NodeJS.ProcessEnv;
   /** Server replicas sharing `database` (PostgreSQL); executors get all of them in server_urls. */
   replicas?: number;
+  /**
+   * More executor configuration (YAML appended to every executor's config), made once the
+   * registry runs: e.g. a `clip:` block naming a zone cache started in front of it.
+   */
+  executorConfig?: (ctx: { registryHost: string | undefined; registryUser: string; registryPassword: string }) => string | Promise<string>;
 }
 
 export interface ApiResponse {
@@ -176,6 +181,7 @@ ${opts.serverConfig ?? ''}
     return proc;
   };
 
+  const extraExecutorConfig = (await opts.executorConfig?.({ registryHost, registryUser, registryPassword })) ?? '';
   const hostSpecs = new Map(opts.hosts.map((h) => [h.name, h]));
   const startExecutor = async (name: string, env: NodeJS.ProcessEnv = {}): Promise<CryoProcess> => {
     const spec = hostSpecs.get(name);
@@ -197,6 +203,7 @@ ${spec.dockerMounts === undefined ? '' : `  mounts: ${JSON.stringify(spec.docker
 state_dir: ${stateDir(name)}
 log_level: ${logLevel}
 ${registryBlock(spec.registryPassword ?? registryPassword)}
+${extraExecutorConfig}
 ${spec.config ?? ''}
 `);
     const proc = spawnCryo(`executor-${name}`, 'cryo-executor', config, dir, { ...spec.env, ...env });
