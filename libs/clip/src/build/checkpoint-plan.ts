@@ -131,8 +131,10 @@ export class CheckpointPlanner {
       return true;
     }
     const allowance = this.allowance(this.coff);
-    // what it really costs: its window is pruned and deflated only when that could fit
-    const cost = RECORD_BYTES + (needsWindow && allowance >= RECORD_BYTES + MIN_WINDOW_BYTES ? windowBytes() : needsWindow ? Infinity : 0);
+    // What it really costs: its window is pruned and deflated only when that could fit (windows
+    // smaller than half the recent ones are rare).
+    const couldFit = allowance >= RECORD_BYTES + Math.max(MIN_WINDOW_BYTES, this.windowCost / 2);
+    const cost = RECORD_BYTES + (!needsWindow ? 0 : couldFit ? windowBytes() : Infinity);
     if (allowance < cost) {
       this.taken.dropped++;
       return false;

@@ -98,15 +98,19 @@ parentPort.on('message', (m) => {
   }
   else if (m.t === 'e') {
     if (span) spans.push(span.digest());
-    parentPort.postMessage({ blob: blob.digest('hex'), diff: diff.digest('hex'), spans });
+    parentPort.postMessage({ t: 'e', blob: blob.digest('hex'), diff: diff.digest('hex'), spans });
+    return;
   }
+  // the buffer goes back to be filled again: fresh memory costs page faults, reused memory does not
+  if (m.d.byteLength > 0) parentPort.postMessage({ t: 'r', b: m.d.buffer }, [m.d.buffer]);
 });
 `;
 
 const BATCH = 1 << 20;
 
 /**
- * Hashes on a worker thread. Data is copied into 1 MiB batches that are transferred; span marks
+ * Hashes on a worker thread. Data is copied into 1 MiB buffers that are transferred to the worker
+ * and come back to be filled again (fresh memory would cost a page fault per 4 KiB); span marks
  * (cut, fork, keep, drop) travel inside the batch message with the offset they apply at, so a
  * mark costs no extra message and no new buffer.
  */
@@ -115,23 +119,41 @@ export class WorkerHasher implements LayerHasher {
   private batch: Uint8Array | undefined;
   private fill = 0;
   private marks: Array<[number, Mark]> = [];
+  private readonly free: ArrayBuffer[] = [];
+  private result: ((r: { blob: string; diff: string; spans: Uint8Array[] }) => void) | undefined;
 
   constructor() {
     this.worker = new Worker(WORKER, { eval: true });
+    this.worker.on('message', (m: { t: 'r'; b: ArrayBuffer } | { t: 'e'; blob: string; diff: string; spans: Uint8Array[] }) => {
+      if (m.t === 'r') {
+        if (m.b.byteLength === BATCH) this.free.push(m.b);
+      } else {
+        this.result?.(m);
+      }
+    });
     // An abandoned build (stream error) must not keep the process alive; finish() refs it.
     this.worker.unref();
   }
 
+  private buffer(): Uint8Array {
+    return new Uint8Array(this.free.pop() ?? Buffer.allocUnsafeSlow(BATCH).buffer, 0, BATCH);
+  }
+
   blob(chunk: Buffer): void {
-    const copy = new Uint8Array(chunk);
-    this.worker.postMessage({ t: 'b', d: copy }, [copy.buffer]);
+    for (let pos = 0; pos < chunk.length; pos += BATCH) {
+      const part = chunk.subarray(pos, pos + BATCH);
+      const copy = this.buffer();
+      copy.set(part);
+      const d = copy.subarray(0, part.length);
+      this.worker.postMessage({ t: 'b', d }, [copy.buffer as ArrayBuffer]);
+    }
   }
 
   data(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
       // not zero-filled: every byte sent is written first
-      this.batch ??= new Uint8Array(Buffer.allocUnsafeSlow(BATCH).buffer, 0, BATCH);
+      this.batch ??= this.buffer();
       const n = Math.min(BATCH - this.fill, chunk.length - pos);
       this.batch.set(chunk.subarray(pos, pos + n), this.fill);
       this.fill += n;
@@ -159,7 +181,7 @@ export class WorkerHasher implements LayerHasher {
   async finish(): Promise<LayerHashes> {
     this.flush();
     const result = new Promise<{ blob: string; diff: string; spans: Uint8Array[] }>((resolve, reject) => {
-      this.worker.once('message', resolve);
+      this.result = resolve;
       this.worker.once('error', reject);
     });
     this.worker.ref();

@@ -65,32 +65,39 @@ export function plausibleBlockStart(buf: Buffer, pos: number): boolean {
   return left === 0;
 }
 
+function resumes(compressed: Buffer, window: Buffer, following: Buffer, bits: number, limit: number): boolean {
+  const first = compressed[0] ?? 0;
+  const input = bits === 0 ? compressed.subarray(1) : Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
+  // undefined: not a block start, or (empty window) a back-reference before the boundary
+  const out = tryInflateLimited(input, window, limit);
+  if (out === undefined) return false;
+  const want = Math.min(limit, following.length);
+  return out.length >= want && out.subarray(0, want).equals(following.subarray(0, want));
+}
+
 /**
- * Which bit offset (0..7) resumes at a block boundary found at byte `coff`, if any.
- *
- * `compressed` starts at byte coff-1 (the byte that may hold the block's first bits) and runs at
- * least as far as the compressed data that produced `following`, the real output after the
- * boundary; `window` is the output before it — or empty, to ask whether the data after the
- * boundary needs no window at all (undefined then means it does). With the real window,
- * undefined would be a bug or data that changed under the indexer.
+ * The bit offsets (0..7) that may resume at a block boundary found at byte `coff`: those whose
+ * block header is well formed and whose first 4 KiB of output match `following`, the real output
+ * after the boundary. `compressed` starts at byte coff-1 (the byte that may hold the block's first
+ * bits) and runs at least as far as the compressed data that produced `following`; `window` is
+ * the output before the boundary, or empty to ask whether the data needs none.
  */
-export function resolveBoundaryBits(compressed: Buffer, window: Buffer, following: Buffer): number | undefined {
-  const probe = (bits: number, limit: number): boolean => {
-    const first = compressed[0] ?? 0;
-    const input = bits === 0 ? compressed.subarray(1) : Buffer.concat([realignPrefix(bits, first), compressed.subarray(1)]);
-    // undefined: not a block start, or (empty window) a back-reference before the boundary
-    const out = tryInflateLimited(input, window, limit);
-    if (out === undefined) return false;
-    const want = Math.min(limit, following.length);
-    return out.length >= want && out.subarray(0, want).equals(following.subarray(0, want));
-  };
-  let candidates: number[] = [];
+export function boundaryCandidates(compressed: Buffer, window: Buffer, following: Buffer): number[] {
+  const candidates: number[] = [];
   for (let bits = 0; bits < 8; bits++) {
     // bits > 0: the block starts at bit (8 - bits) of byte coff-1; bits = 0: at bit 0 of byte coff
     const start = bits === 0 ? 8 : 8 - bits;
-    if (plausibleBlockStart(compressed, start)) candidates.push(bits);
+    if (plausibleBlockStart(compressed, start) && resumes(compressed, window, following, bits, 4096)) candidates.push(bits);
   }
-  // a short probe weeds out the wrong offsets cheaply; the survivors must reproduce all of `following`
-  candidates = candidates.filter((bits) => probe(bits, 4096));
-  return candidates.find((bits) => probe(bits, following.length));
+  return candidates;
+}
+
+/**
+ * Which bit offset resumes at the boundary and reproduces all of `following` (see
+ * boundaryCandidates), if any. With an empty window, undefined means the data after the boundary
+ * references output before it (it needs a window); with the real one, it would be a bug or data
+ * that changed under the indexer.
+ */
+export function resolveBoundaryBits(compressed: Buffer, window: Buffer, following: Buffer): number | undefined {
+  return boundaryCandidates(compressed, window, following).find((bits) => resumes(compressed, window, following, bits, following.length));
 }

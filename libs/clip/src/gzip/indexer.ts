@@ -15,7 +15,7 @@
  */
 import zlib from 'node:zlib';
 import { ClipError } from '../errors';
-import { resolveBoundaryBits } from './boundary';
+import { boundaryCandidates, resolveBoundaryBits } from './boundary';
 import { RawInflater, Z_BLOCK, type InflateStep } from './native-inflate';
 import { pruneWindow } from './realign';
 
@@ -308,16 +308,19 @@ export class GzipIndexer {
           cp.bits = windowless;
           cp.window = Buffer.alloc(0);
           cp.windowUsed = 0;
+        } else if (this.prune) {
+          // The marker passes that prune the window also check the resume against the real output.
+          const found = boundaryCandidates(input, p.raw, following)
+            .map((bits) => ({ bits, ...pruneWindow(p.raw, bits > 0 ? input : input.subarray(1), bits, following) }))
+            .find((r) => r.verified);
+          if (found === undefined) throw unresumable(cp.coff);
+          cp.bits = found.bits;
+          cp.window = found.window;
+          cp.windowUsed = found.used;
         } else {
           const bits = resolveBoundaryBits(input, p.raw, following);
-          if (bits === undefined) throw new ClipError('GZIP_CORRUPT', `no bit offset resumes the deflate block boundary at compressed byte ${cp.coff}`);
+          if (bits === undefined) throw unresumable(cp.coff);
           cp.bits = bits;
-          if (this.prune) {
-            // resume data starts at byte coff-1 when bits > 0, at coff otherwise
-            const { window, used } = pruneWindow(p.raw, bits > 0 ? input : input.subarray(1), bits);
-            cp.window = window;
-            cp.windowUsed = used;
-          }
         }
         cp.windowDeflated = cp.window.length > 0 ? zlib.deflateRawSync(cp.window, { level: 6 }) : Buffer.alloc(0);
         return cp.windowDeflated.length;
@@ -346,6 +349,10 @@ export class GzipIndexer {
       throw new ClipError('GZIP_CORRUPT', `gzip member ending at byte ${at + 8}: CRC or length mismatch (corrupt layer)`);
     }
   }
+}
+
+function unresumable(coff: number): ClipError {
+  return new ClipError('GZIP_CORRUPT', `no bit offset resumes the deflate block boundary at compressed byte ${coff}`);
 }
 
 function firstBytes(chunks: Buffer[], n: number): Buffer {

@@ -173,9 +173,14 @@ function markerDictionaries(n: number): { a: Buffer; b: Buffer; c: Buffer } {
  * names its source j; a byte that does not differ is a literal. Unused window
  * bytes are then zeroed, so the stored window deflates to almost nothing.
  */
-export function pruneWindow(window: Buffer, compressed: Buffer, bits: number): { window: Buffer; used: number } {
+export function pruneWindow(
+  window: Buffer,
+  compressed: Buffer,
+  bits: number,
+  following?: Buffer,
+): { window: Buffer; used: number; verified: boolean } {
   const n = window.length;
-  if (n === 0) return { window, used: 0 };
+  if (n === 0) return { window, used: 0, verified: following === undefined };
   const { a, b, c } = markerDictionaries(n);
   const outA = inflatePrefix(compressed, bits, a, 32768);
   const outB = inflatePrefix(compressed, bits, b, 32768);
@@ -183,17 +188,27 @@ export function pruneWindow(window: Buffer, compressed: Buffer, bits: number): {
   const limit = Math.min(outA.length, outB.length, outC.length, 32768);
   const used = new Uint8Array(n);
   let usedCount = 0;
+  // With the output that really followed, the marker passes check the resume as well: every
+  // byte is a literal (the same in A and C) or a copy of window byte j.
+  let verified = following !== undefined && limit >= Math.min(32768, following.length);
   for (let k = 0; k < limit; k++) {
     const va = outA[k] ?? 0;
+    let real = va;
     if (va !== outC[k]) {
       const j = va | ((outB[k] ?? 0) << 8);
+      if (j >= n) {
+        verified = false;
+        continue;
+      }
+      real = window[j] ?? 0;
       if (used[j] === 0) {
         used[j] = 1;
         usedCount++;
       }
     }
+    if (verified && following !== undefined && k < following.length && following[k] !== real) verified = false;
   }
   const pruned = Buffer.alloc(n);
   for (let j = 0; j < n; j++) if (used[j] === 1) pruned[j] = window[j] ?? 0;
-  return { window: pruned, used: usedCount };
+  return { window: pruned, used: usedCount, verified };
 }
