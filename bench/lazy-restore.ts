@@ -23,172 +23,25 @@
  * on host A's engine, exported once and cached as a tarball under /var/tmp/cryo-test-cache).
  * The first run builds it (a few minutes, needs Debian's mirror); later runs reuse it.
  */
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { CryoClient } from '@cryo/cli';
 import type { Sandbox } from '@cryo/snapshot';
-import { listMounts, mountsUnder, readMountStatus, stopMountProcess, unmountPath, type MountStatus } from '@cryo/clip/fuse';
-import { TEST_CACHE_DIR, debianRootfsTar } from '../libs/clip/src/testing/debian';
+import { listMounts, mountsUnder, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
+import { TEST_CACHE_DIR } from '../libs/clip/src/testing/debian';
 import { startCluster, type Cluster } from '../test/support/cluster';
-import { DOCKER_BIN, type TestDockerd } from '../test/support/dockerd';
+import { type TestDockerd } from '../test/support/dockerd';
 import { dockerAsync } from '../test/support/images';
-import { freePort, killAll, waitFor } from '../test/support/processes';
+import { killAll, waitFor } from '../test/support/processes';
+import { emptyDir, sweepLazy } from './bench-cluster';
+import { EXTRA_PACKAGES, PATH_ENV, largeDebianRootfsTar } from './large-image';
+import { LinkProxy } from './link-proxy';
 import { median, printTable, writeResult } from './report';
 
 const rounds = Number(process.argv[2] ?? 3);
 const LINK_MBIT = 100;
 const NAMESPACE = 'bench-lazy';
-/** Installed on top of debootstrap minbase + python3 to make a large, realistic image. */
-const EXTRA_PACKAGES = ['python3-numpy', 'python3-pip', 'python3-venv', 'git', 'curl', 'ca-certificates', 'gcc', 'libc6-dev', 'make', 'xz-utils'];
-const LARGE_TAR = join(TEST_CACHE_DIR, 'debian-bookworm-python3-large.tar');
-const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-// ---- a counting, throttling TCP proxy -----------------------------------------------------------
-
-/**
- * One direction of the link: a token bucket (GCRA form) of `rate` bytes/s with `burst` bytes of
- * depth, shared by every connection, so that parallel connections share the bandwidth as on a
- * real link. No rate: no limit.
- */
-class Direction {
-  bytes = 0;
-  private rate: number | undefined;
-  private readonly burst = 64 * 1024;
-  private free = 0; // time (ms) at which everything sent so far has left the bucket
-
-  setRate(bytesPerSec: number | undefined): void {
-    this.rate = bytesPerSec;
-    this.free = 0;
-  }
-
-  /** Resolves when `n` bytes may go out. */
-  async take(n: number): Promise<void> {
-    this.bytes += n;
-    if (this.rate === undefined) return;
-    const now = performance.now();
-    const perByteMs = 1000 / this.rate;
-    this.free = Math.max(this.free, now - this.burst * perByteMs) + n * perByteMs;
-    const wait = this.free - now;
-    if (wait >= 1) await sleep(wait);
-  }
-}
-
-class LinkProxy {
-  readonly down = new Direction(); // registry -> clients
-  readonly up = new Direction(); // clients -> registry
-  connections = 0;
-  private readonly sockets = new Set<Socket>();
-  private server: Server | undefined;
-  port = 0;
-
-  constructor(private readonly upstreamPort: number) {}
-
-  get host(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  setLimit(mbit: number | undefined): void {
-    const rate = mbit === undefined ? undefined : (mbit * 1e6) / 8;
-    this.down.setRate(rate);
-    this.up.setRate(rate);
-  }
-
-  counters(): { down: number; up: number; connections: number } {
-    return { down: this.down.bytes, up: this.up.bytes, connections: this.connections };
-  }
-
-  async start(): Promise<void> {
-    this.server = createServer({ allowHalfOpen: true }, (client) => this.accept(client));
-    this.port = await freePort();
-    await new Promise<void>((resolve, reject) => {
-      this.server?.once('error', reject);
-      this.server?.listen(this.port, '127.0.0.1', () => resolve());
-    });
-  }
-
-  private accept(client: Socket): void {
-    this.connections++;
-    const upstream = createConnection({ host: '127.0.0.1', port: this.upstreamPort, allowHalfOpen: true });
-    for (const s of [client, upstream]) {
-      this.sockets.add(s);
-      s.setNoDelay(true);
-      s.once('close', () => this.sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    pump(client, upstream, this.up);
-    pump(upstream, client, this.down);
-  }
-
-  async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => (this.server === undefined ? resolve() : this.server.close(() => resolve())));
-  }
-}
-
-/** Copies `src` to `dst` through the direction's bucket, with backpressure and half-close. */
-function pump(src: Socket, dst: Socket, dir: Direction): void {
-  let chain = Promise.resolve();
-  src.on('data', (chunk: Buffer) => {
-    src.pause();
-    chain = chain.then(async () => {
-      await dir.take(chunk.length);
-      if (dst.destroyed) return;
-      if (!dst.write(chunk)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            dst.off('drain', done);
-            dst.off('close', done);
-            resolve();
-          };
-          dst.on('drain', done);
-          dst.on('close', done);
-        });
-      }
-      src.resume();
-    });
-  });
-  src.on('end', () => { void chain.then(() => { if (!dst.destroyed) dst.end(); }); });
-}
-
-// ---- the image ----------------------------------------------------------------------------------
-
-/** debootstrap minbase + python3 (the shared cached build) + EXTRA_PACKAGES, flattened to one tar. */
-function largeDebianRootfsTar(engine: TestDockerd, logDir: string): string {
-  if (existsSync(LARGE_TAR)) return LARGE_TAR;
-  const base = 'cryo-bench/debian-base:build';
-  const name = `cryo-bench-build-${randomBytes(4).toString('hex')}`;
-  const log = join(logDir, 'image-build.log');
-  const docker = (args: string[]): void => {
-    const fd = openSync(log, 'a');
-    try {
-      execFileSync(DOCKER_BIN, ['-H', engine.host, ...args], { stdio: ['ignore', fd, fd], timeout: 900_000 });
-    } finally {
-      closeSync(fd);
-    }
-  };
-  console.error(`building ${LARGE_TAR} (once): debian+python3 + ${EXTRA_PACKAGES.join(' ')}; log ${log}`);
-  docker(['import', '-c', `ENV ${PATH_ENV}`, debianRootfsTar(), base]);
-  try {
-    docker(['run', '--name', name, '--network', 'host', '-e', 'DEBIAN_FRONTEND=noninteractive', base, 'sh', '-ec',
-      `apt-get update; apt-get install -y --no-install-recommends ${EXTRA_PACKAGES.join(' ')}; apt-get clean; rm -rf /var/lib/apt/lists/*`]);
-    docker(['export', '-o', `${LARGE_TAR}.tmp`, name]);
-    execFileSync('mv', [`${LARGE_TAR}.tmp`, LARGE_TAR]);
-  } finally {
-    try { docker(['rm', '-f', name]); } catch { /* never created */ }
-    try { docker(['rmi', '-f', base]); } catch { /* already gone */ }
-    rmSync(`${LARGE_TAR}.tmp`, { force: true });
-  }
-  return LARGE_TAR;
-}
-
 // ---- helpers ------------------------------------------------------------------------------------
 
 interface Bench { cluster: Cluster; client: CryoClient; proxy: LinkProxy }
@@ -211,11 +64,6 @@ async function remove(bench: Bench, id: string): Promise<void> {
  */
 function dockerOut(engine: TestDockerd, args: string[], input?: string): Promise<string> {
   return dockerAsync(engine.host, args, input);
-}
-
-function emptyDir(dir: string): void {
-  if (!existsSync(dir)) return;
-  for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
 }
 
 /** Host B holds nothing of the snapshot: no sandbox, no image, no cached index or span. */
@@ -305,27 +153,6 @@ async function restoreOnce(bench: Bench, snapshotId: string, link: string, mode:
 
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
 const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-
-/** Last-resort cleanup of lazy sandboxes the API did not remove: runc containers, then mounts. */
-async function sweepLazy(stateDir: string): Promise<void> {
-  const runcRoot = join(stateDir, 'runc');
-  if (existsSync(runcRoot)) {
-    let ids: string[] = [];
-    try { ids = execFileSync('runc', ['--root', runcRoot, 'list', '-q'], { encoding: 'utf8' }).split('\n').filter((s) => s !== ''); } catch { /* none */ }
-    for (const id of ids) {
-      try { execFileSync('runc', ['--root', runcRoot, 'delete', '-f', id], { stdio: 'ignore' }); } catch { /* gone */ }
-    }
-  }
-  const lazyRoot = join(stateDir, 'lazy');
-  for (const m of mountsUnder(lazyRoot).sort((a, b) => b.mountpoint.length - a.mountpoint.length)) {
-    if (m.fstype.startsWith('fuse')) {
-      const status = readMountStatus(join(m.mountpoint, '..', 'mount.json'));
-      await stopMountProcess(status?.pid, m.mountpoint).catch(() => undefined);
-    } else {
-      await unmountPath(m.mountpoint).catch(() => undefined);
-    }
-  }
-}
 
 // ---- the run ------------------------------------------------------------------------------------
 
