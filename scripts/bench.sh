@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(snapshot flatten clip-build clip-read lazy-restore fork reaper-latency reaper-latency-postgres heartbeat-under-load api-throughput)
+  names=(snapshot flatten clip-build clip-small-files clip-read lazy-restore zone-cache fork reaper-latency reaper-latency-postgres heartbeat-under-load api-throughput)
 fi
 for n in "${names[@]}"; do
   echo "== bench $n"
