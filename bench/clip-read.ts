@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import zlib from 'node:zlib';
 import { RegistryClient } from '@cryo/oci';
-import { ClipIndex, ClipReader, RegistryLayerSource, S_IFMT, S_IFREG, buildIndex, indexLayers } from '@cryo/clip';
+import { ClipIndex, ClipReader, RegistryLayerSource, buildIndex, indexLayers } from '@cryo/clip';
 import { prng } from '../libs/clip/src/testing/data';
 import { debianRootfsTar } from '../libs/clip/src/testing/debian';
 import { MEDIA, sha256, testImage } from '../libs/clip/src/testing/fixtures';
 import { startRegistry } from '../test/support/registry';
-import { mdTable, writeSection } from './clip-report';
+import { mdTable, regularFiles, writeSection } from './clip-report';
 import { percentile, printTable, writeResult } from './report';
 
 const READS = Number(process.argv[2] ?? 200);
@@ -42,19 +42,6 @@ async function pushLayer(repo: string, tar: Buffer, gz: Buffer): Promise<void> {
   await client.putManifest(repo, 'bench', manifest, 'application/vnd.oci.image.manifest.v1+json');
 }
 
-/** every regular file with its size, from the index alone */
-function regularFiles(index: ClipIndex): Array<{ path: string; size: number }> {
-  const out: Array<{ path: string; size: number }> = [];
-  const walk = (id: number, path: string): void => {
-    for (const c of index.children(id)) {
-      const p = `${path}/${c.name}`;
-      if (index.isDir(c.id)) walk(c.id, p);
-      else if ((index.mode(c.id) & S_IFMT) === S_IFREG) out.push({ path: p, size: index.stat(c.id).size });
-    }
-  };
-  walk(0, '');
-  return out;
-}
 
 interface Sample {
   path: string;

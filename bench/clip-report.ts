@@ -1,6 +1,7 @@
-/** Writes one benchmark's section into docs/benchmarks-clip.md (between its own markers). */
+/** Writes one benchmark's section into docs/benchmarks-clip.md (between its own markers); helpers the clip benches share. */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { S_IFMT, S_IFREG, type ClipIndex } from '@cryo/clip';
 
 const FILE = join(import.meta.dirname, '..', 'docs', 'benchmarks-clip.md');
 const HEADER = `# clip benchmarks
@@ -28,4 +29,18 @@ export function mdTable(header: string[], rows: Array<Array<string | number>>): 
     `| ${header.map(() => '---').join(' | ')} |`,
     ...rows.map((r) => `| ${r.join(' | ')} |`),
   ].join('\n');
+}
+
+/** every regular file of an index with its size, from the index alone */
+export function regularFiles(index: ClipIndex): Array<{ path: string; size: number }> {
+  const out: Array<{ path: string; size: number }> = [];
+  const walk = (id: number, path: string): void => {
+    for (const c of index.children(id)) {
+      const p = `${path}/${c.name}`;
+      if (index.isDir(c.id)) walk(c.id, p);
+      else if ((index.mode(c.id) & S_IFMT) === S_IFREG) out.push({ path: p, size: index.stat(c.id).size });
+    }
+  };
+  walk(0, '');
+  return out;
 }

@@ -15,11 +15,11 @@ import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { ClipIndex, ClipReader, MemoryLayerSource, S_IFMT, S_IFREG, indexLayers, type LayerSource } from '@cryo/clip';
+import { ClipIndex, ClipReader, MemoryLayerSource, indexLayers, type LayerSource } from '@cryo/clip';
 import { mountClip } from '@cryo/clip/fuse';
 import { prng } from '../libs/clip/src/testing/data';
 import { MEDIA, sha256, testImage } from '../libs/clip/src/testing/fixtures';
-import { mdTable, writeSection } from './clip-report';
+import { mdTable, regularFiles, writeSection } from './clip-report';
 import { LARGE_TAR } from './large-image';
 import { percentile, printTable, writeResult } from './report';
 
@@ -47,18 +47,6 @@ class CountingSource implements LayerSource {
   }
 }
 
-function regularFiles(index: ClipIndex): Array<{ path: string; size: number }> {
-  const out: Array<{ path: string; size: number }> = [];
-  const walk = (id: number, path: string): void => {
-    for (const c of index.children(id)) {
-      const p = `${path}/${c.name}`;
-      if (index.isDir(c.id)) walk(c.id, p);
-      else if ((index.mode(c.id) & S_IFMT) === S_IFREG) out.push({ path: p, size: index.stat(c.id).size });
-    }
-  };
-  walk(0, '');
-  return out;
-}
 
 function sample<T>(items: T[], n: number, seed: number): T[] {
   const rnd = prng(seed);

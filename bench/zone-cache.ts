@@ -16,7 +16,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { ClipIndex, ClipReader, RegistryLayerSource, S_IFMT, S_IFREG, ZoneCacheSource, zoneCacheClient, type LayerSource } from '@cryo/clip';
+import { ClipIndex, ClipReader, RegistryLayerSource, ZoneCacheSource, zoneCacheClient, type LayerSource } from '@cryo/clip';
 import { listMounts, readMountStatus } from '@cryo/clip/fuse';
 import { RegistryClient, parseImageReference } from '@cryo/oci';
 import { prng } from '../libs/clip/src/testing/data';
@@ -27,6 +27,7 @@ import { killAll, waitFor } from '../test/support/processes';
 import { startRegistry, type TestRegistry } from '../test/support/registry';
 import { emptyDir, sweepLazy } from './bench-cluster';
 import { PATH_ENV, largeDebianRootfsTar } from './large-image';
+import { regularFiles } from './clip-report';
 import { LinkProxy } from './link-proxy';
 import { percentile, printTable, writeResult } from './report';
 
@@ -76,15 +77,7 @@ async function restoreAll(snapshotId: string): Promise<{ ms: number[]; mountByte
 
 /** cold 4 KiB reads, a fresh reader each (no memory, no disk cache), at random offsets of random files */
 async function coldReads(index: ClipIndex, source: LayerSource, n: number): Promise<number[]> {
-  const files: Array<{ path: string; size: number }> = [];
-  const walk = (id: number, path: string): void => {
-    for (const ch of index.children(id)) {
-      const p = `${path}/${ch.name}`;
-      if (index.isDir(ch.id)) walk(ch.id, p);
-      else if ((index.mode(ch.id) & S_IFMT) === S_IFREG && index.stat(ch.id).size > 0) files.push({ path: p, size: index.stat(ch.id).size });
-    }
-  };
-  walk(0, '');
+  const files = regularFiles(index).filter((f) => f.size > 0);
   const rnd = prng(42);
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
