@@ -7,8 +7,8 @@
  *
  *   npx tsx bench/clip-small-files.ts [files-per-class]
  *
- * Image: the Debian bookworm + python3 + numpy root filesystem of bench/lazy-restore.ts
- * (/var/tmp/cryo-test-cache/debian-bookworm-python3-large.tar, built by that bench), gzip -6.
+ * Image: the Debian bookworm + python3 + numpy root filesystem of bench/large-image.ts
+ * (/var/tmp/cryo-test-cache/debian-bookworm-python3-large.tar, built by bench/lazy-restore.ts or bench/zone-cache.ts), gzip -6.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -25,7 +25,7 @@ import { percentile, printTable, writeResult } from './report';
 
 const PER_CLASS = Number(process.argv[2] ?? 300);
 if (!existsSync(LARGE_TAR)) {
-  console.error(`${LARGE_TAR} is missing: run bench/lazy-restore.ts once (it builds the image), then this bench`);
+  console.error(`${LARGE_TAR} is missing: run bench/lazy-restore.ts or bench/zone-cache.ts once (they build the image, bench/large-image.ts), then this bench`);
   process.exit(2);
 }
 const work = mkdtempSync(join(tmpdir(), 'clip-small-bench-'));
@@ -134,6 +134,8 @@ try {
     numpyRows.push([cfg.name, numpy.requests, numpy.spans, `${(numpy.bytes / MB).toFixed(1)} MB`, `${(numpy.served / MB).toFixed(1)} MB`, `${(numpy.ms / 1000).toFixed(2)} s`]);
     results[`config${ci}`] = { name: cfg.name, spans: spans.length, index_bytes: built.index.length, reads: perClass, import_numpy: numpy };
   }
+  const loadEnd = loadavg()[0]?.toFixed(1) ?? '?';
+  results.load_end = loadEnd;
   printTable('index size', sizeRows.map((r) => r.map(String)));
   printTable('cold read of one small file', readRows.map((r) => r.map(String)));
   printTable('import numpy through FUSE', numpyRows.map((r) => r.map(String)));
@@ -142,9 +144,9 @@ try {
     'clip-small-files',
     `## Small files (\`npx tsx bench/clip-small-files.ts ${PER_CLASS}\`)
 
-Image: Debian bookworm + python3 + numpy (bench/lazy-restore.ts's image), ${(tar.length / MB).toFixed(0)} MB of tar,
+Image: Debian bookworm + python3 + numpy (bench/large-image.ts), ${(tar.length / MB).toFixed(0)} MB of tar,
 gzip -6: ${(blob.length / MB).toFixed(1)} MB, ${results.inodes} inodes. Both indexes built from the same blob in the same run;
-1-minute load average at the start: ${load} (2 cores, shared with other sessions).
+1-minute load average ${load} at the start and ${loadEnd} at the end (2 cores, shared with other sessions).
 
 ### Index size
 
