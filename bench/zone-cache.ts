@@ -9,7 +9,8 @@
  *
  * Phases: (1) snapshot on A: docker push, the index build, the zone cache warmed by A; (2) B, C
  * and D restore at once with the zone cache warm; (3) the zone cache emptied (its storage wiped),
- * then B, C and D restore at once again: cold.
+ * then B, C and D restore at once again: cold; (4) the alternative: B, C and D restore eagerly at
+ * once (each engine pulls the image from the registry).
  *
  *   npx tsx bench/zone-cache.ts [reads]       (default 100 cold reads per source and link)
  */
@@ -40,8 +41,11 @@ let proxy: LinkProxy | undefined;
 let zone: TestRegistry | undefined;
 let cluster: Cluster | undefined;
 
-/** restore on each host at once, run the import, collect the mounts' fetch counters */
-async function restoreAll(snapshotId: string): Promise<{ ms: number[]; mountBytes: number; mountRequests: number; fallbacks: number }> {
+/**
+ * restore on each host at once, run the import, collect the mounts' fetch counters (lazy). Eager:
+ * the engines pull the image from the registry (docker pull; no zone cache), the alternative.
+ */
+async function restoreAll(snapshotId: string, mode: 'lazy' | 'eager' = 'lazy'): Promise<{ ms: number[]; mountBytes: number; mountRequests: number; fallbacks: number }> {
   if (cluster === undefined) throw new Error('no cluster');
   const c = cluster;
   const client = c.client(NS);
@@ -51,14 +55,14 @@ async function restoreAll(snapshotId: string): Promise<{ ms: number[]; mountByte
   }
   const results = await Promise.all(HOSTS.map(async (host) => {
     const t0 = performance.now();
-    const { sandbox_id: id } = await client.restoreSnapshot(snapshotId, { executor_id: host, mode: 'lazy', command: ['sleep', 'infinity'] });
+    const { sandbox_id: id } = await client.restoreSnapshot(snapshotId, { executor_id: host, mode, command: ['sleep', 'infinity'] });
     const sb = await client.waitForSandbox(id, { intervalMs: 50, timeoutMs: 300_000 });
     if (sb.status !== 'running') throw new Error(`sandbox ${id} on ${host}: ${JSON.stringify(sb.outcome)}`);
     const out = await client.exec(id, { command: ['python3', '-c', 'import numpy; print(numpy.__version__)'], timeout_secs: 300 });
     if (out.exit_code !== 0) throw new Error(`import numpy on ${host}: ${JSON.stringify(out)}`);
     const ms = performance.now() - t0;
     const execEnd = Date.now();
-    const status = await waitFor('mount status', async () => {
+    const status = mode === 'eager' ? undefined : await waitFor('mount status', async () => {
       const s = readMountStatus(join(c.stateDir(host), 'lazy', id, 'mount.json'));
       return s?.fetch !== undefined && Date.parse(s.updated_at) >= execEnd ? s : undefined;
     }, 10_000, 100).catch(() => undefined);
@@ -171,6 +175,12 @@ try {
   await waitFor('zone cache holds every layer again', async () => (layers.every((l) => existsSync(blobFile(l.digest)) && statSync(blobFile(l.digest)).size === l.size) ? true : undefined), 900_000, 250).catch(() => undefined);
   const k1 = link.counters();
 
+  // (4) the alternative: three hosts restore eagerly (docker pull from the registry)
+  const load4 = loadavg()[0] ?? NaN;
+  const e0 = link.counters();
+  const eagerRun = await restoreAll(snapshotId, 'eager');
+  const e1 = link.counters();
+
   // cold read latency: zone cache vs the registry, loopback and 100 Mbit/s to the registry
   const repo = parseImageReference(snap.image_ref ?? image).repository;
   const zoneSource = new ZoneCacheSource(zoneCacheClient({ url: z.host }), repo);
@@ -195,6 +205,7 @@ try {
     ['zone cache fetching the layers (warmed by A)', mb(down(indexed, warmed)), '', `${(warmMs / 1000).toFixed(1)} s after the index`],
     [`3 hosts restore, zone warm (load ${load2.toFixed(1)})`, mb(down(w0, w1)), mb(warmRun.mountBytes), secs(warmRun.ms)],
     [`3 hosts restore, zone emptied first (load ${load3.toFixed(1)})`, mb(down(k0, k1)), mb(coldRun.mountBytes), secs(coldRun.ms)],
+    [`3 hosts restore eagerly: docker pull (load ${load4.toFixed(1)})`, mb(down(e0, e1)), '', secs(eagerRun.ms)],
   ];
   printTable(`bytes the snapshot registry served; image ${mb(imageSize)} (compressed), index ${mb(indexBytes.length)} per host`,
     [['phase', 'registry served', 'mounts fetched (all tiers)', 'restore -> import numpy, per host'], ...rows]);
@@ -206,8 +217,9 @@ try {
     phases: {
       push_up: pushed.up - p0.up, index_down: down(pushed, indexed), warm_down: down(indexed, warmed),
       restore_warm_down: down(w0, w1), restore_warm_mounts: warmRun, restore_cold_down: down(k0, k1), restore_cold_mounts: coldRun,
+      restore_eager_down: down(e0, e1), restore_eager_ms: eagerRun.ms,
     },
-    load: { warm: load2, cold: load3 },
+    load: { warm: load2, cold: load3, eager: load4 },
     latency: latency.map((l) => ({ link: l.link, source: l.source, n: l.ms.length, p50: percentile(l.ms, 50), p99: percentile(l.ms, 99) })),
   });
 } finally {
