@@ -60,16 +60,25 @@ function layerReadsAtRegistry(): number {
 }
 
 /**
- * A lazy restore on B (its span cache emptied first) reads every file right, with layer reads
- * reaching the registry itself, fallbacks in the mount's status and `logged` in its log.
+ * A lazy restore on B with its span cache emptied first: every file reads right. Returns the
+ * sandbox and the registry's count of layer reads from before the restore.
  */
-async function readsFallBackToRegistry(logged: RegExp): Promise<void> {
+async function restoredOnBReadsRight(): Promise<{ id: string; before: number }> {
   clearCacheOfB();
   const before = layerReadsAtRegistry();
   const id = await restoreOnB();
   const sums = await execIn(cluster, NS, id, ['sh', '-c', SUM]);
   expect(sums.exit_code, String(sums.stderr)).toBe(0);
   expect(sums.stdout).toBe(expected);
+  return { id, before };
+}
+
+/**
+ * A lazy restore on B (its span cache emptied first) reads every file right, with layer reads
+ * reaching the registry itself, fallbacks in the mount's status and `logged` in its log.
+ */
+async function readsFallBackToRegistry(logged: RegExp): Promise<void> {
+  const { id, before } = await restoredOnBReadsRight();
   expect(layerReadsAtRegistry()).toBeGreaterThan(before);
   const mount = await waitFor('mount status with fallbacks', async () => {
     const m = mountOf(id);
@@ -159,12 +168,7 @@ describe('the zone cache tier', () => {
       await source.close();
     }
     expect(cluster.logs()).toMatch(/zone cache is fetching the layer|zone cache holds the layer already/);
-    clearCacheOfB();
-    const before = layerReadsAtRegistry();
-    const id = await restoreOnB();
-    const sums = await execIn(cluster, NS, id, ['sh', '-c', SUM]);
-    expect(sums.exit_code, String(sums.stderr)).toBe(0);
-    expect(sums.stdout).toBe(expected);
+    const { id, before } = await restoredOnBReadsRight();
     expect(layerReadsAtRegistry()).toBe(before);
     expect(zone.logs()).toMatch(/cryo-clip-mount/);
     await cluster.api('DELETE', `${NS}/sandboxes/${id}`);
