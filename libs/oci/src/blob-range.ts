@@ -4,7 +4,7 @@
  */
 import { RegistryError } from '@cryo/registry-auth';
 import { blobSubject, pullScope } from './scopes';
-import { discard, headerValue, readBody, type RegistryResponse, type RegistryTransport } from './transport';
+import { abandon, discard, headerValue, readBody, type RegistryResponse, type RegistryTransport } from './transport';
 
 export interface BlobRangeOptions {
   /** the blob's size, when known (a manifest's descriptor): a 200 is checked against it */
@@ -67,7 +67,7 @@ export async function getBlobRange(
     return body;
   }
   if (response.status === 200 && options.wholeBlob === 'refuse') {
-    response.body.destroy();
+    abandon(response);
     const length = headerValue(response.headers, 'content-length');
     throw ctx.transport.badResponse(`answered 200 (the whole blob${length === undefined ? '' : `, ${length} bytes`}) to ${asked}: it serves no ranges of this blob (yet)`, 200);
   }
@@ -120,7 +120,7 @@ async function rangeOfWholeBlob(
       cause: error,
     });
   } finally {
-    response.body.destroy();
+    abandon(response);
   }
   const ended = filled < wanted; // the body ended before the window did
   const total = ended ? offset : length;

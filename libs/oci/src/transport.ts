@@ -240,6 +240,16 @@ export async function discard(response: RegistryResponse): Promise<void> {
   await response.body.dump({ limit: 1024 * 1024 }).catch(() => undefined);
 }
 
+/**
+ * Closes the connection of a response whose body will not be read (the rest is not downloaded).
+ * undici answers destroy() by emitting an AbortError on the body: expected here, and it must not
+ * reach the process as an uncaught exception.
+ */
+export function abandon(response: RegistryResponse): void {
+  response.body.on('error', () => undefined);
+  response.body.destroy();
+}
+
 /** Reads a whole body into memory, refusing more than `limit` bytes. */
 export async function readBody(response: RegistryResponse, limit: number, what: string, host: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
