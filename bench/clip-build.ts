@@ -1,7 +1,6 @@
 /**
  * clip index build: throughput next to `gzip -dc LAYER > /dev/null` on the same layer in the
- * same run, a plain native-zlib pass (gunzip + sha256 + tar parse: the floor), the longest stall
- * of this thread's event loop during a build (on the worker thread and in this thread), the index
+ * same run, a plain native-zlib pass (gunzip + sha256 + tar parse: the floor), the index
  * size as a share of the compressed image per checkpoint placement, and the time to open a
  * 50k-file index.
  *
@@ -13,7 +12,6 @@ import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import zlib from 'node:zlib';
 import { ClipIndex, ClipReader, TarParser, indexLayers, type IndexLayersOptions, type LayerInput } from '@cryo/clip';
 import { debianRootfsTar } from '../libs/clip/src/testing/debian';
@@ -64,18 +62,6 @@ async function nativePass(file: string): Promise<number> {
   return entries;
 }
 
-/** the longest the event loop of this thread waited while `fn` ran (ms) */
-async function eventLoopStall<T>(fn: () => Promise<T>): Promise<[T, number]> {
-  const h = monitorEventLoopDelay({ resolution: 10 });
-  h.enable();
-  try {
-    const r = await fn();
-    return [r, h.max / 1e6];
-  } finally {
-    h.disable();
-  }
-}
-
 try {
   const tarFile = debianRootfsTar();
   const loadStart = loadavg()[0] ?? NaN;
@@ -91,19 +77,15 @@ try {
     const gzipDc: number[] = [];
     const clip: number[] = [];
     const native: number[] = [];
-    const stallWorker: number[] = [];
-    const stallInline: number[] = [];
     let indexBytes = 0;
     const layer = layerFromFile(gz, diffId);
     for (let round = 0; round < 3; round++) {
       gzipDc.push(time(() => spawnSync('sh', ['-c', `gzip -dc '${gz}' > /dev/null`]))[1]);
-      const [[built, stall], t] = await timeAsync(() => eventLoopStall(() => indexLayers(testImage(), [layer])));
+      const [built, t] = await timeAsync(() => indexLayers(testImage(), [layer]));
       clip.push(t);
-      stallWorker.push(stall);
       indexBytes = built.index.length;
       native.push((await timeAsync(() => nativePass(gz)))[1]);
     }
-    stallInline.push((await eventLoopStall(() => indexLayers(testImage(), [layer], { worker: false })))[1]);
     const mbps = (s: number) => (tar.length / MB / s).toFixed(0);
     const g = median(gzipDc);
     const c = median(clip);
@@ -114,9 +96,8 @@ try {
       `${mbps(c)} MB/s (${c.toFixed(2)} s)`,
       `${(g / c).toFixed(2)}x`,
       `${mbps(n)} MB/s (${n.toFixed(2)} s)`,
-      `${median(stallWorker).toFixed(0)} ms / ${(stallInline[0] ?? NaN).toFixed(0)} ms`,
     ]);
-    results[`gzip${level}`] = { gz_bytes: gzSize, gzip_dc_s: g, clip_index_s: c, native_pass_s: n, index_bytes: indexBytes, stall_worker_ms: median(stallWorker), stall_inline_ms: stallInline[0] };
+    results[`gzip${level}`] = { gz_bytes: gzSize, gzip_dc_s: g, clip_index_s: c, native_pass_s: n, index_bytes: indexBytes };
 
     const MiB = 1024 * 1024;
     const placements: Array<{ name: string; opts: IndexLayersOptions }> = [
@@ -174,15 +155,13 @@ try {
 Layer: the Debian bookworm root filesystem with python3 (debootstrap minbase, ${(tar.length / MB).toFixed(0)} MB of tar),
 compressed with GNU gzip at two levels. Medians of 3 rounds, all in the same run; 1-minute load
 average ${loadStart.toFixed(1)} at the start and ${loadEnd.toFixed(1)} at the end (2 cores, shared with other sessions).
-"clip index" is the whole build as \`cryo clip index\` and the executor run it: on a worker thread,
-Node's native zlib stopped at every deflate block boundary (Z_BLOCK), checkpoints placed by file size
+"clip index" is the whole build as \`cryo clip index\` runs it (the executor runs the same build
+on its index thread): Node's native zlib stopped at every deflate block boundary (Z_BLOCK), checkpoints placed by file size
 (each candidate's bit offset found by resuming there, its window pruned and deflated), sha256 of the
 blob, the diff and every span (on a second worker), tar parse, merge and index write. "native pass"
-is Node's zlib gunzip + sha256 + tar parse and nothing else: the floor. "stall" is the longest the
-calling thread's event loop waited during a build: with the build on its worker thread, and with
-the same build in the calling thread (\`worker: false\`, what every build did before).
+is Node's zlib gunzip + sha256 + tar parse and nothing else: the floor.
 
-${mdTable(['layer', 'gzip -dc > /dev/null', 'clip index', 'clip / gzip', 'native pass', 'stall: worker / in thread'], rows)}
+${mdTable(['layer', 'gzip -dc > /dev/null', 'clip index', 'clip / gzip', 'native pass'], rows)}
 
 Target: clip index >= 0.9x of \`gzip -dc\`.
 
