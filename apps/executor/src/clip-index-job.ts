@@ -1,7 +1,7 @@
 /**
  * Building a clip index, as run on the index worker thread (clip-index-worker.ts): inflating a
- * gzip layer with pako keeps a core busy for seconds per 100 MB, which must never happen on the
- * executor's event loop (heartbeats, long polls).
+ * gzip layer and placing its checkpoints keeps a core busy for seconds per 100 MB, which must never
+ * happen on the executor's event loop (heartbeats, long polls).
  *
  * Layers are indexed once per host: every layer read from the registry is kept in a cache by its
  * compressed digest, so the next snapshot of the same base (or of a sandbox restored from a
@@ -43,6 +43,7 @@ const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.fro
 export function reviveIndexedLayer(layer: IndexedLayer): IndexedLayer {
   for (const span of layer.spans) {
     span.window = asBuffer(span.window);
+    if (span.windowDeflated !== undefined) span.windowDeflated = asBuffer(span.windowDeflated);
     span.sha256 = asBuffer(span.sha256);
   }
   for (const entry of layer.entries) {

@@ -8,7 +8,9 @@
  * - and builds the layer's clip index: a member start is a checkpoint with an empty window, so
  *   the spans are the members (offset, length, sha256 from the worker), and the tar entries
  *   come from clip's own parser over the same bytes. The result is exactly what clip's
- *   LayerIndexer computes from the finished blob (push-pipeline.test.ts checks that), for free.
+ *   LayerIndexer computes from the finished blob with uniform spans (`minSpan` = `span`;
+ *   push-pipeline.test.ts checks that), for free. It has no extra checkpoints where files are
+ *   small, as LayerIndexer's default placement by file size would add (libs/clip checkpoint-plan.ts).
  */
 import { createHash } from 'node:crypto';
 import { DEFAULT_SPAN, TarParser, type IndexedLayer, type SpanRecord, type TarEntry } from '@cryo/clip';
@@ -45,7 +47,7 @@ export interface CompressedLayer {
   members: number;
   /** members stored rather than compressed (incompressible data) */
   storedMembers: number;
-  /** the layer's clip index part (entries and spans), as LayerIndexer would compute it */
+  /** the layer's clip index part (entries and spans), as LayerIndexer computes it with uniform spans */
   indexed: IndexedLayer;
 }
 
