@@ -5,8 +5,9 @@
  * registry) before the registry itself.
  * - eviction under the small budget while two sandboxes read: every byte right, no EIO; the
  *   evictions show in B's heartbeat and log;
- * - the zone cache holds the layers once A pushed and indexed the snapshot, and B's mounts read
- *   them there, not from the registry;
+ * - A warms the zone cache with every layer of the snapshot once it is indexed (a pre-copy
+ *   snapshot, whose result brings its index: no build_index), and B's mounts read the layers
+ *   there, not from the registry;
  * - zone cache down: reads fall back to the registry;
  * - zone cache serving corrupt bytes: the span digests catch them, the spans come from the registry.
  */
@@ -115,6 +116,8 @@ beforeAll(async () => {
   snapshotId = String(obj(snap.body).snapshot_id);
   const indexed = await waitSnapshot(cluster, NS, snapshotId, (s) => s.clip_index_ref !== null || s.clip_error !== null || s.status === 'failed', 'indexed');
   expect(indexed.clip_error).toBeNull();
+  // the index came with the pre-copy snapshot's result (the server ran no build_index)
+  expect(obj(indexed.capture).method).toBe('precopy');
   imageRef = String(indexed.image_ref);
   const indexFile = readdirSync(join(cluster.stateDir('A'), 'clip')).find((f) => f.endsWith('.clip'));
   if (indexFile === undefined) throw new Error('A kept no clip index');
@@ -161,13 +164,15 @@ describe('the host span cache under a disk budget', () => {
 
 describe('the zone cache tier', () => {
   it('holds the layers once A indexed the snapshot, and B reads them there, not from the registry', async () => {
+    // A asked the zone cache for every layer (before this test asks it anything)
+    const warmed = cluster.logs().split('\n').filter((l) => /zone cache is fetching the layer|zone cache holds the layer already/.test(l));
+    for (const digest of layerDigests) expect(warmed.some((l) => l.includes(digest)), `A warmed ${digest}`).toBe(true);
     const source = new ZoneCacheSource(zoneCacheClient({ url: zone.host }), parseImageReference(imageRef).repository);
     try {
       await waitFor('zone cache warm', async () => ((await Promise.all(layerDigests.map((d) => source.warm(d)))).every((s) => s === 'warm') ? true : undefined), 120_000, 500);
     } finally {
       await source.close();
     }
-    expect(cluster.logs()).toMatch(/zone cache is fetching the layer|zone cache holds the layer already/);
     const { id, before } = await restoredOnBReadsRight();
     expect(layerReadsAtRegistry()).toBe(before);
     expect(zone.logs()).toMatch(/cryo-clip-mount/);
