@@ -36,7 +36,7 @@ import { dockerAsync } from '../test/support/images';
 import { killAll, waitFor } from '../test/support/processes';
 import { emptyDir, sweepLazy } from './bench-cluster';
 import { EXTRA_PACKAGES, PATH_ENV, largeDebianRootfsTar } from './large-image';
-import { LinkProxy } from './link-proxy';
+import { LinkProxy, linkProxyFront } from './link-proxy';
 import { median, printTable, writeResult } from './report';
 
 const rounds = Number(process.argv[2] ?? 3);
@@ -165,11 +165,9 @@ try {
     hosts: [{ name: 'A' }, { name: 'B' }],
     heartbeatTimeoutSecs: 30,
     logLevel: 'info',
-    registryFront: async (registry) => {
-      proxy = new LinkProxy(registry.port);
-      await proxy.start();
-      return proxy.host;
-    },
+    registryFront: linkProxyFront((p) => {
+      proxy = p;
+    }),
   });
   if (proxy === undefined) throw new Error('the cluster started without its registry proxy');
   bench = { cluster, client: cluster.client(NAMESPACE), proxy };

@@ -115,3 +115,15 @@ function pump(src: Socket, dst: Socket, dir: Direction): void {
   src.on('end', () => { void chain.then(() => { if (!dst.destroyed) dst.end(); }); });
 }
 
+/**
+ * A startCluster `registryFront` that puts a LinkProxy in front of the cluster's registry (every
+ * executor and engine then reaches the registry through it); `started` gets the proxy.
+ */
+export function linkProxyFront(started: (proxy: LinkProxy) => void): (registry: { port: number }) => Promise<string> {
+  return async (registry) => {
+    const proxy = new LinkProxy(registry.port);
+    await proxy.start();
+    started(proxy);
+    return proxy.host;
+  };
+}

@@ -29,7 +29,7 @@ import { startRegistry, type TestRegistry } from '../test/support/registry';
 import { emptyDir, sweepLazy } from './bench-cluster';
 import { PATH_ENV, largeDebianRootfsTar } from './large-image';
 import { regularFiles } from './clip-report';
-import { LinkProxy } from './link-proxy';
+import { LinkProxy, linkProxyFront } from './link-proxy';
 import { percentile, printTable, writeResult } from './report';
 
 const READS = Number(process.argv[2] ?? 100);
@@ -102,11 +102,9 @@ try {
     hosts: [{ name: 'A' }, ...HOSTS.map((name) => ({ name }))],
     heartbeatTimeoutSecs: 30,
     logLevel: 'info',
-    registryFront: async (registry) => {
-      proxy = new LinkProxy(registry.port);
-      await proxy.start();
-      return proxy.host;
-    },
+    registryFront: linkProxyFront((p) => {
+      proxy = p;
+    }),
     executorConfig: async ({ registryHost, registryUser, registryPassword }) => {
       // distribution 2.8 gives proxy.username/password to Bearer token services only: userinfo for a Basic upstream
       zone = await startRegistry({ proxy: { remoteurl: `http://${registryUser}:${registryPassword}@${registryHost}` } });
