@@ -213,13 +213,19 @@ describe('ClipReader over real tar layers', () => {
     const cacheDir = join(root, 'cache-lock');
     const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
     const slow = new CountingSource(img.source);
-    slow.delayMs = 300;
+    slow.delayMs = 1000;
     const other = new CountingSource(img.source);
     // two readers with separate span stores = two processes sharing the host cache
     const a = img.reader({ source: slow, cacheDir });
     const b = img.reader({ source: other, cacheDir });
+    const layerDir = join(cacheDir, (img.index.layers[0]?.diffId ?? '').replace(':', '_'));
     const pa = a.read('/big.bin', 2_000_000, 4096);
-    await new Promise((r) => setTimeout(r, 50)); // a holds the claim now
+    // b reads once a holds the claim (a fixed 50 ms was not enough on a loaded machine)
+    const claimed = (): boolean => { try { return readdirSync(layerDir).some((f) => f.endsWith('.lock')); } catch { return false; } };
+    for (let waited = 0; !claimed(); waited += 5) {
+      if (waited > 10_000) throw new Error('a never claimed the span');
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const [ra, rb] = await Promise.all([pa, b.read('/big.bin', 2_000_100, 4096)]);
     const want = readFileSync(join(srcA, 'big.bin'));
     expect(ra.equals(want.subarray(2_000_000, 2_004_096))).toBe(true);
@@ -227,8 +233,7 @@ describe('ClipReader over real tar layers', () => {
     expect(slow.requests).toBe(1);
     expect(other.requests).toBe(0);
     expect(b.stats.diskHits).toBe(1);
-    const layer = img.index.layers[0];
-    expect(readdirSync(join(cacheDir, (layer?.diffId ?? '').replace(':', '_'))).some((f) => f.endsWith('.lock'))).toBe(false);
+    expect(readdirSync(layerDir).some((f) => f.endsWith('.lock'))).toBe(false);
   });
 
   it('a cache tier serving corrupt bytes is caught by the span digests and the next tier serves the read', async () => {
