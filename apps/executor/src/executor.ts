@@ -142,7 +142,7 @@ export class Executor {
   private async refreshMetrics(): Promise<void> {
     const mounts = await this.lazy.mountStatuses();
     this.metrics.mountStats(mounts.map(({ statusFile, status }) => ({ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} })));
-    this.metrics.spanCacheSize(this.clipCache.observe().used_bytes);
+    this.metrics.spanCache(this.clipCache.observe());
   }
 
   async start(): Promise<void> {

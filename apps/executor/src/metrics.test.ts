@@ -124,15 +124,19 @@ describe('MetricsEndpoint', () => {
       host: '127.0.0.1', port: 0, metrics, log: pino({ level: 'silent' }),
       refresh: async () => {
         refreshes++;
-        metrics.spanCacheSize(4096);
+        metrics.spanCache({ used_bytes: 4096, evicted_spans: 3 * refreshes, evicted_bytes: 3 * 65536 * refreshes });
       },
     });
     const { port } = await endpoint.start();
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('text/plain');
-    expect(sample(await res.text(), 'cryo_cache_size_bytes{tier="disk"}')).toBe(4096);
+    const text = await res.text();
+    expect(sample(text, 'cryo_cache_size_bytes{tier="disk"}')).toBe(4096);
     expect(refreshes).toBeGreaterThanOrEqual(1);
+    // Cumulative service counts become counter increments: after n refreshes, 3n spans.
+    expect(sample(text, 'cryo_cache_evictions_total{tier="disk"}')).toBe(3 * refreshes);
+    expect(sample(text, 'cryo_cache_evicted_bytes_total{tier="disk"}')).toBe(3 * 65536 * refreshes);
     expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(404);
   });
 });

@@ -10,7 +10,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { FetchStatsDeltas, type FetchStats } from '@cryo/clip';
-import { timingPhases, type OperationKind, type RestoreMode, type Timings } from '@cryo/snapshot';
+import { timingPhases, type ClipCacheStats, type OperationKind, type RestoreMode, type Timings } from '@cryo/snapshot';
 
 /** From a few ms (a pause) to ten minutes (a push of a large image over a slow link). */
 const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -57,6 +57,10 @@ export class ExecutorMetrics {
   private readonly cacheMisses = this.counter('cryo_cache_misses_total', 'Reads no cache had, which went to the registry: disk (spans fetched by range GET), image (eager restores that pulled).', ['tier']);
   private readonly cacheHitBytes = this.counter('cryo_cache_hit_bytes_total', 'Bytes served by cache hits, by tier (uncompressed span bytes; image: the image size).', ['tier']);
   private readonly cacheMissBytes = this.counter('cryo_cache_miss_bytes_total', 'Bytes fetched from the registry on a miss, by tier (disk: compressed bytes of range GETs; image: bytes pulled).', ['tier']);
+  private readonly cacheEvictions = this.counter('cryo_cache_evictions_total', 'Entries a cache tier evicted to stay within its budget: disk (spans of the host span cache, clip.cache.max_bytes).', ['tier']);
+  private readonly cacheEvictedBytes = this.counter('cryo_cache_evicted_bytes_total', 'Bytes a cache tier evicted to stay within its budget, by tier.', ['tier']);
+  /** The span cache's cumulative eviction counts at the last refresh (the service counts since its start). */
+  private spanCacheEvicted = { spans: 0, bytes: 0 };
   private readonly cacheSize = new Gauge({
     name: 'cryo_cache_size_bytes',
     help: 'Bytes a cache tier holds on this host: disk (the span cache), image (snapshot images in the engine).',
@@ -183,9 +187,17 @@ export class ExecutorMetrics {
     this.cacheSize.set({ tier: 'image' }, imageBytes);
   }
 
-  /** Bytes the host span cache holds now. */
-  spanCacheSize(bytes: number): void {
-    this.cacheSize.set({ tier: 'disk' }, bytes);
+  /**
+   * The host span cache as its service last measured it: its size, and what it evicted since the
+   * last call (the service's counts are cumulative since its start).
+   */
+  spanCache(stats: Pick<ClipCacheStats, 'used_bytes' | 'evicted_spans' | 'evicted_bytes'>): void {
+    this.cacheSize.set({ tier: 'disk' }, stats.used_bytes);
+    const spans = stats.evicted_spans - this.spanCacheEvicted.spans;
+    const bytes = stats.evicted_bytes - this.spanCacheEvicted.bytes;
+    if (spans > 0) this.cacheEvictions.inc({ tier: 'disk' }, spans);
+    if (bytes > 0) this.cacheEvictedBytes.inc({ tier: 'disk' }, bytes);
+    this.spanCacheEvicted = { spans: stats.evicted_spans, bytes: stats.evicted_bytes };
   }
 
   /** The text exposition format (heartbeat age as of now). */
