@@ -16,6 +16,7 @@ import { startCluster, type Cluster } from './support/cluster';
 import { importBusybox } from './support/images';
 import { sampleValue, scrapeMetrics } from './support/metrics';
 import { killAll, REPO_ROOT, waitFor } from './support/processes';
+import { startRegistryProxy, type RegistryProxy } from './support/registry-proxy';
 
 const NS = 'dash';
 const API = `/v1/namespaces/${NS}`;
@@ -36,6 +37,13 @@ let restoredId = '';
 let blobSum = '';
 /** Whether executor A reports FUSE and runc (then the lazy restore is tested too). */
 let lazySupported = false;
+let proxy: RegistryProxy | undefined;
+/**
+ * How long the registry proxy holds the end of each blob upload and the clip index manifest: a
+ * snapshot on a quiet machine is pushed and indexed within one poll of the page, and the test
+ * must see the page show both phases.
+ */
+const HOLD_MS = 3000;
 
 const shot = (name: string): Promise<Buffer> => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 const row = (kind: 'sandbox' | 'snapshot' | 'executor', id: string) => page.locator(`tr[data-${kind}="${id}"]`);
@@ -46,7 +54,16 @@ beforeAll(async () => {
   shots = artifactDir('dashboard');
   // Indexing a 160 MB layer keeps the executor's CPU busy; on a loaded 2-core machine its
   // heartbeats have been seen 6.6 s apart, past the suites' usual 6 s timeout.
-  cluster = await startCluster({ hosts: [{ name: 'A' }], heartbeatTimeoutSecs: 30 });
+  cluster = await startCluster({
+    hosts: [{ name: 'A' }],
+    heartbeatTimeoutSecs: 30,
+    registryFront: async (registry) => {
+      proxy = await startRegistryProxy(registry.host, {
+        delayMs: (req) => (req.method === 'PUT' && (/\/blobs\/uploads\//.test(req.url ?? '') || /\/manifests\/[^/]*\.clip$/.test(req.url ?? '')) ? HOLD_MS : 0),
+      });
+      return proxy.host;
+    },
+  });
   const engine = cluster.engines.get('A');
   if (engine === undefined) throw new Error('engine expected');
   importBusybox(engine.host, 'busybox:local');
@@ -70,6 +87,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await cluster?.stop();
+  await proxy?.close();
   await killAll();
 });
 
