@@ -6,9 +6,9 @@
  * was evicted goes into the heartbeat (`capacity.clip_cache`) and, when something was evicted, the log.
  */
 import type { Logger } from 'pino';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { cacheUsage, enforceCacheBudget } from '@cryo/clip';
 import type { ClipCacheStats } from '@cryo/snapshot';
+import { PeriodicTask } from './periodic';
 
 export interface ClipCacheOptions {
   dir: string;
@@ -19,13 +19,14 @@ export interface ClipCacheOptions {
 }
 
 export class ClipCacheService {
-  private stopped = false;
-  private running: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
   private stats: ClipCacheStats;
+  private readonly task: PeriodicTask;
 
   constructor(private readonly opts: ClipCacheOptions) {
     this.stats = { max_bytes: opts.maxBytes ?? null, used_bytes: 0, spans: 0, evicted_spans: 0, evicted_bytes: 0 };
+    this.task = new PeriodicTask(() => this.enforce(), {
+      intervalMs: () => opts.intervalMs, runFirst: true, log: opts.log, failure: 'clip cache pass failed', context: { dir: opts.dir },
+    });
   }
 
   /** What the heartbeat reports: as of the last pass. */
@@ -59,23 +60,10 @@ export class ClipCacheService {
   }
 
   start(): void {
-    this.running = this.loop();
+    this.task.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
-    await this.running;
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      try {
-        await this.enforce();
-      } catch (err) {
-        this.opts.log.warn({ err: err instanceof Error ? err.message : String(err), dir: this.opts.dir }, 'clip cache pass failed');
-      }
-      await Promise.race([sleep(this.opts.intervalMs), new Promise<void>((resolve) => { this.wake = resolve; })]);
-    }
+    await this.task.stop();
   }
 }

@@ -1,24 +1,24 @@
 /** Reports the executor's full observed state every few seconds; the answer says what should exist. */
 import type { Logger } from 'pino';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { HeartbeatBody, HeartbeatResponse } from '@cryo/snapshot';
 import type { ServerClient } from '../server-client';
+import { PeriodicTask } from './periodic';
 
 /** The part of the server the heartbeat talks to. */
 export type HeartbeatServer = Pick<ServerClient, 'heartbeat'>;
 
 export class HeartbeatService {
-  private stopped = false;
-  private running: Promise<void> | undefined;
   private intervalMs = 3000;
-  private wake: (() => void) | undefined;
+  private readonly task: PeriodicTask;
 
   constructor(
     private readonly server: HeartbeatServer,
     private readonly observe: () => Promise<HeartbeatBody>,
     private readonly onResponse: (res: HeartbeatResponse) => Promise<void>,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    this.task = new PeriodicTask(() => this.beat(), { intervalMs: () => this.intervalMs, runFirst: false, log, failure: 'heartbeat failed' });
+  }
 
   /** Send one heartbeat now; used at start so the server knows the executor before it polls. */
   async beat(): Promise<HeartbeatResponse> {
@@ -29,29 +29,15 @@ export class HeartbeatService {
   }
 
   start(): void {
-    this.running = this.loop();
+    this.task.start();
   }
 
   /** Send the next heartbeat right away (e.g. after a container changed state). */
   nudge(): void {
-    this.wake?.();
+    this.task.nudge();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
-    await this.running;
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stopped) {
-      await Promise.race([sleep(this.intervalMs), new Promise<void>((resolve) => { this.wake = resolve; })]);
-      if (this.stopped) return;
-      try {
-        await this.beat();
-      } catch (err) {
-        this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'heartbeat failed');
-      }
-    }
+    await this.task.stop();
   }
 }
