@@ -76,7 +76,8 @@ function addRange(ranges: Array<[number, number]>, offset: number, length: numbe
 /** Notes reads as a FUSE mount serves them; `record()` gives the access record so far. */
 export class AccessRecorder {
   private readonly files = new Map<string, AccessedFile>();
-  private readonly started = performance.now();
+  /** performance.now() when recording began: `first_ms` counts from here */
+  readonly startedAt = performance.now();
 
   constructor(private readonly image: string) {}
 
@@ -86,7 +87,7 @@ export class AccessRecorder {
     let file = this.files.get(path);
     if (file === undefined) {
       if (this.files.size >= MAX_RECORDED_FILES) return;
-      file = { path, first_ms: Math.round(performance.now() - this.started), ranges: [] };
+      file = { path, first_ms: Math.round(performance.now() - this.startedAt), ranges: [] };
       this.files.set(path, file);
     }
     addRange(file.ranges, offset, length);
@@ -101,7 +102,7 @@ export class AccessRecorder {
     return {
       format: ACCESS_RECORD_FORMAT,
       image: this.image,
-      duration_ms: Math.round(performance.now() - this.started),
+      duration_ms: Math.round(performance.now() - this.startedAt),
       files: [...this.files.values()].map((f) => ({ path: f.path, first_ms: f.first_ms, ranges: f.ranges.map(([o, l]) => [o, l] as [number, number]) })),
     };
   }
