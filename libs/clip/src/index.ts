@@ -25,6 +25,7 @@ export { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK 
 export type { BuildInfo, ImageInfo, ImageRuntimeConfig, LayerInfo, SpanInfo } from './format/types';
 export { ClipReader } from './reader/clip-reader';
 export type { ClipReaderOptions, DirEntry, PrefetchResult } from './reader/clip-reader';
+export { spanAt } from './reader/span-store';
 export type { FetchReason, FetchStats, SpanRequest } from './reader/span-store';
 export { emptyFetchStats } from './reader/span-store';
 export { FetchStatsDeltas } from './metrics-fetch-stats';

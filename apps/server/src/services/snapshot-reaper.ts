@@ -15,7 +15,7 @@
  */
 import type { Logger } from 'pino';
 import { formatImageReference, parseImageReference } from '@cryo/oci';
-import { clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/snapshot';
+import { accessRecordTag, clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
@@ -236,6 +236,9 @@ function registryTargets(row: SnapshotRow): RegistryTarget[] {
     const imageTag = planned.tag ?? row.tag;
     targets.push({ ref: formatImageReference({ host: planned.host, repository: planned.repository, tag: clipIndexTag(imageTag) }), digest: null });
   }
+  // The access record a lazy start or a lazy snapshot may have pushed beside it (none: skipped).
+  const image = parseImageReference(imageRef);
+  targets.push({ ref: formatImageReference({ host: image.host, repository: image.repository, tag: accessRecordTag(row.tag) }), digest: null });
   return targets;
 }
 
