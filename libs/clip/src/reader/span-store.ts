@@ -180,6 +180,23 @@ export class SpanStore {
     const layer = this.layer(layerIndex);
     const results: Array<Promise<Buffer> | Buffer | undefined> = [];
     const claims: Array<() => Promise<void>> = [];
+    /** spans this call holds in `inflight` before their fetch starts, by index in `results` */
+    const reserved = new Map<number, Reserved>();
+    try {
+      return await this.spansReserved(layerIndex, layer, first, last, reason, remember, results, claims, reserved);
+    } finally {
+      for (const [i, slot] of reserved) {
+        slot.reject(new ClipError('EIO', 'internal: span claimed but not fetched'));
+        const k = this.key(layer, first + i);
+        if (this.inflight.get(k) === slot.promise) this.inflight.delete(k);
+      }
+    }
+  }
+
+  private async spansReserved(
+    layerIndex: number, layer: LayerInfo, first: number, last: number, reason: FetchReason, remember: boolean,
+    results: Array<Promise<Buffer> | Buffer | undefined>, claims: Array<() => Promise<void>>, reserved: Map<number, Reserved>,
+  ): Promise<Buffer[]> {
     for (let s = first; s <= last; s++) {
       const k = this.key(layer, s);
       const mem = this.memory.get(k);
@@ -211,19 +228,31 @@ export class SpanStore {
       );
       // Someone may have started fetching while we looked at the disk.
       for (let i = 0; i < results.length; i++) results[i] ??= this.inflight.get(this.key(layer, first + i));
-      // Spans another process is fetching: wait for its cache file.
+      // Claim the rest across processes (another process fetching one: wait for its cache file).
+      // Each span is ours in this process from before the claim's first await: a concurrent read
+      // of it (readahead, prefetch, the kernel's parallel reads) joins instead of finding the
+      // claim taken and waiting for a file that this very process writes.
       for (let i = 0; i < results.length; i++) {
         const span = layer.spans[first + i];
         if (results[i] !== undefined || !span) continue;
+        const k = this.key(layer, first + i);
+        const joined = this.inflight.get(k);
+        if (joined) {
+          results[i] = joined;
+          continue;
+        }
+        const slot = reserve();
+        this.inflight.set(k, slot.promise);
+        reserved.set(i, slot);
         const release = await this.disk.claim(layer.diffId, span);
-        const again = this.inflight.get(this.key(layer, first + i));
-        if (again) {
-          await release?.();
-          results[i] = again;
-        } else if (release) {
+        if (release) {
           claims.push(release);
         } else {
-          results[i] = this.waitForOtherProcess(layerIndex, first + i);
+          reserved.delete(i);
+          if (this.inflight.get(k) === slot.promise) this.inflight.delete(k);
+          const other = this.waitForOtherProcess(layerIndex, first + i);
+          slot.resolve(other);
+          results[i] = other;
         }
       }
     }
@@ -235,7 +264,12 @@ export class SpanStore {
       if (!missing && runStart >= 0) {
         for (const [a, b] of this.requestsFor(layerIndex, first + runStart, first + i - 1)) {
           const fetched = this.fetchRun(layerIndex, a, b, reason, remember);
-          for (let s = a; s <= b; s++) results[s - first] = fetched[s - a];
+          for (let s = a; s <= b; s++) {
+            const p = fetched[s - a];
+            results[s - first] = p;
+            if (p !== undefined) reserved.get(s - first)?.resolve(p);
+            reserved.delete(s - first);
+          }
         }
         runStart = -1;
       }
@@ -522,6 +556,24 @@ export class SpanStore {
 /** All counters at zero (a new store, or the base of a delta). */
 export function emptyFetchStats(): FetchStats {
   return { requests: 0, bytes: 0, spansFetched: 0, diskHits: 0, memoryHits: 0, diskHitBytes: 0, memoryHitBytes: 0, inflateSeconds: 0, fallbacks: 0 };
+}
+
+/** A promise to be settled later by whoever holds it (a span claimed before its fetch starts). */
+interface Reserved {
+  promise: Promise<Buffer>;
+  resolve: (value: Promise<Buffer> | Buffer) => void;
+  reject: (err: Error) => void;
+}
+
+function reserve(): Reserved {
+  let resolve: Reserved['resolve'] = () => undefined;
+  let reject: Reserved['reject'] = () => undefined;
+  const promise = new Promise<Buffer>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
 }
 
 /** The compressed bytes [start, end] (inclusive) that hold spans a..b of a gzip layer: from a's checkpoint (and the byte with its leftover bits) through b+1's. */
