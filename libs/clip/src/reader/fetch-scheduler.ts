@@ -354,7 +354,7 @@ export class FetchScheduler {
         await this.yieldToOthers();
         if (this.stopped) return;
         try {
-          await this.store.warm(layer, s, b, { reason: 'background', remember: false });
+          await this.store.warm(layer, s, b, { reason: 'background', remember: false, before: () => this.yieldToOthers() });
           bytes += size;
           s = b + 1;
         } catch (err) {

@@ -8,12 +8,12 @@
  * one span share one fetch. `warm` fetches spans without reading them (the
  * fetch scheduler's readahead, prefetch and background fill go through it).
  */
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { ClipError } from '../errors';
 import type { ClipIndex } from '../format/index-file';
 import type { LayerInfo, SpanInfo } from '../format/types';
-import { inflateFromCheckpoint } from '../gzip/realign';
+import { inflateFromCheckpointAsync } from '../gzip/realign';
 import { FallbackLayerSource, type LayerSource } from '../source';
 import { SpanDiskCache } from './disk-cache';
 
@@ -31,7 +31,7 @@ export interface FetchStats {
   /** uncompressed bytes of the spans served from the disk cache and from memory */
   diskHitBytes: number;
   memoryHitBytes: number;
-  /** seconds spent inflating (gzip) or decompressing (zstd) source bytes: CPU-bound, on this thread */
+  /** seconds spent inflating (gzip: from checkpoints on the thread pool, elapsed) or decompressing (zstd: on this thread) source bytes */
   inflateSeconds: number;
   /** reads a tier of a FallbackLayerSource failed (unreachable, cold, or bytes failing their digest) and the next tier served */
   fallbacks: number;
@@ -121,9 +121,10 @@ export class SpanStore {
    * Make spans first..last of a layer present (memory, disk cache, or a fetch in flight) without
    * reading them: spans already present cost nothing (the disk cache is only stat'ed). With
    * `remember: false` fetched spans go to the disk cache only, not the memory LRU (a background
-   * fill must not push out what programs read). Resolves when they are fetched and verified.
+   * fill must not push out what programs read); `before` is awaited right before the requests go
+   * out (the background fill waits for reads there). Resolves when they are fetched and verified.
    */
-  async warm(layerIndex: number, first: number, last: number, opts: { reason: FetchReason; remember?: boolean }): Promise<void> {
+  async warm(layerIndex: number, first: number, last: number, opts: { reason: FetchReason; remember?: boolean; before?: () => Promise<void> }): Promise<void> {
     const layer = this.layer(layerIndex);
     const missing: number[] = [];
     for (let s = Math.max(0, first); s <= Math.min(last, layer.spans.length - 1); s++) {
@@ -136,7 +137,7 @@ export class SpanStore {
     for (let i = 0; i < missing.length;) {
       let j = i;
       while (j + 1 < missing.length && missing[j + 1] === (missing[j] ?? 0) + 1) j++;
-      runs.push(this.spans(layerIndex, missing[i] ?? 0, missing[j] ?? 0, opts.reason, opts.remember ?? true));
+      runs.push(this.spans(layerIndex, missing[i] ?? 0, missing[j] ?? 0, opts.reason, opts.remember ?? true, opts.before));
       i = j + 1;
     }
     await Promise.all(runs);
@@ -176,14 +177,14 @@ export class SpanStore {
     return `${layer.diffId}#${s}`;
   }
 
-  private async spans(layerIndex: number, first: number, last: number, reason: FetchReason, remember: boolean): Promise<Buffer[]> {
+  private async spans(layerIndex: number, first: number, last: number, reason: FetchReason, remember: boolean, before?: () => Promise<void>): Promise<Buffer[]> {
     const layer = this.layer(layerIndex);
     const results: Array<Promise<Buffer> | Buffer | undefined> = [];
     const claims: Array<() => Promise<void>> = [];
     /** spans this call holds in `inflight` before their fetch starts, by index in `results` */
     const reserved = new Map<number, Reserved>();
     try {
-      return await this.spansReserved(layerIndex, layer, first, last, reason, remember, results, claims, reserved);
+      return await this.spansReserved(layerIndex, layer, first, last, reason, remember, results, claims, reserved, before);
     } finally {
       for (const [i, slot] of reserved) {
         slot.reject(new ClipError('EIO', 'internal: span claimed but not fetched'));
@@ -196,6 +197,7 @@ export class SpanStore {
   private async spansReserved(
     layerIndex: number, layer: LayerInfo, first: number, last: number, reason: FetchReason, remember: boolean,
     results: Array<Promise<Buffer> | Buffer | undefined>, claims: Array<() => Promise<void>>, reserved: Map<number, Reserved>,
+    before: (() => Promise<void>) | undefined,
   ): Promise<Buffer[]> {
     for (let s = first; s <= last; s++) {
       const k = this.key(layer, s);
@@ -256,6 +258,7 @@ export class SpanStore {
         }
       }
     }
+    if (before !== undefined && results.some((r) => r === undefined)) await before();
     // Missing spans: one fetch per contiguous run, cut into requests of at most maxRequestBytes.
     let runStart = -1;
     for (let i = 0; i <= results.length; i++) {
@@ -402,7 +405,7 @@ export class SpanStore {
       if (layer.compression === 'gzip') {
         const { start, end } = gzipRequestRange(layer, a, b);
         const compressed = await this.fetchRange(source, layer, start, end);
-        out = this.inflateRun(layer, a, b, compressed, start);
+        out = await this.inflateRun(layer, a, b, compressed, start);
       } else {
         out = await this.fetchRange(source, layer, firstSpan.uoff, lastSpan.uoff + lastSpan.ulen - 1);
       }
@@ -413,12 +416,13 @@ export class SpanStore {
         pos += s.ulen;
       }
     }
+    // Hashed on the thread pool, all at once; a mismatch fails the run before anything is kept.
+    await Promise.all(spans.map((span, i) => verifySpanAsync(layer, a + i, span, pieces[i])));
     const verified: Buffer[] = [];
     for (let i = 0; i < spans.length; i++) {
       const span = spans[i];
       const data = pieces[i];
       if (!span || !data) throw new ClipError('EIO', 'internal: span count mismatch');
-      verifySpan(layer, a + i, span, data);
       this.stats.spansFetched++;
       const copy = Buffer.from(data); // detach from the larger inflate buffer
       if (remember) this.remember(this.key(layer, a + i), copy);
@@ -433,15 +437,16 @@ export class SpanStore {
    * a's checkpoint covers them all; a multi-member gzip stops at a member's
    * end, and inflation resumes from the next span's own checkpoint.
    */
-  private inflateRun(layer: LayerInfo, a: number, b: number, compressed: Buffer, base: number): Buffer {
+  private async inflateRun(layer: LayerInfo, a: number, b: number, compressed: Buffer, base: number): Promise<Buffer> {
     const parts: Buffer[] = [];
     let s = a;
     while (s <= b) {
       const span = layer.spans[s];
       if (!span) break;
       const from = (span.bits > 0 ? span.coff - 1 : span.coff) - base;
+      // Off the event loop: a mount keeps answering reads while this inflates.
       const inflateStarted = performance.now();
-      const out = inflateFromCheckpoint(compressed.subarray(from), span.bits, this.index.window(span));
+      const out = await inflateFromCheckpointAsync(compressed.subarray(from), span.bits, this.index.window(span));
       this.stats.inflateSeconds += (performance.now() - inflateStarted) / 1000;
       let used = 0;
       const first = s;
@@ -597,11 +602,20 @@ export function spanAt(layer: LayerInfo, offset: number): number {
 }
 
 function verifySpan(layer: LayerInfo, index: number, span: SpanInfo, data: Buffer): void {
-  if (data.length !== span.ulen || !createHash('sha256').update(data).digest().equals(span.sha256)) {
-    throw new ClipError(
-      'SPAN_CORRUPT',
-      `layer ${layer.digest} span ${index} (bytes ${span.uoff}+${span.ulen}) failed verification: the registry served corrupt data`,
-      { layer: layer.digest, span: index },
-    );
-  }
+  if (data.length !== span.ulen || !createHash('sha256').update(data).digest().equals(span.sha256)) throw spanCorrupt(layer, index, span);
+}
+
+/** verifySpan with the hash computed on the thread pool (WebCrypto), leaving the event loop free. */
+async function verifySpanAsync(layer: LayerInfo, index: number, span: SpanInfo, data: Buffer | undefined): Promise<void> {
+  if (data === undefined || data.length !== span.ulen) throw spanCorrupt(layer, index, span);
+  const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', data));
+  if (!digest.equals(span.sha256)) throw spanCorrupt(layer, index, span);
+}
+
+function spanCorrupt(layer: LayerInfo, index: number, span: SpanInfo): ClipError {
+  return new ClipError(
+    'SPAN_CORRUPT',
+    `layer ${layer.digest} span ${index} (bytes ${span.uoff}+${span.ulen}) failed verification: the registry served corrupt data`,
+    { layer: layer.digest, span: index },
+  );
 }
