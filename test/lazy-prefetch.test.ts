@@ -138,13 +138,19 @@ describe('access records through the server', () => {
     expect(out.stdout).toBe(`${APP_BYTES}\n`);
     const access = await mountAccess(second);
     const requests = access.requests;
-    const prefetched = requests.filter((q) => q.reason === 'prefetch');
-    expect(prefetched.length).toBeGreaterThan(0);
-    // The prefetch went out before anything was read through the mount, let alone the command's files.
-    const firstRead = (access.recording_started_at ?? NaN) + Math.min(...(access.record?.files ?? []).map((f) => f.first_ms));
-    expect(Math.min(...prefetched.map((q) => q.at))).toBeLessThan(firstRead);
-    // No span of the command's files was fetched on demand.
+    // The record came with its pack (the bytes it names, gzip'd in first-read order): the mount
+    // streamed that from before anything was read through it, let alone the command's files,
+    // and served the reads from it.
     const dir = join(cluster.stateDir('B'), 'lazy', second);
+    const firstRead = (access.recording_started_at ?? NaN) + Math.min(...(access.record?.files ?? []).map((f) => f.first_ms));
+    const pack = await waitFor('pack stats', async () => {
+      const p = readMountStatus(join(dir, 'mount.json'))?.pack;
+      return p !== undefined && p.reads > 0 ? p : undefined;
+    }, 10_000);
+    expect(pack).toMatchObject({ state: 'done', misses: 0 });
+    expect(pack.started_at).toBeLessThan(firstRead);
+    expect(decodeAccessRecord(recorded).pack?.entries.length).toBeGreaterThan(0);
+    // No span of the command's files was fetched on demand.
     const index = await ClipIndex.load(String((JSON.parse(readFileSync(join(dir, 'sandbox.json'), 'utf8')) as { index_path: string }).index_path));
     const appSpans = new Set<string>();
     for (let i = 1; i <= 60; i++) {
@@ -167,14 +173,19 @@ describe('access records through the server', () => {
     const indexed = await waitSnapshot(cluster, NS, snap2, (s) => s.clip_index_ref !== null || s.clip_error !== null || s.status === 'failed', 'indexed');
     expect(indexed.clip_error).toBeNull();
     const image2 = String(indexed.image_ref);
-    expect(await accessRecordOf(image2)).toEqual(recorded);
+    expect(decodeAccessRecord(await accessRecordOf(image2))).toEqual(decodeAccessRecord(recorded));
     await remove(second);
 
     coldCacheB();
     const third = await restoreLazily(snap2);
     expect((await execIn(cluster, NS, third, ['sh', '-c', READ_APP])).stdout).toBe(`${APP_BYTES}\n`);
-    const access = await mountAccess(third);
-    expect(access.requests.filter((q) => q.reason === 'prefetch').length).toBeGreaterThan(0);
+    // The carried record brought its pack along: the new image's restore streams it too.
+    await mountAccess(third);
+    const pack = await waitFor('pack stats', async () => {
+      const p = readMountStatus(join(cluster.stateDir('B'), 'lazy', third, 'mount.json'))?.pack;
+      return p !== undefined && p.reads > 0 ? p : undefined;
+    }, 10_000);
+    expect(pack.state).toBe('done');
     await remove(third);
 
     expect(await manifestOf(`${image2}.access`)).toBeDefined();

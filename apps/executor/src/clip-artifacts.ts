@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ClipIndex, ZoneCacheSource, decodeAccessRecord, zoneCacheClient, type IndexedLayer } from '@cryo/clip';
+import { ClipIndex, ZoneCacheSource, decodeAccessRecord, encodeAccessRecord, zoneCacheClient, type AccessRecord, type IndexedLayer } from '@cryo/clip';
 import { MediaType, connectRegistry, isRegistryError, parseImageReference, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CryoError, accessRecordTag, clipIndexTag, type BuildIndexResult } from '@cryo/snapshot';
@@ -27,6 +27,8 @@ export const CLIP_CONFIG_MEDIA_TYPE = 'application/vnd.cryo.clip.config.v1+json'
 export const CLIP_IMAGE_DIGEST_ANNOTATION = 'dev.cryo.clip.image-digest';
 /** An access record: gzip'd JSON (@cryo/clip access-record.ts). */
 export const CLIP_ACCESS_MEDIA_TYPE = 'application/vnd.cryo.clip.access.v1+json+gzip';
+/** Its pack: the bytes it names, gzip'd in first-read order (@cryo/clip access-pack.ts). */
+export const CLIP_ACCESS_PACK_MEDIA_TYPE = 'application/vnd.cryo.clip.access-pack.v1.gzip';
 export const CLIP_ACCESS_CONFIG_MEDIA_TYPE = 'application/vnd.cryo.clip.access.config.v1+json';
 
 /** `host/repo:<tag>.access` for the clip index ref `host/repo:<tag>.clip`; null when the ref is not one. */
@@ -90,7 +92,7 @@ export class ClipArtifacts {
       const tag = clipIndexTag(ref.tag);
       const indexDigest = await pushArtifact(client, ref.repository, tag, {
         config: { mediaType: CLIP_CONFIG_MEDIA_TYPE, json: { image_digest: digest, files: built.files, spans: built.spans, uncompressed_size: built.uncompressedSize } },
-        layer: { mediaType: CLIP_INDEX_MEDIA_TYPE, bytes: built.index },
+        layers: [{ mediaType: CLIP_INDEX_MEDIA_TYPE, bytes: built.index }],
         imageDigest: digest,
       });
       this.keep(indexDigest, built.index);
@@ -173,8 +175,12 @@ export class ClipArtifacts {
       if (layer?.digest === undefined) throw new CryoError('UNPROCESSABLE', `${accessRef} is not a cryo access record artifact`);
       const path = join(this.cacheDir, `${layer.digest.replace(':', '_')}.access`);
       if (existsSync(path)) return path;
-      const bytes = await readBlob(client, ref.repository, layer.digest);
-      decodeAccessRecord(bytes); // throws ACCESS_RECORD_CORRUPT naming what is wrong
+      let bytes = await readBlob(client, ref.repository, layer.digest);
+      const record = decodeAccessRecord(bytes); // throws ACCESS_RECORD_CORRUPT naming what is wrong
+      // A pack the artifact does not carry cannot be streamed: prefetch by span instead.
+      if (record.pack !== undefined && !json.layers?.some((l) => l.mediaType === CLIP_ACCESS_PACK_MEDIA_TYPE && l.digest === record.pack?.digest)) {
+        bytes = encodeAccessRecord({ ...record, pack: undefined });
+      }
       writeAtomically(path, bytes);
       return path;
     } finally {
@@ -183,21 +189,36 @@ export class ClipArtifacts {
   }
 
   /**
-   * Push an access record (gzip'd JSON, as @cryo/clip's encodeAccessRecord makes it) as the
-   * artifact `accessRef` (`host/repo:<image tag>.access`), replacing any record there, annotated
-   * with the digest of the image it is for.
+   * Push an access record as the artifact `accessRef` (`host/repo:<image tag>.access`), replacing
+   * any record there, annotated with the digest of the image it is for. Its pack (record.pack)
+   * goes with it as a second layer: `pack.blob` is uploaded; with `pack.from` (a repository of the
+   * same registry holding the blob) it is reused or mounted from there. A pack that cannot be had
+   * is left out (the record's restores prefetch by span). Says whether the pack went along.
    */
-  async publishAccess(accessRef: string, imageDigest: string | null, record: Buffer): Promise<void> {
+  async publishAccess(accessRef: string, imageDigest: string | null, record: AccessRecord, pack?: { blob: Buffer } | { from: string }): Promise<{ pack: boolean }> {
     const ref = parseImageReference(accessRef);
     if (ref.tag === undefined) throw new CryoError('UNPROCESSABLE', `access record reference ${accessRef} has no tag`);
-    const summary = decodeAccessRecord(record);
     const client = await this.client(ref.host);
     try {
+      let withPack = record.pack !== undefined && pack !== undefined;
+      const packRef = record.pack;
+      if (withPack && packRef !== undefined && pack !== undefined) {
+        if ('blob' in pack) await client.uploadBlob(ref.repository, pack.blob, packRef.digest, pack.blob.length);
+        else if (await client.headBlob(ref.repository, packRef.digest) === undefined) {
+          withPack = pack.from !== ref.repository && await client.mountBlob(ref.repository, packRef.digest, pack.from);
+        }
+      }
+      const pushed: AccessRecord = withPack ? record : { ...record, pack: undefined };
+      const bytes = encodeAccessRecord(pushed);
       await pushArtifact(client, ref.repository, ref.tag, {
-        config: { mediaType: CLIP_ACCESS_CONFIG_MEDIA_TYPE, json: { recorded_on: summary.image, files: summary.files.length, duration_ms: summary.duration_ms } },
-        layer: { mediaType: CLIP_ACCESS_MEDIA_TYPE, bytes: record },
+        config: { mediaType: CLIP_ACCESS_CONFIG_MEDIA_TYPE, json: { recorded_on: record.image, files: record.files.length, duration_ms: record.duration_ms } },
+        layers: [
+          { mediaType: CLIP_ACCESS_MEDIA_TYPE, bytes },
+          ...(withPack && packRef !== undefined ? [{ mediaType: CLIP_ACCESS_PACK_MEDIA_TYPE, digest: packRef.digest, size: packRef.size }] : []),
+        ],
         imageDigest,
       });
+      return { pack: withPack };
     } finally {
       await client.close();
     }
@@ -221,17 +242,28 @@ async function readBlob(client: RegistryClient, repository: string, digest: stri
   return Buffer.concat(chunks);
 }
 
+/** A layer of an artifact: bytes to upload, or a blob already in the repository. */
+type ArtifactLayer = { mediaType: string; bytes: Buffer } | { mediaType: string; digest: string; size: number };
+
 /**
- * Push a one-layer OCI artifact (a JSON config, one blob) under `tag`, annotated with the image
- * digest it belongs to. Returns the layer blob's digest.
+ * Push an OCI artifact (a JSON config and its layers) under `tag`, annotated with the image digest
+ * it belongs to. Returns the first layer's digest.
  */
 async function pushArtifact(client: RegistryClient, repository: string, tag: string, artifact: {
   config: { mediaType: string; json: unknown };
-  layer: { mediaType: string; bytes: Buffer };
+  layers: ArtifactLayer[];
   imageDigest: string | null;
 }): Promise<string> {
-  const layerDigest = sha256(artifact.layer.bytes);
-  await client.uploadBlob(repository, artifact.layer.bytes, layerDigest, artifact.layer.bytes.length);
+  const layers: Array<{ mediaType: string; digest: string; size: number }> = [];
+  for (const layer of artifact.layers) {
+    if ('bytes' in layer) {
+      const digest = sha256(layer.bytes);
+      await client.uploadBlob(repository, layer.bytes, digest, layer.bytes.length);
+      layers.push({ mediaType: layer.mediaType, digest, size: layer.bytes.length });
+    } else {
+      layers.push(layer);
+    }
+  }
   const config = Buffer.from(JSON.stringify(artifact.config.json));
   const configDigest = sha256(config);
   await client.uploadBlob(repository, config, configDigest, config.length);
@@ -239,9 +271,9 @@ async function pushArtifact(client: RegistryClient, repository: string, tag: str
     schemaVersion: 2,
     mediaType: MediaType.OciManifest,
     config: { mediaType: artifact.config.mediaType, digest: configDigest, size: config.length },
-    layers: [{ mediaType: artifact.layer.mediaType, digest: layerDigest, size: artifact.layer.bytes.length }],
+    layers,
     ...(artifact.imageDigest === null ? {} : { annotations: { [CLIP_IMAGE_DIGEST_ANNOTATION]: artifact.imageDigest } }),
   }));
   await client.putManifest(repository, tag, manifest, MediaType.OciManifest);
-  return layerDigest;
+  return layers[0]?.digest ?? '';
 }

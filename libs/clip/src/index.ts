@@ -33,6 +33,8 @@ export { FetchScheduler } from './reader/fetch-scheduler';
 export type { FetchSchedulerOptions, ReasonStats, SchedulerStats } from './reader/fetch-scheduler';
 export { ACCESS_RECORD_FORMAT, AccessRecorder, decodeAccessRecord, encodeAccessRecord, parseAccessRecord } from './reader/access-record';
 export type { AccessRecord, AccessedFile } from './reader/access-record';
+export { AccessPack, MAX_PACK_BYTES, PACK_ALIGN, buildAccessPack, packRanges, parsePackRef } from './reader/access-pack';
+export type { AccessPackRef, PackEntry, PackStats } from './reader/access-pack';
 export { SpanDiskCache } from './reader/disk-cache';
 export { cacheUsage, enforceCacheBudget } from './reader/cache-budget';
 export type { CacheBudgetOptions, CacheUsage, EvictionReport } from './reader/cache-budget';

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ClipIndex, encodeAccessRecord } from '@cryo/clip';
+import { ClipIndex, ClipReader, RegistryLayerSource, buildAccessPack, encodeAccessRecord, type AccessRecord } from '@cryo/clip';
 import { listMounts, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
 import { connectRegistry, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
@@ -40,8 +40,8 @@ export interface ClipIndexFetcher {
   fetch(clipIndexRef: string, imageDigest: string | null): Promise<string>;
   /** the access record pushed beside `clipIndexRef`, as a local file; null when there is none */
   fetchAccess(clipIndexRef: string): Promise<string | null>;
-  /** push an access record (gzip'd JSON) as `accessRef` */
-  publishAccess(accessRef: string, imageDigest: string | null, record: Buffer): Promise<void>;
+  /** push an access record as `accessRef`, its pack uploaded (`blob`) or taken from another repository (`from`) */
+  publishAccess(accessRef: string, imageDigest: string | null, record: AccessRecord, pack?: { blob: Buffer } | { from: string }): Promise<{ pack: boolean }>;
 }
 
 export interface RuncLazyDriverOptions {
@@ -158,6 +158,26 @@ export class RuncLazyDriver implements RuntimeDriver {
     return next;
   }
 
+  /**
+   * The pack of what a record names (@cryo/clip access-pack.ts), read through the host's span
+   * cache, where the mount that recorded it just put those spans (the registry answers the rest).
+   */
+  private async packOf(sandbox: LazySandboxRecord, record: AccessRecord): Promise<Awaited<ReturnType<typeof buildAccessPack>>> {
+    const index = await ClipIndex.load(sandbox.index_path);
+    const client = await this.client(index.image.registry);
+    try {
+      const reader = new ClipReader(index, {
+        source: new RegistryLayerSource(client, index.image.repository),
+        cacheDir: resolve(this.opts.clipCacheDir ?? join(this.opts.stateDir, 'clip-cache')),
+        memoryBytes: 16 * 1024 * 1024,
+        fetch: { readaheadBytes: 0 },
+      });
+      return await buildAccessPack(index, record, (path, offset, length) => reader.read(path, offset, length));
+    } finally {
+      await client.close();
+    }
+  }
+
   private client(host: string): Promise<RegistryClient> {
     return connectRegistry(host, this.opts.access, { userAgent: 'cryo-executor' });
   }
@@ -252,19 +272,28 @@ export class RuncLazyDriver implements RuntimeDriver {
     const access = record.access;
     this.recording.add(sandboxId);
     void this.locked(sandboxId, async () => {
+      const started = performance.now();
       const out = await this.sandboxes.readAccess(layout);
       if (out?.record === null || out?.record === undefined || out.record.files.length === 0) {
         this.log.warn({ sandbox_id: sandboxId }, 'no access record from the mount process; the image keeps none');
         return;
       }
-      const bytes = encodeAccessRecord(out.record);
-      await this.opts.clipIndexes.publishAccess(access.ref, record.digest, bytes);
+      const packed = await this.packOf(record, out.record).catch((err: unknown) => {
+        this.log.warn({ sandbox_id: sandboxId, err: errorText(err) }, 'cannot pack the access record; pushing it without (restores prefetch by span)');
+        return undefined;
+      });
+      const pushed: AccessRecord = packed === undefined ? out.record : { ...out.record, pack: packed.pack };
+      await this.opts.clipIndexes.publishAccess(access.ref, record.digest, pushed, packed === undefined ? undefined : { blob: packed.blob });
+      const bytes = encodeAccessRecord(pushed);
       const tmp = `${layout.accessRecord}.tmp`;
       await writeFile(tmp, bytes);
       await rename(tmp, layout.accessRecord);
       const current = readRecord(layout);
       if (current !== undefined) writeRecord(layout, { ...current, access: { ...access, recorded: layout.accessRecord } });
-      this.log.info({ sandbox_id: sandboxId, access_ref: access.ref, files: out.record.files.length, bytes: bytes.length, duration_ms: out.record.duration_ms }, 'access record pushed');
+      this.log.info({
+        sandbox_id: sandboxId, access_ref: access.ref, files: out.record.files.length, duration_ms: out.record.duration_ms,
+        pack_bytes: packed?.bytes ?? null, pack_compressed: packed?.pack.size ?? null, ms: Math.round(performance.now() - started),
+      }, 'access record pushed');
     }).catch((err: unknown) => {
       this.log.warn({ sandbox_id: sandboxId, access_ref: access.ref, err: errorText(err) }, 'cannot push the access record; the next lazy start records again');
     }).finally(() => this.recording.delete(sandboxId));
@@ -317,7 +346,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     return this.locked(spec.sandboxId, () => snapshotLazySandbox({
       sandboxes: this.sandboxes, registry, client: (host) => this.client(host), onFreeze, log: this.log,
       maxLayers: this.opts.maxLayers ?? DEFAULT_MAX_LAYERS,
-      publishAccess: (ref, digest, bytes) => this.opts.clipIndexes.publishAccess(ref, digest, bytes),
+      publishAccess: (ref, digest, carried, pack) => this.opts.clipIndexes.publishAccess(ref, digest, carried, pack),
     }, spec, progress));
   }
 

@@ -50,7 +50,7 @@ export interface ClipFsStats {
   ioErrors: number;
 }
 
-export type ClipFsLog = (level: 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+export type ClipFsLog = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 
 export interface ClipFsOptions {
   /** most paths whose attributes are remembered (default 200k); the kernel caches too */

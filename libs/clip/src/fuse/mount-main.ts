@@ -229,10 +229,11 @@ async function run(job: MountJob, accessOnStdin: boolean): Promise<void> {
   const report = (): void => {
     const { fs, fetch } = mount.stats();
     const fetchReasons = mount.fetchStats();
-    const text = JSON.stringify([fs, fetch, fetchReasons]);
+    const pack = mount.packStats();
+    const text = JSON.stringify([fs, fetch, fetchReasons, pack]);
     if (text === lastStats) return;
     lastStats = text;
-    status('mounted', { fs, fetch, fetch_reasons: fetchReasons });
+    status('mounted', { fs, fetch, fetch_reasons: fetchReasons, ...(pack === undefined ? {} : { pack }) });
   };
   const statsTimer = setInterval(report, 2000);
   let stopping = false;
@@ -245,7 +246,8 @@ async function run(job: MountJob, accessOnStdin: boolean): Promise<void> {
     writeAccess();
     const done = (): void => {
       const { fs, fetch } = mount.stats();
-      status('unmounted', { fs, fetch, fetch_reasons: mount.fetchStats() });
+      const pack = mount.packStats();
+      status('unmounted', { fs, fetch, fetch_reasons: mount.fetchStats(), ...(pack === undefined ? {} : { pack }) });
       process.exit(code);
     };
     mount.unmount().then(done, (err: unknown) => {

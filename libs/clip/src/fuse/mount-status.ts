@@ -4,6 +4,7 @@
  * how many bytes it has fetched.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { PackStats } from '../reader/access-pack';
 import type { SchedulerStats } from '../reader/fetch-scheduler';
 import type { FetchStats } from '../reader/span-store';
 import type { ClipFsStats } from './clip-fs';
@@ -23,6 +24,8 @@ export interface MountStatus {
   fetch?: FetchStats;
   /** requests and bytes by why they were made (demand, readahead, prefetch, background) */
   fetch_reasons?: SchedulerStats;
+  /** the access pack the mount streams, when its prefetch record has one */
+  pack?: PackStats;
 }
 
 /** Start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat), or undefined. */

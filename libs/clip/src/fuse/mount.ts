@@ -16,6 +16,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { AccessPack, type PackStats } from '../reader/access-pack';
 import { AccessRecorder, type AccessRecord } from '../reader/access-record';
 import { ClipReader, type PrefetchResult } from '../reader/clip-reader';
 import type { FetchSchedulerOptions, SchedulerStats } from '../reader/fetch-scheduler';
@@ -68,6 +69,8 @@ export interface ClipMount {
   readonly recordingStartedAt: number | undefined;
   /** requests by reason, the prefetch queue and the background fill */
   fetchStats(): SchedulerStats;
+  /** the access pack that came with `opts.prefetch`, if any: streamed, served, missed */
+  packStats(): PackStats | undefined;
   /** unmount (lazily if busy) and close the registry connections; idempotent */
   unmount(): Promise<void>;
 }
@@ -208,11 +211,18 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
     fetch: {
       largeFileBytes: 4 * 1024 * 1024,
       backgroundBytesPerSec: opts.backgroundFillBytesPerSec ?? 0,
-      ...(log === undefined ? {} : { log: (level, message, fields) => log(level === 'info' ? 'warn' : level, message, fields) }),
+      ...(log === undefined ? {} : { log }),
       ...opts.fetch,
     },
   });
-  // The prefetch starts now: by the time the mount is up and a program runs, its first files are on their way.
+  // The prefetch starts now: by the time the mount is up and a program runs, its first files are
+  // on their way. A record with a pack streams the pack; only what it does not hold goes by span.
+  const packRef = opts.prefetch?.pack;
+  const pack = packRef === undefined ? undefined : new AccessPack(packRef);
+  if (pack !== undefined && packRef !== undefined) {
+    reader.usePack(pack);
+    void pack.stream(() => source.openStream(packRef.digest), log);
+  }
   const prefetched = opts.prefetch === undefined ? undefined : reader.prefetchRecord(opts.prefetch);
   prefetched?.catch(() => undefined);
   const recorder = opts.record === false ? undefined : new AccessRecorder(probe.index.image.manifestDigest);
@@ -245,6 +255,7 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
     accessRecord: () => recorder?.record(),
     recordingStartedAt: recorder?.startedAt,
     fetchStats: () => reader.fetchStats,
+    packStats: () => (pack === undefined ? undefined : { ...pack.stats }),
     stats: () => ({ fs: { ...fs.stats }, fetch: reader.stats }),
     unmount: () => {
       unmounted ??= (async () => {

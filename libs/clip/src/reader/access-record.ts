@@ -18,6 +18,7 @@
  */
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { ClipError } from '../errors';
+import { parsePackRef, type AccessPackRef } from './access-pack';
 
 export const ACCESS_RECORD_FORMAT = 'cryo.clip.access/v1';
 
@@ -39,6 +40,8 @@ export interface AccessRecord {
   duration_ms: number;
   /** in the order they were first read */
   files: AccessedFile[];
+  /** the bytes of these files' ranges, packed (access-pack.ts); absent: prefetch by span */
+  pack?: AccessPackRef;
 }
 
 /** Most files a record keeps; reads of further files are not recorded. */
@@ -139,7 +142,7 @@ export function parseAccessRecord(value: unknown): AccessRecord {
     });
     return { path: file.path, first_ms: file.first_ms, ranges };
   });
-  return { format: ACCESS_RECORD_FORMAT, image: v.image, duration_ms: v.duration_ms, files };
+  return { format: ACCESS_RECORD_FORMAT, image: v.image, duration_ms: v.duration_ms, files, ...(v.pack === undefined ? {} : { pack: parsePackRef(v.pack) }) };
 }
 
 /** gzip'd JSON -> record; throws ACCESS_RECORD_CORRUPT on anything else. */

@@ -12,6 +12,7 @@ import { ClipError, fsError } from '../errors';
 import { displayName } from '../names';
 import { ClipIndex, type ClipStat } from '../format/index-file';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
+import type { AccessPack } from './access-pack';
 import type { AccessRecord } from './access-record';
 import { FetchScheduler, type FetchSchedulerOptions, type SchedulerStats } from './fetch-scheduler';
 import { SpanStore, type FetchStats, type SpanRequest, type SpanStoreOptions } from './span-store';
@@ -44,6 +45,7 @@ export interface PrefetchResult {
 export class ClipReader {
   private readonly store: SpanStore;
   private readonly scheduler: FetchScheduler;
+  private pack: AccessPack | undefined;
   private readonly lookups = new Map<string, number | ClipError>();
   private readonly lookupLimit: number;
 
@@ -133,6 +135,12 @@ export class ClipReader {
     const data = this.index.fileData(id);
     if (!data || offset >= data.size || length === 0) return Buffer.alloc(0);
     const n = Math.min(length, data.size - offset);
+    const layer = this.index.layers[data.layer];
+    if (this.pack !== undefined && layer !== undefined) {
+      // Bytes a pack holds: no span fetch and no readahead (the pack has what the last run read).
+      const packed = await this.pack.lookup(layer.diffId, data.offset + offset, n);
+      if (packed !== undefined) return packed;
+    }
     this.scheduler.noteRead(id, data, offset, n);
     const out = await this.store.read(data.layer, data.offset + offset, n);
     if (out.length !== n) throw new ClipError('EIO', `short read of '${path}': ${out.length} of ${n} bytes`);
@@ -168,10 +176,23 @@ export class ClipReader {
         missing++;
         continue;
       }
-      for (const [offset, length] of file.ranges) ranges.push({ data, offset, length });
+      const diffId = this.index.layers[data.layer]?.diffId ?? '';
+      for (const [offset, length] of file.ranges) {
+        // What the pack in use holds comes with it.
+        if (this.pack?.covers(diffId, data.offset + offset, Math.min(length, data.size - offset)) === true) continue;
+        ranges.push({ data, offset, length });
+      }
     }
     const spans = await this.scheduler.prefetch(ranges);
     return { files: record.files.length - missing, missing, spans, ms: Math.round(performance.now() - started) };
+  }
+
+  /**
+   * Serve reads of the ranges `pack` holds from it (waiting for those still on their way), and
+   * leave them out of prefetchRecord. Call before prefetchRecord; start the pack's stream too.
+   */
+  usePack(pack: AccessPack): void {
+    this.pack = pack;
   }
 
   /** Fetch the rest of the image into the disk cache at the configured rate (fetch.backgroundBytesPerSec; 0: no-op). */

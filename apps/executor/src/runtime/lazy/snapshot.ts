@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ClipIndex, encodeAccessRecord } from '@cryo/clip';
-import type { RegistryClient } from '@cryo/oci';
+import { ClipIndex, decodeAccessRecord, type AccessRecord } from '@cryo/clip';
+import { parseImageReference, type RegistryClient } from '@cryo/oci';
 import type { SnapshotRegistry } from '@cryo/registry-auth';
 import { CryoError, accessRecordTag, containerName, registrySnapshotRef } from '@cryo/snapshot';
 import { snapshotLabels, type ProgressSink, type SnapshotOutcome, type SnapshotSpec } from '../driver';
@@ -28,22 +28,25 @@ export interface LazySnapshotContext {
   onFreeze: (thawed: Promise<void>) => void;
   /** a snapshot with more layers is flattened (flatten-image.ts) */
   maxLayers: number;
-  /** push an access record (gzip'd JSON) as `accessRef` (ClipArtifacts.publishAccess) */
-  publishAccess: (accessRef: string, imageDigest: string | null, record: Buffer) => Promise<void>;
+  /** push an access record as `accessRef`, its pack taken from the repository `from` (ClipArtifacts.publishAccess) */
+  publishAccess: (accessRef: string, imageDigest: string | null, record: AccessRecord, pack?: { from: string }) => Promise<{ pack: boolean }>;
   log: Logger;
 }
 
 /**
  * The access record a snapshot of this sandbox carries: the one it prefetched, else the one it
- * recorded and pushed, else what its program has read so far (its first exec may not have
- * ended). Undefined when there is none.
+ * recorded and pushed (either with its pack, which lives beside the sandbox's image record), else
+ * what its program has read so far (its first exec may not have ended). Undefined when there is none.
  */
-async function recordToCarry(ctx: LazySnapshotContext, record: LazySandboxRecord, layout: LazySandboxLayout): Promise<Buffer | undefined> {
+async function recordToCarry(ctx: LazySnapshotContext, record: LazySandboxRecord, layout: LazySandboxLayout): Promise<{ record: AccessRecord; packFrom?: string } | undefined> {
   for (const file of [record.access?.prefetched, record.access?.recorded]) {
-    if (file !== null && file !== undefined && existsSync(file)) return readFile(file);
+    if (file === null || file === undefined || !existsSync(file)) continue;
+    const carried = decodeAccessRecord(await readFile(file));
+    const ref = record.access?.ref;
+    return { record: carried, ...(ref === undefined ? {} : { packFrom: parseImageReference(ref).repository }) };
   }
   const live = await ctx.sandboxes.readAccess(layout);
-  return live?.record === null || live?.record === undefined || live.record.files.length === 0 ? undefined : encodeAccessRecord(live.record);
+  return live?.record === null || live?.record === undefined || live.record.files.length === 0 ? undefined : { record: live.record };
 }
 
 export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {
@@ -103,8 +106,8 @@ export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: Snapsh
       try {
         const carried = await recordToCarry(ctx, record, layout);
         if (carried !== undefined) {
-          await ctx.publishAccess(accessRef, published.digest, carried);
-          ctx.log.info({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, bytes: carried.length }, 'access record carried to the snapshot');
+          const { pack } = await ctx.publishAccess(accessRef, published.digest, carried.record, carried.packFrom === undefined ? undefined : { from: carried.packFrom });
+          ctx.log.info({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, files: carried.record.files.length, pack }, 'access record carried to the snapshot');
         }
       } catch (err) {
         ctx.log.warn({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, err: errorText(err) }, 'cannot carry the access record to the snapshot');
