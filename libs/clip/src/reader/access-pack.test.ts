@@ -145,4 +145,21 @@ describe('access packs', () => {
     expect((await reader.read('/big.bin', 2_500_000, 200_000)).equals(big.subarray(2_500_000, 2_700_000))).toBe(true);
     expect(source.ranges).toBeGreaterThan(0);
   });
+  it('a pack whose blob the registry does not have fails at once; its reads go to the spans', async () => {
+    const builder = image.reader();
+    const built = await buildAccessPack(image.index, record(), (p, o, l) => builder.read(p, o, l));
+    // Never pushed: a pack the registry lost (or that another registry holds).
+    const ref = { ...built.pack, digest: `sha256:${createHash('sha256').update('not pushed').digest('hex')}` };
+    const source = new CountingSource(new RegistryLayerSource(client, REPO));
+    const reader = image.reader({ source });
+    const pack = new AccessPack(ref);
+    reader.usePack(pack);
+    const waiting = reader.readFile(`/${files[7]?.name}`);
+    await pack.stream(() => source.openStream(ref.digest));
+    expect(pack.stats.state).toBe('failed');
+    expect((await waiting).equals(files[7]?.data ?? Buffer.alloc(1))).toBe(true);
+    expect((await reader.read('/big.bin', 1_000_000, 4096)).equals(big.subarray(1_000_000, 1_004_096))).toBe(true);
+    expect(source.ranges).toBeGreaterThan(0);
+    expect(pack.stats.reads).toBe(0);
+  });
 });
