@@ -1,18 +1,22 @@
 /**
  * Issue 10 item 3 end to end, through the real server and executors: the first lazy start of a
  * snapshot records what its program read (mount start through the first exec) and pushes it as
- * `<tag>.access`; a later lazy restore on a cold host fetches it with the index and prefetches
- * it, its range requests going out before the command's first read, so the command's files
- * cost no demand request at all; a snapshot of that lazy sandbox carries the record to its new
- * image, whose lazy restore prefetches too; deleting the snapshot deletes its record.
+ * `<tag>.access`, with its pack (the bytes it names); a later lazy restore on a cold host fetches
+ * it with the index and streams the pack from before the command's first read, so the command's
+ * files cost no demand request at all; a snapshot of that lazy sandbox carries the record and pack
+ * to its new image, whose lazy restore uses them too; deleting the snapshot deletes its record; a
+ * pack whose bytes fail their check leaves the reads to the spans, and the command reads the
+ * right bytes.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClipIndex, decodeAccessRecord, spanAt } from '@cryo/clip';
+import { ClipIndex, decodeAccessRecord, encodeAccessRecord, spanAt } from '@cryo/clip';
 import { readMountStatus, requestAccessRecord, type MountAccessOut } from '@cryo/clip/fuse';
-import { RegistryClient, parseImageReference } from '@cryo/oci';
+import { MediaType, RegistryClient, parseImageReference } from '@cryo/oci';
 import { startCluster, type Cluster } from './support/cluster';
 import { DOCKER_BIN } from './support/dockerd';
 import { importBusybox } from './support/images';
@@ -97,6 +101,8 @@ describe('access records through the server', () => {
   let snapshotId: string;
   let imageRef: string;
   let recorded: Buffer;
+  /** `cat /app/* | sha256sum` on A, where the files were written */
+  let appSha256: string;
 
   it('the first lazy start records what its program read and pushes it beside the index', async () => {
     const created = await cluster.api('POST', `${NS}/sandboxes`, { image: `${cluster.registryHost}/base/busybox:prefetch`, command: ['sh'], executor_id: 'A' });
@@ -104,6 +110,8 @@ describe('access records through the server', () => {
     await waitSandbox(cluster, NS, sandboxA, ['running']);
     const write = await execIn(cluster, NS, sandboxA, ['sh', '-c', 'mkdir /app && for i in $(seq 1 60); do head -c 40000 /dev/urandom > /app/m$i.bin; done']);
     expect(write.exit_code, String(write.stderr)).toBe(0);
+    appSha256 = String((await execIn(cluster, NS, sandboxA, ['sh', '-c', 'cat /app/* | sha256sum'])).stdout);
+    expect(appSha256).toMatch(/^[0-9a-f]{64} /);
     const snap = await cluster.api('POST', `${NS}/sandboxes/${sandboxA}/snapshots`, {});
     snapshotId = String(obj(snap.body).snapshot_id);
     const indexed = await waitSnapshot(cluster, NS, snapshotId, (s) => s.clip_index_ref !== null || s.clip_error !== null || s.status === 'failed', 'indexed');
@@ -192,5 +200,43 @@ describe('access records through the server', () => {
     const deleted = await cluster.api('DELETE', `${NS}/snapshots/${snap2}`);
     expect(deleted.status, JSON.stringify(deleted.body)).toBeLessThan(300);
     await waitFor('the carried access record deleted with its snapshot', async () => ((await manifestOf(`${image2}.access`)) === undefined ? true : undefined), 120_000);
+  });
+  it('a pack that fails its check (wrong bytes in the registry) leaves the restore\'s reads to the spans: the command reads the right bytes', async () => {
+    // The image's record artifact, its pack replaced by one with a flipped byte (a registry
+    // serving bad bytes): the record names the new blob, whose entries no longer match.
+    const parsed = parseImageReference(`${imageRef}.access`);
+    const manifest = (await registry.getManifest(parsed.repository, parsed.tag ?? '')).json as { config: unknown; layers: Array<{ mediaType: string; digest: string; size: number }>; annotations?: unknown };
+    const record = decodeAccessRecord(recorded);
+    const packLayer = manifest.layers.find((l) => l.digest === record.pack?.digest);
+    if (record.pack === undefined || packLayer === undefined) throw new Error('the recorded artifact has no pack layer');
+    const { stream } = await registry.getBlob(parsed.repository, packLayer.digest, { verify: true });
+    const chunks: Buffer[] = [];
+    for await (const c of stream) chunks.push(Buffer.from(c as Uint8Array));
+    const raw = gunzipSync(Buffer.concat(chunks));
+    raw[Math.floor(raw.length / 3)] = (raw[Math.floor(raw.length / 3)] ?? 0) ^ 0x01;
+    const bad = gzipSync(raw);
+    const badDigest = `sha256:${createHash('sha256').update(bad).digest('hex')}`;
+    await registry.uploadBlob(parsed.repository, bad, badDigest, bad.length);
+    const recordBytes = encodeAccessRecord({ ...record, pack: { ...record.pack, digest: badDigest, size: bad.length } });
+    const recordDigest = `sha256:${createHash('sha256').update(recordBytes).digest('hex')}`;
+    await registry.uploadBlob(parsed.repository, recordBytes, recordDigest, recordBytes.length);
+    await registry.putManifest(parsed.repository, parsed.tag ?? '', Buffer.from(JSON.stringify({
+      ...manifest,
+      layers: manifest.layers.map((l) => (l.digest === packLayer.digest ? { ...l, digest: badDigest, size: bad.length } : { ...l, digest: recordDigest, size: recordBytes.length })),
+    })), MediaType.OciManifest);
+
+    coldCacheB();
+    const sandbox = await restoreLazily(snapshotId);
+    expect((await execIn(cluster, NS, sandbox, ['sh', '-c', 'cat /app/* | sha256sum'])).stdout).toBe(appSha256);
+    const dir = join(cluster.stateDir('B'), 'lazy', sandbox);
+    const pack = await waitFor('pack stats', async () => {
+      const p = readMountStatus(join(dir, 'mount.json'))?.pack;
+      return p !== undefined && p.state !== 'streaming' ? p : undefined;
+    }, 10_000);
+    expect(pack.state).toBe('failed');
+    expect(pack.error).toMatch(/does not match its sha256/);
+    expect((await mountAccess(sandbox)).requests.length).toBeGreaterThan(0);
+    expect(readFileSync(join(dir, 'mount.log'), 'utf8')).toContain('access pack failed; reads go to the spans');
+    await remove(sandbox);
   });
 });
