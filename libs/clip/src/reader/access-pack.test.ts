@@ -14,7 +14,7 @@ import type { LayerSource } from '../source';
 import { mixedData } from '../testing/data';
 import { buildImage, type BuiltImage } from '../testing/fixtures';
 import { writeTar } from '../testing/tar-writer';
-import { AccessPack, PACK_ALIGN, buildAccessPack, packRanges } from './access-pack';
+import { AccessPack, MAX_ENTRY_BYTES, PACK_ALIGN, buildAccessPack, packRanges } from './access-pack';
 import { AccessRecorder, decodeAccessRecord, encodeAccessRecord } from './access-record';
 
 const REPO = 'clip/pack';
@@ -124,6 +124,34 @@ describe('access packs', () => {
     expect((await reader.readFile(`/${files[0]?.name}`)).equals(files[0]?.data ?? Buffer.alloc(1))).toBe(true);
     expect(source.ranges).toBe(1);
     expect(pack.stats.reads).toBeGreaterThan(15);
+  });
+
+  it('cuts long ranges into entries of at most 1 MiB; a read across entries is served from the pack as one', async () => {
+    const recorder = new AccessRecorder(image.index.image.manifestDigest);
+    recorder.note('/big.bin', 0, big.length);
+    const rec = recorder.record();
+    const ranges = packRanges(image.index, rec);
+    expect(ranges.map((r) => [r.fileOffset, r.length])).toEqual([
+      [0, MAX_ENTRY_BYTES], [MAX_ENTRY_BYTES, MAX_ENTRY_BYTES], [2 * MAX_ENTRY_BYTES, MAX_ENTRY_BYTES], [3 * MAX_ENTRY_BYTES, big.length - 3 * MAX_ENTRY_BYTES],
+    ]);
+    const builder = image.reader();
+    const built = await buildAccessPack(image.index, rec, (p, o, l) => builder.read(p, o, l));
+    expect(built.pack.entries).toHaveLength(4);
+    await pushed(built);
+    const source = new CountingSource(new RegistryLayerSource(client, REPO));
+    const reader = image.reader({ source });
+    const pack = new AccessPack(built.pack);
+    reader.usePack(pack);
+    // Asked before anything arrived: waits for both entries it spans.
+    const across = reader.read('/big.bin', MAX_ENTRY_BYTES - 1000, 5000);
+    const streamed = pack.stream(() => source.openStream(built.pack.digest));
+    expect((await across).equals(big.subarray(MAX_ENTRY_BYTES - 1000, MAX_ENTRY_BYTES + 4000))).toBe(true);
+    await streamed;
+    expect(pack.stats.state).toBe('done');
+    expect((await reader.read('/big.bin', 100, 3 * MAX_ENTRY_BYTES)).equals(big.subarray(100, 100 + 3 * MAX_ENTRY_BYTES))).toBe(true);
+    expect((await reader.readFile('/big.bin')).equals(big)).toBe(true);
+    expect(source.ranges).toBe(0);
+    expect(pack.stats.misses).toBe(0);
   });
 
   it('a pack with a wrong byte is caught; its reads go to the spans, byte for byte', async () => {

@@ -51,6 +51,13 @@ export const PACK_ALIGN = 128 * 1024;
 /** Most bytes a pack holds (uncompressed); what a record names beyond that is prefetched by span. */
 export const MAX_PACK_BYTES = 256 * 1024 * 1024;
 export const MAX_PACK_ENTRIES = 100_000;
+/**
+ * Longest entry: a read waits for its whole entry (checked against its sha256 before use), so a
+ * large file read at its start must not wait for all of it. A multiple of PACK_ALIGN.
+ */
+export const MAX_ENTRY_BYTES = 1024 * 1024;
+/** gunzip output chunk: each chunk is a turn of the mount's event loop, busy serving FUSE */
+const GUNZIP_CHUNK = 256 * 1024;
 
 interface LayerRange {
   layer: number;
@@ -65,7 +72,8 @@ interface LayerRange {
 /**
  * The layer ranges an access record names in `index`, padded to PACK_ALIGN within each file, in
  * first-read order, without overlaps (a byte is packed once, where it is first needed; adjacent
- * pieces of one layer merge). Files the image does not have as regular files are skipped.
+ * pieces of one file merge up to MAX_ENTRY_BYTES, longer ones are cut there). Files the image
+ * does not have as regular files are skipped.
  */
 export function packRanges(index: ClipIndex, record: AccessRecord, maxBytes = MAX_PACK_BYTES): LayerRange[] {
   const covered = new Map<number, Array<[number, number]>>(); // per layer: sorted [start, end)
@@ -85,13 +93,19 @@ export function packRanges(index: ClipIndex, record: AccessRecord, maxBytes = MA
       const start = Math.min(data.size, Math.floor(off / PACK_ALIGN) * PACK_ALIGN);
       const end = Math.min(data.size, Math.ceil((off + len) / PACK_ALIGN) * PACK_ALIGN);
       for (const [a, b] of subtract(covered.get(data.layer) ?? [], data.offset + start, data.offset + end)) {
-        if (total + (b - a) > maxBytes || out.length >= MAX_PACK_ENTRIES) return out;
-        total += b - a;
-        const last = out[out.length - 1];
-        if (last !== undefined && last.layer === data.layer && last.offset + last.length === a && last.path === file.path) {
-          last.length += b - a;
-        } else {
-          out.push({ layer: data.layer, diffId: layer.diffId, offset: a, length: b - a, path: file.path, fileOffset: a - data.offset });
+        if (total + (b - a) > maxBytes) return out;
+        for (let p = a; p < b;) {
+          const last = out[out.length - 1];
+          const merge = last !== undefined && last.layer === data.layer && last.offset + last.length === p && last.path === file.path && last.length < MAX_ENTRY_BYTES;
+          const q = Math.min(b, p + (merge ? MAX_ENTRY_BYTES - last.length : MAX_ENTRY_BYTES));
+          if (merge) {
+            last.length += q - p;
+          } else {
+            if (out.length >= MAX_PACK_ENTRIES) return out;
+            out.push({ layer: data.layer, diffId: layer.diffId, offset: p, length: q - p, path: file.path, fileOffset: p - data.offset });
+          }
+          total += q - p;
+          p = q;
         }
         covered.set(data.layer, addInterval(covered.get(data.layer) ?? [], a, b));
       }
@@ -236,34 +250,43 @@ export class AccessPack {
 
   /** Whether the pack holds all of [offset, offset+length) of layer `diffId` (arrived or not). */
   covers(diffId: string, offset: number, length: number): boolean {
-    return this.slotFor(diffId, offset, length) !== undefined;
+    return this.slotsFor(diffId, offset, length) !== undefined;
   }
 
   /**
    * Bytes [offset, offset+length) of layer `diffId`: at once when they arrived, a promise while
    * they are on their way, undefined when the pack does not hold them or failed (read elsewhere;
-   * a promise also resolves undefined if the pack fails meanwhile).
+   * a promise also resolves undefined if the pack fails meanwhile). A range may span adjacent
+   * entries (the kernel's reads need not start where an entry does).
    */
   lookup(diffId: string, offset: number, length: number): Buffer | Promise<Buffer | undefined> | undefined {
-    const slot = this.slotFor(diffId, offset, length);
-    if (slot === undefined || (this.failed && slot.data === undefined)) {
+    const slots = this.slotsFor(diffId, offset, length);
+    if (slots === undefined || (this.failed && slots.some((slot) => slot.data === undefined))) {
       this.stats.misses++;
       return undefined;
     }
-    const slice = (data: Buffer | undefined): Buffer | undefined => {
-      if (data === undefined) {
-        this.stats.misses++;
-        return undefined;
+    const assemble = (): Buffer | undefined => {
+      const parts: Buffer[] = [];
+      for (const slot of slots) {
+        if (slot.data === undefined) {
+          this.stats.misses++;
+          return undefined;
+        }
+        const from = Math.max(offset, slot.entry.offset) - slot.entry.offset;
+        const to = Math.min(offset + length, slot.entry.offset + slot.entry.length) - slot.entry.offset;
+        parts.push(slot.data.subarray(from, to));
       }
       this.stats.reads++;
       this.stats.bytesServed += length;
-      return data.subarray(offset - slot.entry.offset, offset - slot.entry.offset + length);
+      return parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
     };
-    if (slot.data !== undefined) return slice(slot.data);
-    return new Promise((resolve) => slot.waiters.push((data) => resolve(slice(data))));
+    const pending = slots.filter((slot) => slot.data === undefined);
+    if (pending.length === 0) return assemble();
+    return Promise.all(pending.map((slot) => new Promise<Buffer | undefined>((resolve) => slot.waiters.push(resolve)))).then(assemble);
   }
 
-  private slotFor(diffId: string, offset: number, length: number): Slot | undefined {
+  /** The entries of layer `diffId` that hold [offset, offset+length) between them, end to end; undefined when they do not. */
+  private slotsFor(diffId: string, offset: number, length: number): Slot[] | undefined {
     const list = this.byLayer.get(diffId);
     if (list === undefined) return undefined;
     let lo = 0;
@@ -273,9 +296,17 @@ export class AccessPack {
       if ((list[mid]?.entry.offset ?? Infinity) <= offset) lo = mid;
       else hi = mid - 1;
     }
-    const slot = list[lo];
-    if (slot === undefined || slot.entry.offset > offset || slot.entry.offset + slot.entry.length < offset + length) return undefined;
-    return slot;
+    const first = list[lo];
+    if (first === undefined || first.entry.offset > offset) return undefined;
+    const slots = [first];
+    let end = first.entry.offset + first.entry.length;
+    for (let i = lo + 1; end < offset + length; i++) {
+      const next = list[i];
+      if (next === undefined || next.entry.offset !== end) return undefined;
+      slots.push(next);
+      end += next.entry.length;
+    }
+    return end >= offset + length ? slots : undefined;
   }
 
   /**
@@ -325,7 +356,7 @@ export class AccessPack {
           yield buf;
         }
       }
-      await pipeline(Readable.from(counted()), createGunzip(), new Writable({
+      await pipeline(Readable.from(counted()), createGunzip({ chunkSize: GUNZIP_CHUNK }), new Writable({
         write(chunk: Buffer, _encoding, done): void {
           try {
             take(chunk);
