@@ -106,7 +106,11 @@ export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: Snapsh
       try {
         const carried = await recordToCarry(ctx, record, layout);
         if (carried !== undefined) {
-          const { pack } = await ctx.publishAccess(accessRef, published.digest, carried.record, carried.packFrom === undefined ? undefined : { from: carried.packFrom });
+          // A flattened image has none of the layers the pack's entries are keyed by (diff_id +
+          // offset): its restores would stream the pack and serve nothing from it. The record's
+          // paths and ranges still hold, so it goes without the pack.
+          const packFrom = published.flattened === null ? carried.packFrom : undefined;
+          const { pack } = await ctx.publishAccess(accessRef, published.digest, carried.record, packFrom === undefined ? undefined : { from: packFrom });
           ctx.log.info({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, files: carried.record.files.length, pack }, 'access record carried to the snapshot');
         }
       } catch (err) {
