@@ -77,7 +77,9 @@ export const ClipSettingsSchema = z.object({
   /**
    * Once a lazy sandbox is up, its mount fetches the rest of the image into the host's span
    * cache in the background, at most this many compressed bytes per second, pausing whenever a
-   * program waits on a read. 0 turns it off.
+   * program waits on a read. 0 turns it off. With a `cache.max_bytes` budget a mount's fill stops
+   * once it would take the cache past half the budget (as of its mount), so filling never evicts
+   * what programs read.
    */
   background_fill: z.object({
     bytes_per_sec: z.number().int('clip.background_fill.bytes_per_sec must be a whole number').min(0).default(0),

@@ -91,6 +91,8 @@ export class Executor {
       maxLayers: config.snapshots.max_layers,
       clipCacheDir,
       backgroundFillBytesPerSec: config.clip.background_fill.bytes_per_sec,
+      // a fill never takes the shared span cache past half its budget (clip.cache.max_bytes)
+      backgroundFillMaxBytes: () => this.clipCache.fillAllowance(),
       onMountStopped: (statusFile, status) => this.metrics.mountStats([{ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} }], true),
       log,
     });

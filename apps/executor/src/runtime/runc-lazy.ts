@@ -65,6 +65,8 @@ export interface RuncLazyDriverOptions {
   mountTimeoutMs?: number;
   /** each mount fetches the rest of its image in the background at most this fast, compressed bytes/s (default 0: off) */
   backgroundFillBytesPerSec?: number;
+  /** asked at each mount: the most compressed bytes its background fill may fetch (undefined or absent: the whole image) */
+  backgroundFillMaxBytes?: () => number | undefined;
   /**
    * What recover() does with a sandbox whose mount is gone (mount process killed, host rebooted):
    * `restart` remounts and runs its command again over the kept upper dir; `end` removes it.
@@ -121,6 +123,7 @@ export class RuncLazyDriver implements RuntimeDriver {
       onMountStopped: opts.onMountStopped,
       launcherLog: join(stateDir, 'mount-launcher.log'),
       backgroundFillBytesPerSec: opts.backgroundFillBytesPerSec ?? 0,
+      backgroundFillMaxBytes: opts.backgroundFillMaxBytes,
       log: opts.log,
     });
   }

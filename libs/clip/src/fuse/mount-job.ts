@@ -26,6 +26,8 @@ export interface MountJob {
   accessOut?: string | undefined;
   /** fetch the rest of the image in the background, at most this many compressed bytes/s (0 or absent: off) */
   backgroundFillBytesPerSec?: number | undefined;
+  /** the background fill stops after this many compressed bytes (absent: the whole image) */
+  backgroundFillMaxBytes?: number | undefined;
 }
 
 function optional<T>(value: unknown, key: string, check: (v: unknown) => v is T, what: string): T | undefined {
@@ -42,7 +44,7 @@ const isRate = (v: unknown): v is number => typeof v === 'number' && Number.isSa
 export function parseMountJob(value: unknown): MountJob {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('mount job: not a JSON object');
   const v = value as Record<string, unknown>;
-  const known = new Set(['index', 'mountpoint', 'statusFile', 'logFile', 'cacheDir', 'registryAccess', 'debug', 'prefetch', 'accessOut', 'backgroundFillBytesPerSec']);
+  const known = new Set(['index', 'mountpoint', 'statusFile', 'logFile', 'cacheDir', 'registryAccess', 'debug', 'prefetch', 'accessOut', 'backgroundFillBytesPerSec', 'backgroundFillMaxBytes']);
   for (const key of Object.keys(v)) if (!known.has(key)) throw new Error(`mount job: unknown key ${key}`);
   const index = optional(v.index, 'index', isString, 'a path');
   const mountpoint = optional(v.mountpoint, 'mountpoint', isString, 'a path');
@@ -58,5 +60,6 @@ export function parseMountJob(value: unknown): MountJob {
     prefetch: optional(v.prefetch, 'prefetch', isString, 'a path'),
     accessOut: optional(v.accessOut, 'accessOut', isString, 'a path'),
     backgroundFillBytesPerSec: optional(v.backgroundFillBytesPerSec, 'backgroundFillBytesPerSec', isRate, 'a whole number of bytes per second, 0 or more'),
+    backgroundFillMaxBytes: optional(v.backgroundFillMaxBytes, 'backgroundFillMaxBytes', isRate, 'a whole number of bytes, 0 or more'),
   };
 }

@@ -5,7 +5,7 @@
  *
  *   node libs/clip/dist/fuse/mount-main.cjs --index FILE --mountpoint DIR \
  *     [--cache-dir DIR] [--registry-access-stdin] [--status-file FILE] [--prefetch FILE] \
- *     [--access-out FILE] [--background-fill BYTES_PER_SEC] [--debug]
+ *     [--access-out FILE] [--background-fill BYTES_PER_SEC] [--background-fill-max BYTES] [--debug]
  *   node libs/clip/dist/fuse/mount-main.cjs --job-stdin
  *
  * With --registry-access-stdin, registry access (@cryo/registry-auth's RegistryAccessSettings as
@@ -42,7 +42,7 @@ import { loadFuse } from './native';
 import { RegistryAccessSettingsSchema, validateConfig, type RegistryAccessSettings } from '@cryo/registry-auth';
 
 const USAGE = 'usage: mount-main --index FILE --mountpoint DIR [--cache-dir DIR] [--registry-access-stdin] [--status-file FILE] '
-  + '[--prefetch FILE] [--access-out FILE] [--background-fill BYTES_PER_SEC] [--debug]  |  mount-main --job-stdin';
+  + '[--prefetch FILE] [--access-out FILE] [--background-fill BYTES_PER_SEC] [--background-fill-max BYTES] [--debug]  |  mount-main --job-stdin';
 
 /** Where JSON log lines go: stderr until a job names its log file. */
 let logFile: string | undefined;
@@ -98,6 +98,7 @@ function jobFromArgs(): { job: MountJob; accessOnStdin: boolean } | 'job-stdin' 
       prefetch: { type: 'string' },
       'access-out': { type: 'string' },
       'background-fill': { type: 'string' },
+      'background-fill-max': { type: 'string' },
       'job-stdin': { type: 'boolean' },
       debug: { type: 'boolean' },
     },
@@ -106,6 +107,8 @@ function jobFromArgs(): { job: MountJob; accessOnStdin: boolean } | 'job-stdin' 
   if (values.index === undefined || values.mountpoint === undefined) return undefined;
   const rate = values['background-fill'] === undefined ? undefined : Number(values['background-fill']);
   if (rate !== undefined && !(Number.isSafeInteger(rate) && rate >= 0)) throw new Error('--background-fill takes a whole number of bytes per second');
+  const fillMax = values['background-fill-max'] === undefined ? undefined : Number(values['background-fill-max']);
+  if (fillMax !== undefined && !(Number.isSafeInteger(fillMax) && fillMax >= 0)) throw new Error('--background-fill-max takes a whole number of bytes');
   return {
     accessOnStdin: values['registry-access-stdin'] === true,
     job: {
@@ -117,6 +120,7 @@ function jobFromArgs(): { job: MountJob; accessOnStdin: boolean } | 'job-stdin' 
       prefetch: values.prefetch,
       accessOut: values['access-out'],
       backgroundFillBytesPerSec: rate,
+      backgroundFillMaxBytes: fillMax,
     },
   };
 }
@@ -193,6 +197,7 @@ async function run(job: MountJob, accessOnStdin: boolean): Promise<void> {
       ...(job.cacheDir === undefined ? {} : { cacheDir: job.cacheDir }),
       ...(prefetch === undefined ? {} : { prefetch }),
       ...(job.backgroundFillBytesPerSec === undefined ? {} : { backgroundFillBytesPerSec: job.backgroundFillBytesPerSec }),
+      ...(job.backgroundFillMaxBytes === undefined ? {} : { backgroundFillMaxBytes: job.backgroundFillMaxBytes }),
       debug: job.debug === true,
       log: (level, msg, fields) => log(level, msg, fields),
     });

@@ -46,6 +46,8 @@ export interface MountProcessOptions {
   accessOut?: string;
   /** background fill rate cap, compressed bytes/s (0 or absent: off) */
   backgroundFillBytesPerSec?: number;
+  /** the background fill stops after this many compressed bytes (absent: the whole image) */
+  backgroundFillMaxBytes?: number;
   /** extra environment (the parent's is inherited: credential helpers and DOCKER_CONFIG see it) */
   env?: NodeJS.ProcessEnv;
   /** how long to wait for the mount to come up (default 30 s) */
@@ -155,6 +157,7 @@ export async function startMountProcess(opts: MountProcessOptions): Promise<Moun
   if (opts.prefetch !== undefined) argv.push('--prefetch', resolve(opts.prefetch));
   if (opts.accessOut !== undefined) argv.push('--access-out', resolve(opts.accessOut));
   if (opts.backgroundFillBytesPerSec !== undefined) argv.push('--background-fill', String(opts.backgroundFillBytesPerSec));
+  if (opts.backgroundFillMaxBytes !== undefined) argv.push('--background-fill-max', String(opts.backgroundFillMaxBytes));
   if (opts.registryAccess !== undefined) argv.push(REGISTRY_ACCESS_STDIN);
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   const log = openSync(opts.logFile, 'a');
@@ -250,6 +253,7 @@ export class MountLauncher {
       prefetch: opts.prefetch === undefined ? undefined : resolve(opts.prefetch),
       accessOut: opts.accessOut === undefined ? undefined : resolve(opts.accessOut),
       backgroundFillBytesPerSec: opts.backgroundFillBytesPerSec,
+      backgroundFillMaxBytes: opts.backgroundFillMaxBytes,
     };
     proc.stdin.end(JSON.stringify(job));
     return waitMounted(opts, proc.child.pid, proc.exited, `${opts.logFile} and ${this.opts.logFile}`);

@@ -49,6 +49,8 @@ export interface MountClipOptions {
   record?: boolean;
   /** fetch the rest of the image into the disk cache, at most this many compressed bytes/s, once mounted (0 or absent: off) */
   backgroundFillBytesPerSec?: number;
+  /** the background fill stops after this many compressed bytes (absent: the whole image) */
+  backgroundFillMaxBytes?: number;
   /** the kernel's readahead for this mount, KiB (default 1024; the kernel's own default for FUSE is 128) */
   readAheadKb?: number;
   log?: ClipFsLog;
@@ -211,6 +213,7 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
     fetch: {
       largeFileBytes: 4 * 1024 * 1024,
       backgroundBytesPerSec: opts.backgroundFillBytesPerSec ?? 0,
+      ...(opts.backgroundFillMaxBytes === undefined ? {} : { backgroundMaxBytes: opts.backgroundFillMaxBytes }),
       ...(log === undefined ? {} : { log }),
       ...opts.fetch,
     },

@@ -217,4 +217,21 @@ describe('the read path against a real registry', () => {
     for (const f of small.slice(0, 50)) expect((await after.readFile(`/${f.name}`)).equals(f.data)).toBe(true);
     expect(none.requests.length).toBe(0);
   });
+  it('stops the background fill at its byte limit (its share of the host cache budget)', async () => {
+    const cacheDir = join(work, 'fill-capped-cache');
+    const max = 1024 * 1024;
+    const messages: string[] = [];
+    const { r } = reader({
+      cacheDir, maxRequestBytes: 256 * 1024,
+      fetch: { backgroundBytesPerSec: 64 * 1024 * 1024, backgroundQuietMs: 0, backgroundMaxBytes: max, log: (_level, msg) => { messages.push(msg); } },
+    });
+    r.startBackgroundFill();
+    while (r.fetchStats.background_fill === 'running') await new Promise((resolve) => setTimeout(resolve, 20));
+    const fill = r.requestLog().filter((q) => q.reason === 'background');
+    const fillBytes = fill.reduce((n, q) => n + q.bytes, 0);
+    expect(fill.length).toBeGreaterThan(0);
+    expect(fillBytes).toBeLessThanOrEqual(max);
+    expect(fillBytes).toBeLessThan((image.index.layers[0]?.size ?? 0) / 2);
+    expect(messages).toContain('background fill stopped at its share of the host cache budget');
+  });
 });

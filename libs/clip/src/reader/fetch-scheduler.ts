@@ -12,7 +12,8 @@
  * - background fill: every span of the image not cached yet, at most `backgroundBytesPerSec`
  *   compressed bytes per second, one request at a time, never while a demand read or any
  *   readahead or prefetch is waiting, nor within `backgroundQuietMs` of a demand read; into
- *   the disk cache only.
+ *   the disk cache only, and at most `backgroundMaxBytes` of it (the host cache's budget is
+ *   shared: a fill past it would evict what programs read).
  *
  * Readahead goes before prefetch. Queued spans are taken in order, and each request grows to
  * the queued spans next to it (same layer, either side) up to `maxRequestBytes`, so a record of
@@ -38,6 +39,8 @@ export interface FetchSchedulerOptions {
   maxRequestBytes?: number;
   /** background fill rate cap in compressed bytes per second (default 0: no background fill) */
   backgroundBytesPerSec?: number;
+  /** the background fill stops after this many compressed bytes (default: no limit) */
+  backgroundMaxBytes?: number;
   /** the background fill waits until no demand read has been fetching for this long (default 1000 ms) */
   backgroundQuietMs?: number;
   /** whether fetched spans have a disk cache to go to (no cache: no background fill) */
@@ -347,6 +350,11 @@ export class FetchScheduler {
         while (b + 1 < spans && this.store.compressedBytes(layer, s, b + 1) <= this.maxRequestBytes
           && !this.store.isPresent(layer, b + 1) && !await this.store.onDisk(layer, b + 1)) b++;
         const size = this.store.compressedBytes(layer, s, b);
+        const max = this.opts.backgroundMaxBytes;
+        if (max !== undefined && bytes + size > max) {
+          this.log('info', 'background fill stopped at its share of the host cache budget', { bytes, max_bytes: max, ms: Math.round(performance.now() - started) });
+          return;
+        }
         // Rate cap: this request may start once the previous ones' share of time has passed.
         const wait = free - performance.now();
         if (wait > 0) await sleep(wait);

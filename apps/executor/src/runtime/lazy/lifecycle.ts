@@ -63,6 +63,8 @@ export interface LazySandboxesOptions {
   launcherLog: string;
   /** background fill of each mount, compressed bytes/s (0: off) */
   backgroundFillBytesPerSec: number;
+  /** at mount time: the most compressed bytes a mount's background fill may fetch (undefined: the whole image) */
+  backgroundFillMaxBytes?: (() => number | undefined) | undefined;
   log: Logger;
 }
 
@@ -113,6 +115,7 @@ export class LazySandboxes {
     const started = performance.now();
     progress({ phase: 'mount', bytes_done: 0, bytes_total: null });
     const prefetch = record.access?.prefetched ?? null;
+    const fillMax = this.opts.backgroundFillBytesPerSec > 0 ? this.opts.backgroundFillMaxBytes?.() : undefined;
     await this.launcher.start({
       indexPath: record.index_path,
       mountpoint: layout.lower,
@@ -122,6 +125,7 @@ export class LazySandboxes {
       registryAccess: this.opts.registryAccess,
       accessOut: layout.mountAccess,
       backgroundFillBytesPerSec: this.opts.backgroundFillBytesPerSec,
+      ...(fillMax === undefined ? {} : { backgroundFillMaxBytes: fillMax }),
       ...(prefetch !== null && existsSync(prefetch) ? { prefetch } : {}),
       ...(this.opts.mountTimeoutMs === undefined ? {} : { timeoutMs: this.opts.mountTimeoutMs }),
     }).catch((err: unknown) => {
