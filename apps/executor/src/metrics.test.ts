@@ -34,7 +34,7 @@ describe('ExecutorMetrics', () => {
     expectSamples(text, {
       'clip_range_get_count': 6,
       'clip_range_get_bytes_total': 2015,
-      'clip_inflate_cpu_seconds_total': 1,
+      'clip_inflate_seconds_total': 1,
       'cryo_cache_hits_total{tier="disk"}': 1,
       'cryo_cache_hit_bytes_total{tier="disk"}': 4096,
       'cryo_cache_hits_total{tier="memory"}': 4,
@@ -104,7 +104,7 @@ describe('docs/grafana/cryo-executor.json', () => {
     }
     // Every family the issue names has a panel.
     for (const name of ['clip_index_build_seconds', 'clip_index_bytes_total', 'clip_first_exec_ms', 'clip_range_get_bytes_total', 'clip_range_get_count',
-      'clip_inflate_cpu_seconds_total', 'cryo_snapshot_phase_seconds', 'cryo_cache_hits_total', 'cryo_cache_misses_total', 'cryo_cache_size_bytes',
+      'clip_inflate_seconds_total', 'cryo_snapshot_phase_seconds', 'cryo_cache_hits_total', 'cryo_cache_misses_total', 'cryo_cache_size_bytes',
       'cryo_executor_operations_total', 'cryo_heartbeat_age_seconds']) {
       expect(used.some((u) => u === name || u.replace(/_(bucket|sum|count)$/, '') === name), name).toBe(true);
     }
