@@ -26,7 +26,7 @@ export async function sweepLazy(stateDir: string): Promise<void> {
   for (const m of mountsUnder(lazyRoot).sort((a, b) => b.mountpoint.length - a.mountpoint.length)) {
     if (m.fstype.startsWith('fuse')) {
       const status = readMountStatus(join(m.mountpoint, '..', 'mount.json'));
-      await stopMountProcess(status?.pid, m.mountpoint).catch(() => undefined);
+      await stopMountProcess(status, m.mountpoint).catch(() => undefined);
     } else {
       await unmountPath(m.mountpoint).catch(() => undefined);
     }

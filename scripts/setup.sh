@@ -2,8 +2,9 @@
 # Installs what cryo needs on a fresh Debian 12 machine: Docker engine, the distribution
 # registry, FUSE, busybox-static and debootstrap (to build base images locally), Chromium (the
 # dashboard's browser test), PostgreSQL (the tests start their own servers from its binaries),
-# the npm packages, clip's FUSE addon (built from source: names cross it as bytes) and the
-# dashboard. Safe to run again: it only installs or builds what is missing or changed.
+# the npm packages, clip's FUSE addon (built from source: names cross it as bytes) and its mount
+# process bundle (esbuild), and the dashboard. Safe to run again: it only installs or builds what
+# is missing or changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,10 @@ if [ ! -f "$addon" ] || [ ! -f "$addon_stamp" ] || [ "$(cat "$addon_stamp")" != 
   npm run build:fuse -w @cryo/clip --silent
   echo "$addon_want" > "$addon_stamp"
 fi
+
+# clip's mount process, bundled ahead by esbuild so a lazy mount does not compile TypeScript at
+# start: rebuilt when any file it was built from changed (libs/clip/src/fuse/mount-bundle.ts).
+npm run build:mount -w @cryo/clip --silent
 
 # The web dashboard served at /ui.
 bash scripts/build-ui.sh

@@ -180,6 +180,7 @@ describe.skipIf(!caps.lazy)('names that are not UTF-8 through a lazy sandbox and
 
   afterAll(async () => {
     for (const id of created) await driver?.remove(id).catch(() => undefined);
+    await driver?.close();
   });
 
   async function lazySandbox(sandboxId: string, ref: string): Promise<void> {

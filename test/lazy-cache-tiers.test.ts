@@ -15,7 +15,7 @@ import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex, ZoneCacheSource, zoneCacheClient } from '@cryo/clip';
-import { parseImageReference } from '@cryo/oci';
+import { RegistryClient, parseImageReference } from '@cryo/oci';
 import { startCluster, type Cluster } from './support/cluster';
 import { importBusybox } from './support/images';
 import { killAll, waitFor } from './support/processes';
@@ -61,10 +61,31 @@ function layerReadsAtRegistry(): number {
 }
 
 /**
- * A lazy restore on B with its span cache emptied first: every file reads right. Returns the
- * sandbox and the registry's count of layer reads from before the restore.
+ * Every lazy restore of an image without an access record records one and pushes it (with its
+ * pack) after its first exec. A restore that finds one streams the pack and reads little by span,
+ * so the tiers below (zone cache, registry) would not be exercised: wait for the record the last
+ * restore pushes, then delete it.
+ */
+async function withoutAccessRecord(): Promise<void> {
+  const parsed = parseImageReference(`${imageRef}.access`);
+  const registry = cluster.registry;
+  if (registry === undefined) throw new Error('cluster has no registry');
+  const client = new RegistryClient({ host: registry.host, insecure: true, credentials: { username: cluster.registryUser, password: cluster.registryPassword } });
+  try {
+    const digest = await waitFor('the access record the last restore pushes', async () => (await client.headManifest(parsed.repository, parsed.tag ?? ''))?.digest, 60_000, 200);
+    await client.deleteManifest(parsed.repository, digest);
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * A lazy restore on B with its span cache emptied and the image's access record deleted first:
+ * every file reads right, by span. Returns the sandbox and the registry's count of layer reads
+ * from before the restore.
  */
 async function restoredOnBReadsRight(): Promise<{ id: string; before: number }> {
+  await withoutAccessRecord();
   clearCacheOfB();
   const before = layerReadsAtRegistry();
   const id = await restoreOnB();

@@ -157,6 +157,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const id of created) await driver?.remove(id).catch(() => undefined);
+  await driver?.close();
   const left = mountsUnder(work).map((m) => m.mountpoint);
   await engine?.stop();
   await registry?.destroy();
@@ -323,6 +324,7 @@ describe.skipIf(!caps.lazy)('runc-lazy driver', () => {
 
   it('a restarted executor adopts running lazy sandboxes', async () => {
     const pid = driver.mountStatus('lazy-a')?.pid;
+    await driver.close();
     driver = new RuncLazyDriver(driverOptions);
     expect(await driver.recover()).toEqual([{ sandbox_id: 'lazy-a', action: 'adopted', reason: expect.any(String) }]);
     expect(driver.mountStatus('lazy-a')?.pid).toBe(pid);

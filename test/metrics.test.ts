@@ -197,7 +197,7 @@ describe('metrics on the server and the executors, and restore progress', () => 
     // B restored lazily (range GETs, inflates, span cache) and eagerly (a pull: an image cache miss).
     grew('B', 'clip_range_get_count');
     grew('B', 'clip_range_get_bytes_total');
-    grew('B', 'clip_inflate_cpu_seconds_total');
+    grew('B', 'clip_inflate_seconds_total');
     grew('B', 'clip_first_exec_ms_count');
     grew('B', 'cryo_executor_restore_to_running_seconds_count', { mode: 'lazy' });
     grew('B', 'cryo_executor_restore_to_running_seconds_count', { mode: 'eager' });

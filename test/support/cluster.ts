@@ -22,7 +22,7 @@ export interface HostSpec {
   snapshots?: Record<string, unknown>;
   /** The executor's `docker.mounts`: mounts every sandbox of this host gets. */
   dockerMounts?: Array<{ type: 'bind' | 'volume' | 'tmpfs'; source?: string; target: string; read_only?: boolean }>;
-  /** More YAML for this executor's config (e.g. a `metrics:` block with a port of its own). */
+  /** More YAML for this executor's config (e.g. a `metrics:` block with a port of its own, a `clip:` block). */
   config?: string;
 }
 

@@ -28,7 +28,7 @@ export async function sweepLazySandboxes(stateDir: string, executorId: string): 
   for (const sandboxId of sandboxes) {
     const dir = join(lazyRoot, sandboxId);
     await unmountPath(join(dir, 'rootfs')).catch(() => undefined);
-    await stopMountProcess(readMountStatus(join(dir, 'mount.json'))?.pid, join(dir, 'lower'), 2000).catch(() => undefined);
+    await stopMountProcess(readMountStatus(join(dir, 'mount.json')), join(dir, 'lower'), 2000).catch(() => undefined);
     removeLazyCgroups(lazyCgroupGroup(executorId, lazyRoot), sandboxId);
   }
   // Deepest first: an overlay sits on the FUSE mount it reads from.

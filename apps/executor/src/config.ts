@@ -74,6 +74,16 @@ export const ClipSettingsSchema = z.object({
   }).strict().default({ gc_interval_secs: 10 }),
   /** optional: a zone's pull-through mirror of the snapshot registry, tried before it */
   zone_cache: ZoneCacheSchema.optional(),
+  /**
+   * Once a lazy sandbox is up, its mount fetches the rest of the image into the host's span
+   * cache in the background, at most this many compressed bytes per second, pausing whenever a
+   * program waits on a read. 0 turns it off. With a `cache.max_bytes` budget a mount's fill stops
+   * once it would take the cache past half the budget (as of its mount), so filling never evicts
+   * what programs read.
+   */
+  background_fill: z.object({
+    bytes_per_sec: z.number().int('clip.background_fill.bytes_per_sec must be a whole number').min(0).default(0),
+  }).strict().default({ bytes_per_sec: 0 }),
 }).strict();
 export type ClipSettings = z.infer<typeof ClipSettingsSchema>;
 
@@ -102,8 +112,8 @@ export const ExecutorConfigSchema = z.object({
     cpus: z.number().positive().optional(),
     memory_mb: z.number().int().positive().optional(),
   }).strict().default({ max_sandboxes: 32 }),
-  /** lazy restores: the host span cache and the zone cache */
-  clip: ClipSettingsSchema.default({ cache: { gc_interval_secs: 10 } }),
+  /** lazy restores (runc-lazy): the host span cache, the zone cache and how their image mounts fetch */
+  clip: ClipSettingsSchema.default({ cache: { gc_interval_secs: 10 }, background_fill: { bytes_per_sec: 0 } }),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   /** Prometheus metrics (docs/metrics.md); no block = no metrics listener. */
   metrics: MetricsConfigSchema.optional(),

@@ -90,6 +90,9 @@ export class Executor {
       clipIndexes: this.clip,
       maxLayers: config.snapshots.max_layers,
       clipCacheDir,
+      backgroundFillBytesPerSec: config.clip.background_fill.bytes_per_sec,
+      // a fill never takes the shared span cache past half its budget (clip.cache.max_bytes)
+      backgroundFillMaxBytes: () => this.clipCache.fillAllowance(),
       onMountStopped: (statusFile, status) => this.metrics.mountStats([{ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} }], true),
       log,
     });
@@ -176,7 +179,7 @@ export class Executor {
 
   async stop(): Promise<void> {
     await Promise.all([this.heartbeat.stop(), this.loop.stop(), this.metricsEndpoint?.stop(), this.clipCache.stop()]);
-    await this.clip.close();
+    await Promise.all([this.clip.close(), ...this.drivers.map((d) => d.close?.())]);
   }
 
   /** Drivers this host can run (capabilities probed at start). */

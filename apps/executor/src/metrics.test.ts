@@ -22,11 +22,11 @@ describe('ExecutorMetrics', () => {
     const fetch = (over: Partial<ReturnType<typeof emptyFetchStats>>) => ({ ...emptyFetchStats(), ...over });
     m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 2, bytes: 1000, spansFetched: 2, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 0.5 }) }]);
     m.mountStats([
-      { key: 'a#1', fetch: fetch({ requests: 3, bytes: 1500, spansFetched: 3, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 0.75 }) },
+      { key: 'a#1', fetch: fetch({ requests: 3, bytes: 1500, spansFetched: 3, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 0.75, fallbacks: 2 }) },
       { key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) },
     ]);
     // a#1 taken down: its last counts arrive once more (partial), then it is gone from the list.
-    m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 4, bytes: 2000, spansFetched: 4, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 1 }) }], true);
+    m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 4, bytes: 2000, spansFetched: 4, diskHits: 1, diskHitBytes: 4096, inflateSeconds: 1, fallbacks: 3 }) }], true);
     m.mountStats([{ key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) }]);
     // A new process behind a#1's status file starts from zero.
     m.mountStats([{ key: 'a#1', fetch: fetch({ requests: 1, bytes: 5 }) }, { key: 'b#2', fetch: fetch({ requests: 1, bytes: 10, memoryHits: 4, memoryHitBytes: 100 }) }]);
@@ -34,7 +34,8 @@ describe('ExecutorMetrics', () => {
     expectSamples(text, {
       'clip_range_get_count': 6,
       'clip_range_get_bytes_total': 2015,
-      'clip_inflate_cpu_seconds_total': 1,
+      'clip_inflate_seconds_total': 1,
+      'clip_tier_fallbacks_total': 3,
       'cryo_cache_hits_total{tier="disk"}': 1,
       'cryo_cache_hit_bytes_total{tier="disk"}': 4096,
       'cryo_cache_hits_total{tier="memory"}': 4,
@@ -104,7 +105,7 @@ describe('docs/grafana/cryo-executor.json', () => {
     }
     // Every family the issue names has a panel.
     for (const name of ['clip_index_build_seconds', 'clip_index_bytes_total', 'clip_first_exec_ms', 'clip_range_get_bytes_total', 'clip_range_get_count',
-      'clip_inflate_cpu_seconds_total', 'cryo_snapshot_phase_seconds', 'cryo_cache_hits_total', 'cryo_cache_misses_total', 'cryo_cache_size_bytes',
+      'clip_inflate_seconds_total', 'cryo_snapshot_phase_seconds', 'cryo_cache_hits_total', 'cryo_cache_misses_total', 'cryo_cache_size_bytes',
       'cryo_executor_operations_total', 'cryo_heartbeat_age_seconds']) {
       expect(used.some((u) => u === name || u.replace(/_(bucket|sum|count)$/, '') === name), name).toBe(true);
     }

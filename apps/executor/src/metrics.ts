@@ -51,7 +51,8 @@ export class ExecutorMetrics {
   private readonly indexBytes = this.counter('clip_index_bytes_total', 'Bytes of the clip indexes this executor built.', []);
   private readonly rangeGetBytes = this.counter('clip_range_get_bytes_total', 'Compressed bytes lazy mounts on this host received from registries (range GETs, and whole-blob reads of zstd layers).', []);
   private readonly rangeGets = this.counter('clip_range_get_count', 'Requests lazy mounts on this host made to registries for layer bytes.', []);
-  private readonly inflateSeconds = this.counter('clip_inflate_cpu_seconds_total', 'Seconds lazy mounts on this host spent inflating layer bytes (CPU-bound, on each mount\'s main thread).', []);
+  private readonly inflateSeconds = this.counter('clip_inflate_seconds_total', 'Seconds lazy mounts on this host spent inflating layer bytes: elapsed time of each inflate (gzip on the thread pool, queueing included; zstd on the main thread); concurrent inflates add up.', []);
+  private readonly tierFallbacks = this.counter('clip_tier_fallbacks_total', 'Reads of layer bytes a tier failed (zone cache unreachable, cold or serving bytes that fail their digests) and the next tier (the registry) served.', []);
   private readonly spansFetched = this.counter('clip_spans_fetched_total', 'Spans lazy mounts inflated and verified from registry bytes.', []);
   private readonly cacheHits = this.counter('cryo_cache_hits_total', 'Reads a cache tier served: memory (a mount\'s spans), disk (the host span cache), image (an eager restore whose image the engine had).', ['tier']);
   private readonly cacheMisses = this.counter('cryo_cache_misses_total', 'Reads no cache had, which went to the registry: disk (spans fetched by range GET), image (eager restores that pulled).', ['tier']);
@@ -158,6 +159,7 @@ export class ExecutorMetrics {
       this.rangeGetBytes.inc(d.bytes);
       this.inflateSeconds.inc(d.inflateSeconds);
       this.spansFetched.inc(d.spansFetched);
+      this.tierFallbacks.inc(d.fallbacks);
       this.cacheHits.inc({ tier: 'memory' }, d.memoryHits);
       this.cacheHitBytes.inc({ tier: 'memory' }, d.memoryHitBytes);
       this.cacheHits.inc({ tier: 'disk' }, d.diskHits);

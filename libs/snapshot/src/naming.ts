@@ -23,6 +23,11 @@ export function clipIndexTag(tag: string): string {
   return `${tag}.clip`;
 }
 
+/** What the image's program read on its first lazy start (an access record) is pushed next to it under this tag. */
+export function accessRecordTag(tag: string): string {
+  return `${tag}.access`;
+}
+
 /** Prefix of every sandbox's container name (Docker) and container id (runc). */
 export const CONTAINER_NAME_PREFIX = 'cryo-';
 

@@ -109,6 +109,8 @@ export interface RuntimeDriver {
   observe(): Promise<ObservedSandbox[]>;
   /** Undo what a crash left half-done (paused sandboxes, broken mounts); called once before work starts. */
   recover(): Promise<Recovery[]>;
+  /** Let go of helpers the driver keeps (not the sandboxes: they outlive the executor); when the executor stops. */
+  close?(): Promise<void>;
   readonly images?: ImageCache;
 }
 

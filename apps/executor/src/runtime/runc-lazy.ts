@@ -10,14 +10,15 @@
  * (made without Docker) and recover.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ClipIndex } from '@cryo/clip';
+import { ClipIndex, ClipReader, RegistryLayerSource, buildAccessPack, encodeAccessRecord, type AccessRecord } from '@cryo/clip';
 import { listMounts, readMountStatus, type MountStatus } from '@cryo/clip/fuse';
 import { connectRegistry, type RegistryClient } from '@cryo/oci';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
 import { CONTAINER_NAME_PREFIX, CryoError, containerName, type ContainerState, type ExecResult, type ObservedSandbox } from '@cryo/snapshot';
+import { accessRecordRefOf } from '../clip-artifacts';
 import { toCryoError } from '../errors';
 import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec, SnapshotOutcome, SnapshotSpec } from './driver';
 import { lazyCapabilities } from './lazy/capabilities';
@@ -31,9 +32,16 @@ import { DEFAULT_MAX_LAYERS } from '../snapshot/flatten-image';
 
 export type { LazyCreateTimings } from './lazy/lifecycle';
 
-/** Where a lazy restore's clip index comes from: a local file path for a pushed index (ClipArtifacts.fetch). */
+/**
+ * Where a lazy restore's clip index comes from (a local file path for a pushed index), and the
+ * image's access record beside it: ClipArtifacts.
+ */
 export interface ClipIndexFetcher {
   fetch(clipIndexRef: string, imageDigest: string | null): Promise<string>;
+  /** the access record pushed beside `clipIndexRef`, as a local file; null when there is none */
+  fetchAccess(clipIndexRef: string): Promise<string | null>;
+  /** push an access record as `accessRef`, its pack uploaded (`blob`) or taken from another repository (`from`) */
+  publishAccess(accessRef: string, imageDigest: string | null, record: AccessRecord, pack?: { blob: Buffer } | { from: string }): Promise<{ pack: boolean }>;
 }
 
 export interface RuncLazyDriverOptions {
@@ -55,6 +63,10 @@ export interface RuncLazyDriverOptions {
   runc?: string;
   /** how long a mount may take to come up (default 30 s) */
   mountTimeoutMs?: number;
+  /** each mount fetches the rest of its image in the background at most this fast, compressed bytes/s (default 0: off) */
+  backgroundFillBytesPerSec?: number;
+  /** asked at each mount: the most compressed bytes its background fill may fetch (undefined or absent: the whole image) */
+  backgroundFillMaxBytes?: () => number | undefined;
   /**
    * What recover() does with a sandbox whose mount is gone (mount process killed, host rebooted):
    * `restart` remounts and runs its command again over the kept upper dir; `end` removes it.
@@ -93,6 +105,8 @@ export class RuncLazyDriver implements RuntimeDriver {
   private readonly frozen = new Map<string, Promise<void>>();
   /** how long each phase of the last create of a sandbox took */
   readonly createTimings = new Map<string, LazyCreateTimings>();
+  /** sandboxes whose access record is being pushed */
+  private readonly recording = new Set<string>();
 
   constructor(private readonly opts: RuncLazyDriverOptions) {
     // Absolute: runc, overlay options and the mount processes (cwd /) all get these paths.
@@ -107,6 +121,9 @@ export class RuncLazyDriver implements RuntimeDriver {
       registryAccess: opts.access,
       mountTimeoutMs: opts.mountTimeoutMs,
       onMountStopped: opts.onMountStopped,
+      launcherLog: join(stateDir, 'mount-launcher.log'),
+      backgroundFillBytesPerSec: opts.backgroundFillBytesPerSec ?? 0,
+      backgroundFillMaxBytes: opts.backgroundFillMaxBytes,
       log: opts.log,
     });
   }
@@ -120,7 +137,16 @@ export class RuncLazyDriver implements RuntimeDriver {
     const probe = await (this.opts.probe ?? lazyCapabilities)();
     const reason = !probe.lazy ? probe.lazy_unavailable_reason ?? 'unavailable'
       : this.opts.access.snapshot_registry === undefined ? 'lazy restore needs snapshot_registry in the executor config' : null;
+    // Have a mount process loaded and waiting before the first lazy restore arrives.
+    if (reason === null) {
+      void this.sandboxes.prepare().catch((err: unknown) => this.log.warn({ err: errorText(err) }, 'cannot start a ready mount process; mounts will start one each'));
+    }
     return { available: reason === null, reason, restoreModes: ['lazy'] };
+  }
+
+  /** End the ready mount process (sandboxes and their mounts keep running). */
+  async close(): Promise<void> {
+    this.sandboxes.close();
   }
 
   /** One create / remove / snapshot / recovery at a time per sandbox. */
@@ -133,6 +159,26 @@ export class RuncLazyDriver implements RuntimeDriver {
       if (this.locks.get(sandboxId) === settled) this.locks.delete(sandboxId);
     });
     return next;
+  }
+
+  /**
+   * The pack of what a record names (@cryo/clip access-pack.ts), read through the host's span
+   * cache, where the mount that recorded it just put those spans (the registry answers the rest).
+   */
+  private async packOf(sandbox: LazySandboxRecord, record: AccessRecord): Promise<Awaited<ReturnType<typeof buildAccessPack>>> {
+    const index = await ClipIndex.load(sandbox.index_path);
+    const client = await this.client(index.image.registry);
+    try {
+      const reader = new ClipReader(index, {
+        source: new RegistryLayerSource(client, index.image.repository),
+        cacheDir: resolve(this.opts.clipCacheDir ?? join(this.opts.stateDir, 'clip-cache')),
+        memoryBytes: 16 * 1024 * 1024,
+        fetch: { readaheadBytes: 0 },
+      });
+      return await buildAccessPack(index, record, (path, offset, length) => reader.read(path, offset, length));
+    } finally {
+      await client.close();
+    }
   }
 
   private client(host: string): Promise<RegistryClient> {
@@ -163,7 +209,15 @@ export class RuncLazyDriver implements RuntimeDriver {
       if (await this.runc.state(containerId) !== undefined || existsSync(layout.dir)) await this.sandboxes.teardown(spec.sandboxId);
 
       progress({ phase: 'fetch-index', bytes_done: 0, bytes_total: null });
-      const indexPath = await this.opts.clipIndexes.fetch(clipIndexRef, restore.digest);
+      const accessRef = accessRecordRefOf(clipIndexRef);
+      // The access record comes with the index, or not at all: a restore never waits or fails for it.
+      const [indexPath, prefetched] = await Promise.all([
+        this.opts.clipIndexes.fetch(clipIndexRef, restore.digest),
+        accessRef === null ? null : this.opts.clipIndexes.fetchAccess(clipIndexRef).catch((err: unknown) => {
+          this.log.warn({ sandbox_id: spec.sandboxId, access_ref: accessRef, err: errorText(err) }, 'cannot fetch the access record; restoring without prefetch');
+          return null;
+        }),
+      ]);
       const index = await ClipIndex.load(indexPath).catch((err: unknown) => {
         throw new CryoError('UNPROCESSABLE', `clip index ${indexPath} of ${restore.imageRef} cannot be read: ${errorText(err)}`);
       });
@@ -181,13 +235,14 @@ export class RuncLazyDriver implements RuntimeDriver {
         labels: spec.labels,
         resources: spec.resources,
         created_at: new Date().toISOString(),
+        ...(accessRef === null ? {} : { access: { ref: accessRef, prefetched, recorded: null } }),
       };
       for (const dir of [layout.lower, layout.upper, layout.work, layout.rootfs]) await mkdir(dir, { recursive: true });
       writeRecord(layout, record);
       try {
         const timings = await this.sandboxes.bringUp(record, layout, progress);
         this.createTimings.set(spec.sandboxId, timings);
-        this.log.info({ sandbox_id: spec.sandboxId, image_ref: restore.imageRef, ...timings }, 'lazy sandbox started');
+        this.log.info({ sandbox_id: spec.sandboxId, image_ref: restore.imageRef, prefetch: prefetched !== null, ...timings }, 'lazy sandbox started');
         return containerId;
       } catch (err) {
         await this.sandboxes.teardown(spec.sandboxId).catch((cleanupErr: unknown) => {
@@ -203,7 +258,48 @@ export class RuncLazyDriver implements RuntimeDriver {
     // A snapshot freezes the sandbox for milliseconds: wait for the resume rather than fail.
     await this.frozen.get(sandboxId);
     const target = { runc: this.runc, sandboxId, containerId: containerName(sandboxId), dir: this.sandboxes.layout(sandboxId).dir };
-    return execInLazySandbox(target, command, timeoutSecs);
+    const result = await execInLazySandbox(target, command, timeoutSecs);
+    this.afterExec(sandboxId);
+    return result;
+  }
+
+  /**
+   * After the first exec of a sandbox whose image had no access record: push what its program
+   * read until now (mount start through that exec) as the image's record, in the background. A
+   * failure is logged, never reported to the exec.
+   */
+  private afterExec(sandboxId: string): void {
+    const layout = this.sandboxes.layout(sandboxId);
+    const record = readRecord(layout);
+    if (record?.access === undefined || record.access.prefetched !== null || record.access.recorded !== null || this.recording.has(sandboxId)) return;
+    const access = record.access;
+    this.recording.add(sandboxId);
+    void this.locked(sandboxId, async () => {
+      const started = performance.now();
+      const out = await this.sandboxes.readAccess(layout);
+      if (out?.record === null || out?.record === undefined || out.record.files.length === 0) {
+        this.log.warn({ sandbox_id: sandboxId }, 'no access record from the mount process; the image keeps none');
+        return;
+      }
+      const packed = await this.packOf(record, out.record).catch((err: unknown) => {
+        this.log.warn({ sandbox_id: sandboxId, err: errorText(err) }, 'cannot pack the access record; pushing it without (restores prefetch by span)');
+        return undefined;
+      });
+      const pushed: AccessRecord = packed === undefined ? out.record : { ...out.record, pack: packed.pack };
+      await this.opts.clipIndexes.publishAccess(access.ref, record.digest, pushed, packed === undefined ? undefined : { blob: packed.blob });
+      const bytes = encodeAccessRecord(pushed);
+      const tmp = `${layout.accessRecord}.tmp`;
+      await writeFile(tmp, bytes);
+      await rename(tmp, layout.accessRecord);
+      const current = readRecord(layout);
+      if (current !== undefined) writeRecord(layout, { ...current, access: { ...access, recorded: layout.accessRecord } });
+      this.log.info({
+        sandbox_id: sandboxId, access_ref: access.ref, files: out.record.files.length, duration_ms: out.record.duration_ms,
+        pack_bytes: packed?.bytes ?? null, pack_compressed: packed?.pack.size ?? null, ms: Math.round(performance.now() - started),
+      }, 'access record pushed');
+    }).catch((err: unknown) => {
+      this.log.warn({ sandbox_id: sandboxId, access_ref: access.ref, err: errorText(err) }, 'cannot push the access record; the next lazy start records again');
+    }).finally(() => this.recording.delete(sandboxId));
   }
 
   async remove(sandboxId: string): Promise<boolean> {
@@ -253,6 +349,7 @@ export class RuncLazyDriver implements RuntimeDriver {
     return this.locked(spec.sandboxId, () => snapshotLazySandbox({
       sandboxes: this.sandboxes, registry, client: (host) => this.client(host), onFreeze, log: this.log,
       maxLayers: this.opts.maxLayers ?? DEFAULT_MAX_LAYERS,
+      publishAccess: (ref, digest, carried, pack) => this.opts.clipIndexes.publishAccess(ref, digest, carried, pack),
     }, spec, progress));
   }
 

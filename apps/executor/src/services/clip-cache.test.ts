@@ -58,4 +58,16 @@ describe('ClipCacheService', () => {
     await service.stop();
     expect(service.observe().used_bytes).toBeLessThanOrEqual(300_000);
   });
+  it("gives a mount's background fill what is left of half the budget, none past it, all without a budget", async () => {
+    const log = pino({ level: 'silent' });
+    const dir = join(root, 'allowance');
+    fill(dir, 3); // 300 kB
+    const budget = new ClipCacheService({ dir, maxBytes: 1_000_000, intervalMs: 60_000, log });
+    await budget.enforce();
+    expect(budget.fillAllowance()).toBe(200_000);
+    fill(dir, 8); // 800 kB: past half the budget
+    await budget.enforce();
+    expect(budget.fillAllowance()).toBe(0);
+    expect(new ClipCacheService({ dir, maxBytes: undefined, intervalMs: 60_000, log }).fillAllowance()).toBeUndefined();
+  });
 });

@@ -34,6 +34,17 @@ export class ClipCacheService {
     return { ...this.stats };
   }
 
+  /**
+   * Compressed bytes a new mount's background fill may bring into the cache: half the budget less
+   * what the cache held at the last pass (never negative), so that filling never evicts on its own
+   * what programs read; undefined without a budget (fill the whole image).
+   */
+  fillAllowance(): number | undefined {
+    const { maxBytes } = this.opts;
+    if (maxBytes === undefined) return undefined;
+    return Math.max(0, Math.floor(maxBytes / 2) - this.stats.used_bytes);
+  }
+
   /** One pass: measure, and evict down to the budget when over it. */
   async enforce(): Promise<ClipCacheStats> {
     const { dir, maxBytes, log } = this.opts;

@@ -62,6 +62,22 @@ describe('TTL expiry', () => {
     expect(record).toEqual([{ action: 'expired', registry_result: 'deleted', digest, local_removed: JSON.stringify(removal.payload.image_refs) }]);
   });
 
+  it('deletes the access record beside the image (named after the image tag, not the user\'s tag)', async () => {
+    const { executor, sandboxId } = await runningSandbox(h);
+    const reply = await h.api('POST', `/sandboxes/${sandboxId}/snapshots`, { ttl_secs: 3, tag: 'before-upgrade' });
+    expect(reply.status).toBe(202);
+    const { ref, digest } = await executor.pushNext({ clip: true });
+    expect(ref).not.toContain('before-upgrade');
+    // What a lazy start of the image pushes beside it (apps/executor ClipArtifacts.publishAccess).
+    const accessDigest = `sha256:${'a'.repeat(64)}`;
+    h.registry.push(`${ref}.access`, accessDigest);
+    h.clock.advanceSecs(4);
+    await h.server.reaper.runOnce();
+    expect(h.registry.has(digest)).toBe(false);
+    expect(h.registry.has(accessDigest)).toBe(false);
+    expect(h.registry.deleted).toContain(accessDigest);
+  });
+
   it('answers 410 for a snapshot past its expiry even before the reaper ran', async () => {
     const { executor, sandboxId } = await runningSandbox(h);
     const { snapshotId } = await pushedSnapshot(executor, sandboxId, 10);

@@ -15,7 +15,7 @@
  */
 import type { Logger } from 'pino';
 import { formatImageReference, parseImageReference } from '@cryo/oci';
-import { clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/snapshot';
+import { accessRecordTag, clipIndexTag, isLocalSnapshotRef, parseOperationResult } from '@cryo/snapshot';
 import type { Clock } from '../clock';
 import type { ServerConfig } from '../config';
 import type { Database } from '../db/database';
@@ -236,6 +236,10 @@ function registryTargets(row: SnapshotRow): RegistryTarget[] {
     const imageTag = planned.tag ?? row.tag;
     targets.push({ ref: formatImageReference({ host: planned.host, repository: planned.repository, tag: clipIndexTag(imageTag) }), digest: null });
   }
+  // The access record a lazy start or a lazy snapshot may have pushed beside the image, named
+  // after the image's tag (a user's `tag` is a name only) (none: skipped).
+  const image = parseImageReference(imageRef);
+  targets.push({ ref: formatImageReference({ host: image.host, repository: image.repository, tag: accessRecordTag(image.tag ?? row.tag) }), digest: null });
   return targets;
 }
 

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,6 +192,31 @@ describe.skipIf(!fuseNativeStatus().ok || process.getuid?.() !== 0)('mountClip (
     const stats = mount?.stats();
     expect(stats?.fs.reads).toBeGreaterThan(0);
     expect(stats?.fetch.requests).toBeGreaterThan(0);
+  });
+
+  it('leaves what the kernel read in its page cache: a second read never reaches the handlers', async () => {
+    const file = join(mnt, 'data', 'big.bin');
+    expect((await readFile(file)).equals(big)).toBe(true);
+    const reads = mount?.stats().fs.reads;
+    expect((await readFile(file)).equals(big)).toBe(true);
+    expect(mount?.stats().fs.reads).toBe(reads);
+  });
+
+  it('has the kernel read ahead 1 MiB on the mount (128 KiB is its FUSE default)', () => {
+    const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt);
+    const device = line?.split(' ')[2];
+    expect(readFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8').trim()).toBe('1024');
+  });
+
+  it('records the reads it serves, files in the order of their first read', () => {
+    const record = mount?.accessRecord();
+    expect(record?.image).toBe(image.index.image.manifestDigest);
+    const paths = record?.files.map((f) => f.path) ?? [];
+    // data/link and data/hard name big.bin's inode; reads arrive under the name that was opened
+    expect(paths.indexOf('/etc/passwd')).toBeGreaterThan(-1);
+    const bigRead = record?.files.find((f) => f.path === '/data/link' || f.path === '/data/big.bin');
+    expect(bigRead?.ranges).toEqual([[0, big.length]]);
+    expect(record?.files.every((f, i, all) => i === 0 || (all[i - 1]?.first_ms ?? 0) <= f.first_ms)).toBe(true);
   });
 });
 

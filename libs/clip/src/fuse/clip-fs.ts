@@ -14,6 +14,7 @@ import { isClipError } from '../errors';
 import { displayName } from '../names';
 import type { ClipStat } from '../format/index-file';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
+import type { AccessRecorder } from '../reader/access-record';
 import type { ClipReader } from '../reader/clip-reader';
 import type { FuseOperations, FuseStat, FuseStatfs } from './native';
 
@@ -49,13 +50,15 @@ export interface ClipFsStats {
   ioErrors: number;
 }
 
-export type ClipFsLog = (level: 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
+export type ClipFsLog = (level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>) => void;
 
 export interface ClipFsOptions {
   /** most paths whose attributes are remembered (default 200k); the kernel caches too */
   attrCacheSize?: number;
   /** most directory listings remembered (default 20k) */
   dirCacheSize?: number;
+  /** notes every read served (an access record of what the programs on this mount read) */
+  recorder?: AccessRecorder;
   log?: ClipFsLog;
 }
 
@@ -137,6 +140,7 @@ export class ClipFilesystem {
   private readonly attrs: BoundedCache<FuseStat | number>;
   private readonly dirs: BoundedCache<Listing | number>;
   private readonly log: ClipFsLog;
+  private readonly recorder: AccessRecorder | undefined;
 
   constructor(
     readonly reader: ClipReader,
@@ -145,6 +149,7 @@ export class ClipFilesystem {
     this.attrs = new BoundedCache(opts.attrCacheSize ?? 200_000);
     this.dirs = new BoundedCache(opts.dirCacheSize ?? 20_000);
     this.log = opts.log ?? (() => undefined);
+    this.recorder = opts.recorder;
   }
 
   /** lstat of `path` from the cache or the index; a miss (ENOENT...) is cached as its errno. */
@@ -258,6 +263,7 @@ export class ClipFilesystem {
         const st = await this.stat(path);
         if ((st.mode & S_IFMT) !== S_IFREG) throw Object.assign(new Error('not a regular file'), { errno: Errno.EINVAL });
         if (pos >= st.size || len === 0) return 0;
+        this.recorder?.note(path, pos, Math.min(len, buf.length, st.size - pos));
         const data = await this.reader.read(path, pos, Math.min(len, buf.length));
         data.copy(buf, 0, 0, data.length);
         this.stats.reads++;

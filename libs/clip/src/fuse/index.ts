@@ -19,9 +19,24 @@ export {
   unmountPath,
 } from './mounts';
 export type { MountEntry } from './mounts';
-export { readMountStatus, writeMountStatus } from './mount-status';
+export { procStartTicks, readMountStatus, writeMountStatus } from './mount-status';
 export type { MountState, MountStatus } from './mount-status';
-export { MOUNT_MAIN, REGISTRY_ACCESS_STDIN, isMountProcess, mountProcessCommand, processAlive, startMountProcess, stopMountProcess } from './mount-process';
-export type { MountProcessOptions } from './mount-process';
+export {
+  MOUNT_MAIN,
+  MountLauncher,
+  REGISTRY_ACCESS_STDIN,
+  isMountProcess,
+  isMountProcessOf,
+  mountProcessCommand,
+  processAlive,
+  requestAccessRecord,
+  startMountProcess,
+  stopMountProcess,
+} from './mount-process';
+export type { MountAccessOut, MountEntryKind, MountLauncherOptions, MountProcessOptions } from './mount-process';
+export { parseMountJob } from './mount-job';
+export type { MountJob } from './mount-job';
+export { MOUNT_BUNDLE, buildMountBundle, ensureMountBundle, mountBundleFresh } from './mount-bundle';
+export type { MountBundleState } from './mount-bundle';
 export { RefreshingRegistrySource } from './registry-access';
 export type { RefreshingSourceOptions } from './registry-access';

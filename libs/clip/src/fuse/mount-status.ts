@@ -4,6 +4,8 @@
  * how many bytes it has fetched.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { PackStats } from '../reader/access-pack';
+import type { SchedulerStats } from '../reader/fetch-scheduler';
 import type { FetchStats } from '../reader/span-store';
 import type { ClipFsStats } from './clip-fs';
 
@@ -11,6 +13,8 @@ export type MountState = 'starting' | 'mounted' | 'failed' | 'unmounted';
 
 export interface MountStatus {
   pid: number;
+  /** the process's start time (clock ticks after boot, /proc/PID/stat): tells it from a later process with the same pid */
+  proc_start?: number | undefined;
   state: MountState;
   mountpoint: string;
   index: string;
@@ -18,6 +22,22 @@ export interface MountStatus {
   error?: string;
   fs?: ClipFsStats;
   fetch?: FetchStats;
+  /** requests and bytes by why they were made (demand, readahead, prefetch, background) */
+  fetch_reasons?: SchedulerStats;
+  /** the access pack the mount streams, when its prefetch record has one */
+  pack?: PackStats;
+}
+
+/** Start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat), or undefined. */
+export function procStartTicks(pid: number): number | undefined {
+  try {
+    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isSafeInteger(ticks) ? ticks : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function writeMountStatus(file: string, status: Omit<MountStatus, 'updated_at'>): void {

@@ -7,14 +7,19 @@
  *   reach the files, and the kernel checks mode bits and owners exactly as the index says;
  * - `use_ino`: st_ino from the index, so hard links share one inode number;
  * - `suid,dev`: setuid bits and device nodes mean what they say (libfuse mounts nosuid,nodev by default);
- * - long entry/attr/negative timeouts and `kernel_cache`: the index and the contents are immutable;
+ * - long entry/attr/negative timeouts and `kernel_cache` (every open keeps the page cache; no
+ *   direct_io): the index and the contents are immutable; the kernel's readahead is raised too;
  * - `subtype=clip`: the mount shows as `fuse.clip` in /proc/mounts, so stale ones can be found.
  * Names cross the addon as bytes (see native.ts): a name that is not UTF-8 lists, opens and
  * reads exactly as Docker shows it.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { ClipReader } from '../reader/clip-reader';
+import { AccessPack, type PackStats } from '../reader/access-pack';
+import { AccessRecorder, type AccessRecord } from '../reader/access-record';
+import { ClipReader, type PrefetchResult } from '../reader/clip-reader';
+import type { FetchSchedulerOptions, SchedulerStats } from '../reader/fetch-scheduler';
 import { ClipError } from '../errors';
 import { FallbackLayerSource, type LayerSource } from '../source';
 import { ZoneCacheCold, ZoneCacheSource, zoneCacheClient } from '../zone-cache';
@@ -36,6 +41,18 @@ export interface MountClipOptions {
   source?: LayerSource;
   /** libfuse debug output on stderr */
   debug?: boolean;
+  /** readahead and friends (defaults here: files of 4 MiB and more are fetched whole on first read) */
+  fetch?: FetchSchedulerOptions;
+  /** fetch what this record says, in its order, from the moment the index is open */
+  prefetch?: AccessRecord;
+  /** note every read served, for `accessRecord()` (default true) */
+  record?: boolean;
+  /** fetch the rest of the image into the disk cache, at most this many compressed bytes/s, once mounted (0 or absent: off) */
+  backgroundFillBytesPerSec?: number;
+  /** the background fill stops after this many compressed bytes (absent: the whole image) */
+  backgroundFillMaxBytes?: number;
+  /** the kernel's readahead for this mount, KiB (default 1024; the kernel's own default for FUSE is 128) */
+  readAheadKb?: number;
   log?: ClipFsLog;
 }
 
@@ -44,6 +61,18 @@ export interface ClipMount {
   readonly reader: ClipReader;
   /** handler counters and registry fetch counters */
   stats(): { fs: ClipFsStats; fetch: FetchStats };
+  /** how long mounting took, by step (ms): load the index, set up the registry source, FUSE mount */
+  readonly startup: { index_ms: number; source_ms: number; fuse_ms: number };
+  /** the prefetch of `opts.prefetch`, started before the FUSE mount */
+  readonly prefetched: Promise<PrefetchResult> | undefined;
+  /** what programs read through this mount so far (undefined with `record: false`) */
+  accessRecord(): AccessRecord | undefined;
+  /** performance.now() when recording began (the record's `first_ms` count from here), undefined with `record: false` */
+  readonly recordingStartedAt: number | undefined;
+  /** requests by reason, the prefetch queue and the background fill */
+  fetchStats(): SchedulerStats;
+  /** the access pack that came with `opts.prefetch`, if any: streamed, served, missed */
+  packStats(): PackStats | undefined;
   /** unmount (lazily if busy) and close the registry connections; idempotent */
   unmount(): Promise<void>;
 }
@@ -127,6 +156,34 @@ async function layerSource(reader: ClipReader, opts: MountClipOptions): Promise<
   return { source, close: async () => void (await Promise.allSettled([zoneSource.close(), registry.close()])) };
 }
 
+/** `major:minor` of the file system mounted at `mnt` (the last mount there), from /proc/self/mountinfo. */
+function mountDevice(mnt: string): string | undefined {
+  let device: string | undefined;
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const fields = line.split(' ');
+    const point = fields[4]?.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+    if (point === mnt) device = fields[2];
+  }
+  return device;
+}
+
+/**
+ * The kernel reads ahead at most 128 KiB on a FUSE mount unless told otherwise (its backing
+ * device info, /sys/class/bdi/0:N, of this mount alone). The files are immutable, so more is
+ * safe; each kernel request is still 128 KiB (libfuse 2), a larger window only puts more of them
+ * in flight at once. Best effort: a kernel without the knob keeps its default.
+ */
+function raiseReadahead(mnt: string, kb: number, log: ClipFsLog | undefined): void {
+  try {
+    // Not stat(mnt): that would ask this very process, whose JavaScript thread would be waiting.
+    const device = mountDevice(mnt);
+    if (device === undefined) throw new Error(`${mnt} is not in /proc/self/mountinfo`);
+    writeFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, String(kb));
+  } catch (err) {
+    log?.('warn', 'cannot raise the kernel readahead of the mount', { err: err instanceof Error ? err.message : String(err) });
+  }
+}
+
 /**
  * Mount `indexPath` at `mountpoint` (created if missing). A stale mount left there by a killed
  * process is cleaned up first; a live one is an error.
@@ -143,14 +200,36 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
   }
   await mkdir(mnt, { recursive: true });
 
+  const t0 = performance.now();
   const probe = await ClipReader.open(indexPath);
+  const t1 = performance.now();
   const { source, close } = await layerSource(probe, opts);
+  const t2 = performance.now();
+  const log = opts.log;
   const reader = new ClipReader(probe.index, {
     source,
     ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
     ...(opts.memoryBytes === undefined ? {} : { memoryBytes: opts.memoryBytes }),
+    fetch: {
+      largeFileBytes: 4 * 1024 * 1024,
+      backgroundBytesPerSec: opts.backgroundFillBytesPerSec ?? 0,
+      ...(opts.backgroundFillMaxBytes === undefined ? {} : { backgroundMaxBytes: opts.backgroundFillMaxBytes }),
+      ...(log === undefined ? {} : { log }),
+      ...opts.fetch,
+    },
   });
-  const fs = new ClipFilesystem(reader, opts.log === undefined ? {} : { log: opts.log });
+  // The prefetch starts now: by the time the mount is up and a program runs, its first files are
+  // on their way. A record with a pack streams the pack; only what it does not hold goes by span.
+  const packRef = opts.prefetch?.pack;
+  const pack = packRef === undefined ? undefined : new AccessPack(packRef);
+  if (pack !== undefined && packRef !== undefined) {
+    reader.usePack(pack);
+    void pack.stream(() => source.openStream(packRef.digest), log);
+  }
+  const prefetched = opts.prefetch === undefined ? undefined : reader.prefetchRecord(opts.prefetch);
+  prefetched?.catch(() => undefined);
+  const recorder = opts.record === false ? undefined : new AccessRecorder(probe.index.image.manifestDigest);
+  const fs = new ClipFilesystem(reader, { ...(opts.log === undefined ? {} : { log: opts.log }), ...(recorder === undefined ? {} : { recorder }) });
   // Reads may wait on the registry (retries included); metadata never does.
   const fuse = new Fuse(mnt, fs.operations(), { timeout: { default: 30_000, read: 120_000 } });
   const debug = opts.debug === true;
@@ -162,17 +241,28 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
   try {
     await fuseCall((cb) => fuse.mount(cb));
   } catch (err) {
+    reader.stopFetching();
     await close();
     throw new Error(`cannot mount clip index ${indexPath} at ${mnt}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
+  const t3 = performance.now();
+  raiseReadahead(mnt, opts.readAheadKb ?? 1024, log);
+  reader.startBackgroundFill();
 
   let unmounted: Promise<void> | undefined;
   return {
     mountpoint: mnt,
     reader,
+    startup: { index_ms: Math.round(t1 - t0), source_ms: Math.round(t2 - t1), fuse_ms: Math.round(t3 - t2) },
+    prefetched,
+    accessRecord: () => recorder?.record(),
+    recordingStartedAt: recorder?.startedAt,
+    fetchStats: () => reader.fetchStats,
+    packStats: () => (pack === undefined ? undefined : { ...pack.stats }),
     stats: () => ({ fs: { ...fs.stats }, fetch: reader.stats }),
     unmount: () => {
       unmounted ??= (async () => {
+        reader.stopFetching();
         try {
           await fuseCall((cb) => fuse.unmount(cb));
         } catch {

@@ -5,6 +5,7 @@ import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipIndex } from '../format/index-file';
 import { ClipReader } from './clip-reader';
+import { spanAt } from './span-store';
 import { FallbackLayerSource, type LayerSource } from '../source';
 import { mixedData, prng } from '../testing/data';
 import { buildImage, type BuiltImage, type TestCompression } from '../testing/fixtures';
@@ -143,7 +144,8 @@ describe('ClipReader over real tar layers', () => {
     const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
     const src = new CountingSource(img.source);
     src.delayMs = 30;
-    const r = img.reader({ source: src });
+    // (a forward scan like this one would start readahead: fetch-scheduler.test.ts covers that)
+    const r = img.reader({ source: src, fetch: { readaheadBytes: 0 } });
     // ten reads inside one span of big.bin
     const layer = img.index.layers[0];
     const data = img.index.fileData(img.index.resolve('/big.bin'));
@@ -207,6 +209,30 @@ describe('ClipReader over real tar layers', () => {
     const r4 = img.reader({ source: new CountingSource(img.source), cacheDir });
     expect((await r4.readFile('/big.bin')).equals(want)).toBe(true);
     expect(r4.stats.requests).toBe(0);
+  });
+
+  it('concurrent reads of one span in one process share its fetch, never waiting on their own process\'s claim', async () => {
+    const img = await buildImage([tarOf(srcA, 'pax')], 'gzip');
+    const want = readFileSync(join(srcA, 'big.bin'));
+    const layer = img.index.layers[0];
+    const data = img.index.fileData(img.index.resolve('/big.bin', true));
+    const spans = layer === undefined || data === undefined ? -1 : spanAt(layer, data.offset + 4_499_999) - spanAt(layer, data.offset + 1_000_000) + 1;
+    // The race depends on when the claims' file operations finish: try it a few times.
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const src = new CountingSource(img.source);
+      src.delayMs = 20;
+      const r = img.reader({ source: src, cacheDir: join(root, `cache-same-process-${attempt}`), fetch: { readaheadBytes: 0 } });
+      // One read over four spans (it claims them one after the other) and small reads of its
+      // spans, as readahead and the kernel's parallel reads make them.
+      const offsets = [1_000_100, 2_000_000, 3_100_000, 4_400_000];
+      const [long, ...small] = await Promise.all([r.read('/big.bin', 1_000_000, 3_500_000), ...offsets.map((off) => r.read('/big.bin', off, 4096))]);
+      expect(long?.equals(want.subarray(1_000_000, 4_500_000))).toBe(true);
+      small.forEach((got, i) => expect(got.equals(want.subarray(offsets[i] ?? 0, (offsets[i] ?? 0) + 4096))).toBe(true));
+      // Every span fetched once. A read that found a span's claim taken by its own process would
+      // wait for the cache file (10 s) and come back as a disk hit, or fetch the span again.
+      expect(r.stats.spansFetched).toBe(spans);
+      expect(r.stats.diskHits).toBe(0);
+    }
   });
 
   it('a second process waits for the span another one is fetching instead of fetching it again', async () => {
@@ -276,7 +302,7 @@ describe('ClipReader over real tar layers', () => {
       .filter((f) => !f.endsWith('big.bin'))
       .sort((a, b) => lstatSync(b).size - lstatSync(a).size)
       .map((f) => `/${relative(srcA, f)}`);
-    expect(await r.prefetch([p1 ?? '', p2 ?? '', '/missing', '/d0'], { concurrency: 2 })).toBe(2);
+    expect(await r.prefetch([p1 ?? '', p2 ?? '', '/missing', '/d0'])).toBe(2);
     expect(fallbacks.length).toBeGreaterThan(0);
     const before = registrySrc.requests;
     const fresh = img.reader({ source: registrySrc, cacheDir });

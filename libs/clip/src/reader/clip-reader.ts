@@ -12,7 +12,10 @@ import { ClipError, fsError } from '../errors';
 import { displayName } from '../names';
 import { ClipIndex, type ClipStat } from '../format/index-file';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../format/types';
-import { SpanStore, type FetchStats, type SpanStoreOptions } from './span-store';
+import type { AccessPack } from './access-pack';
+import type { AccessRecord } from './access-record';
+import { FetchScheduler, type FetchSchedulerOptions, type SchedulerStats } from './fetch-scheduler';
+import { SpanStore, type FetchStats, type SpanRequest, type SpanStoreOptions } from './span-store';
 
 export interface DirEntry {
   name: string;
@@ -24,10 +27,25 @@ export interface DirEntry {
 export type ClipReaderOptions = SpanStoreOptions & {
   /** most path lookups to remember (default 200k) */
   lookupCacheSize?: number;
+  /** readahead, prefetch and background fill (fetch-scheduler.ts) */
+  fetch?: FetchSchedulerOptions;
 };
+
+/** What a prefetch of an access record did. */
+export interface PrefetchResult {
+  /** files of the record found in this image (regular files) */
+  files: number;
+  /** files of the record that are not regular files here (changed or gone since it was recorded) */
+  missing: number;
+  /** distinct spans asked for (cached ones included) */
+  spans: number;
+  ms: number;
+}
 
 export class ClipReader {
   private readonly store: SpanStore;
+  private readonly scheduler: FetchScheduler;
+  private pack: AccessPack | undefined;
   private readonly lookups = new Map<string, number | ClipError>();
   private readonly lookupLimit: number;
 
@@ -35,7 +53,19 @@ export class ClipReader {
     readonly index: ClipIndex,
     opts: ClipReaderOptions = {},
   ) {
-    this.store = new SpanStore(index, opts);
+    const onRequest = opts.onRequest;
+    this.store = new SpanStore(index, {
+      ...opts,
+      onRequest: (request) => {
+        this.scheduler.recordRequest(request);
+        onRequest?.(request);
+      },
+    });
+    this.scheduler = new FetchScheduler(this.store, index, {
+      diskCache: opts.cacheDir !== undefined,
+      ...(opts.maxRequestBytes === undefined ? {} : { maxRequestBytes: opts.maxRequestBytes }),
+      ...opts.fetch,
+    });
     this.lookupLimit = opts.lookupCacheSize ?? 200_000;
   }
 
@@ -46,6 +76,16 @@ export class ClipReader {
   /** bytes and requests fetched from the source so far */
   get stats(): FetchStats {
     return { ...this.store.stats };
+  }
+
+  /** requests and bytes by why they were made (demand, readahead, prefetch, background), queue, fill state */
+  get fetchStats(): SchedulerStats {
+    return this.scheduler.stats;
+  }
+
+  /** the last range requests made, oldest first, with their times (this process's performance.now()) and reasons */
+  requestLog(): SpanRequest[] {
+    return this.scheduler.requestLog();
   }
 
   /** lstat: a symlink in the last component is not followed */
@@ -95,36 +135,89 @@ export class ClipReader {
     const data = this.index.fileData(id);
     if (!data || offset >= data.size || length === 0) return Buffer.alloc(0);
     const n = Math.min(length, data.size - offset);
+    const layer = this.index.layers[data.layer];
+    if (this.pack !== undefined && layer !== undefined) {
+      // Bytes a pack holds: no span fetch and no readahead (the pack has what the last run read).
+      const packed = await this.pack.lookup(layer.diffId, data.offset + offset, n);
+      if (packed !== undefined) return packed;
+    }
+    this.scheduler.noteRead(id, data, offset, n);
     const out = await this.store.read(data.layer, data.offset + offset, n);
     if (out.length !== n) throw new ClipError('EIO', `short read of '${path}': ${out.length} of ${n} bytes`);
     return out;
   }
 
   /**
-   * Warm the caches with the contents of `paths` (e.g. a recorded access list
-   * of a previous run), `concurrency` files at a time. Missing paths and
-   * non-files are skipped; returns how many files were fetched.
+   * Warm the caches with the whole contents of `paths` (missing paths and non-files are skipped),
+   * through the fetch scheduler's prefetch queue: adjacent files share requests, `concurrency`
+   * (the scheduler's, default 8) go out at once. Returns how many files were asked for.
    */
-  async prefetch(paths: readonly string[], opts: { concurrency?: number } = {}): Promise<number> {
-    let next = 0;
-    let done = 0;
-    const worker = async (): Promise<void> => {
-      while (next < paths.length) {
-        const path = paths[next++] ?? '';
-        let id: number;
-        try {
-          id = this.lookup(path, true);
-        } catch {
-          continue;
-        }
-        const data = this.index.isRegular(id) ? this.index.fileData(id) : undefined;
-        if (!data) continue;
-        await this.store.read(data.layer, data.offset, data.size);
-        done++;
+  async prefetch(paths: readonly string[]): Promise<number> {
+    const ranges = paths.flatMap((path) => {
+      const data = this.regularFileData(path);
+      return data === undefined ? [] : [{ data, offset: 0, length: data.size }];
+    });
+    await this.scheduler.prefetch(ranges);
+    return ranges.length;
+  }
+
+  /**
+   * Fetch what an access record says a program read, in the order it first read it, into the
+   * caches; resolves when all of it is fetched or cached. Reads do not wait for it: they go
+   * straight to the registry for whatever is not there yet.
+   */
+  async prefetchRecord(record: AccessRecord): Promise<PrefetchResult> {
+    const started = performance.now();
+    let missing = 0;
+    const ranges = [];
+    for (const file of record.files) {
+      const data = this.regularFileData(file.path);
+      if (data === undefined) {
+        missing++;
+        continue;
       }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
-    return done;
+      const diffId = this.index.layers[data.layer]?.diffId ?? '';
+      for (const [offset, length] of file.ranges) {
+        // What the pack in use holds comes with it.
+        if (this.pack?.covers(diffId, data.offset + offset, Math.min(length, data.size - offset)) === true) continue;
+        ranges.push({ data, offset, length });
+      }
+    }
+    const spans = await this.scheduler.prefetch(ranges);
+    return { files: record.files.length - missing, missing, spans, ms: Math.round(performance.now() - started) };
+  }
+
+  /**
+   * Serve reads of the ranges `pack` holds from it (waiting for those still on their way), and
+   * leave them out of prefetchRecord. Call before prefetchRecord; start the pack's stream too.
+   */
+  usePack(pack: AccessPack): void {
+    this.pack = pack;
+  }
+
+  /** Fetch the rest of the image into the disk cache at the configured rate (fetch.backgroundBytesPerSec; 0: no-op). */
+  startBackgroundFill(): void {
+    this.scheduler.startBackgroundFill();
+  }
+
+  /** Stop queued readahead, prefetch and the background fill (requests in flight finish). */
+  stopFetching(): void {
+    this.scheduler.stop();
+  }
+
+  /** Resolves once no readahead or prefetch is queued or in flight (tests, benchmarks). */
+  fetchIdle(): Promise<void> {
+    return this.scheduler.idle();
+  }
+
+  private regularFileData(path: string): ReturnType<ClipIndex['fileData']> {
+    let id: number;
+    try {
+      id = this.lookup(path, true);
+    } catch {
+      return undefined;
+    }
+    return this.index.isRegular(id) ? this.index.fileData(id) : undefined;
   }
 
   async readFile(path: string): Promise<Buffer> {

@@ -38,6 +38,11 @@ export class SpanDiskCache {
     return join(this.layerDir(diffId), `${span.uoff}-${span.ulen}`);
   }
 
+  /** Whether the span's file is there (not verified: `get` verifies when it reads). */
+  async has(diffId: string, span: CachedSpan): Promise<boolean> {
+    return stat(this.path(diffId, span)).then((st) => st.size === span.ulen, () => false);
+  }
+
   async get(diffId: string, span: CachedSpan): Promise<Buffer | undefined> {
     const file = this.path(diffId, span);
     let data: Buffer;

@@ -26,6 +26,10 @@ export interface LazySandboxLayout {
   initPid: string;
   mountStatus: string;
   mountLog: string;
+  /** what the mount process writes on SIGUSR2: the reads it served (an access record) and its requests */
+  mountAccess: string;
+  /** the access record this sandbox recorded and pushed (gzip'd JSON, as in the registry) */
+  accessRecord: string;
 }
 
 export interface LazySandboxRecord {
@@ -43,6 +47,14 @@ export interface LazySandboxRecord {
   labels: Record<string, string>;
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
   created_at: string;
+  /**
+   * The image's access record (what its program read on a first lazy start; absent in records
+   * written before there were any, and for images without a `<tag>.clip` index): where it lives in
+   * the registry (`ref`), the local copy this sandbox prefetched (null: there was none, so this
+   * sandbox records one after its first exec), and the local copy of the one it recorded and
+   * pushed (null: not yet).
+   */
+  access?: { ref: string; prefetched: string | null; recorded: string | null };
 }
 
 export function checkSandboxId(sandboxId: string): void {
@@ -68,6 +80,8 @@ export function lazySandboxLayout(lazyRoot: string, sandboxId: string): LazySand
     initPid: join(dir, 'init.pid'),
     mountStatus: join(dir, 'mount.json'),
     mountLog: join(dir, 'mount.log'),
+    mountAccess: join(dir, 'mount-access.json'),
+    accessRecord: join(dir, 'access-record.json.gz'),
   };
 }
 

@@ -12,15 +12,17 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ClipIndex } from '@cryo/clip';
 import {
-  isMountProcess,
+  MountLauncher,
+  isMountProcessOf,
+  requestAccessRecord,
   listMounts,
   mountsAt,
   mountsUnder,
   readMountStatus,
-  startMountProcess,
   stopMountProcess,
   unmountFuse,
   unmountPath,
+  type MountAccessOut,
   type MountEntry,
   type MountStatus,
 } from '@cryo/clip/fuse';
@@ -57,6 +59,12 @@ export interface LazySandboxesOptions {
   mountTimeoutMs?: number | undefined;
   /** Called with a mount process's status file once the process has ended (its last fetch counts): metrics. */
   onMountStopped?: ((statusFile: string, status: MountStatus) => void) | undefined;
+  /** what mount processes print before they have a mount of their own (node's own errors) */
+  launcherLog: string;
+  /** background fill of each mount, compressed bytes/s (0: off) */
+  backgroundFillBytesPerSec: number;
+  /** at mount time: the most compressed bytes a mount's background fill may fetch (undefined: the whole image) */
+  backgroundFillMaxBytes?: (() => number | undefined) | undefined;
   log: Logger;
 }
 
@@ -76,8 +84,22 @@ async function tail(file: string, bytes = 2000): Promise<string> {
 export class LazySandboxes {
   /** this executor instance's cgroup group (cgroups.ts) */
   private readonly cgroupGroup: string;
+  /** keeps a mount process loaded and waiting, so a mount does not wait for node to start */
+  private readonly launcher: MountLauncher;
+
   constructor(private readonly opts: LazySandboxesOptions) {
     this.cgroupGroup = lazyCgroupGroup(opts.executorId, opts.lazyRoot);
+    this.launcher = new MountLauncher({ logFile: opts.launcherLog });
+  }
+
+  /** Start the ready mount process now (the executor's start), so that the first mount is fast too. */
+  prepare(): Promise<void> {
+    return this.launcher.prepare();
+  }
+
+  /** End the ready mount process; mounts keep running. */
+  close(): void {
+    this.launcher.close();
   }
 
   get runc(): Runc {
@@ -92,13 +114,19 @@ export class LazySandboxes {
   async bringUp(record: LazySandboxRecord, layout: LazySandboxLayout, progress: ProgressSink): Promise<LazyCreateTimings> {
     const started = performance.now();
     progress({ phase: 'mount', bytes_done: 0, bytes_total: null });
-    await startMountProcess({
+    const prefetch = record.access?.prefetched ?? null;
+    const fillMax = this.opts.backgroundFillBytesPerSec > 0 ? this.opts.backgroundFillMaxBytes?.() : undefined;
+    await this.launcher.start({
       indexPath: record.index_path,
       mountpoint: layout.lower,
       statusFile: layout.mountStatus,
       logFile: layout.mountLog,
       cacheDir: this.opts.cacheDir,
       registryAccess: this.opts.registryAccess,
+      accessOut: layout.mountAccess,
+      backgroundFillBytesPerSec: this.opts.backgroundFillBytesPerSec,
+      ...(fillMax === undefined ? {} : { backgroundFillMaxBytes: fillMax }),
+      ...(prefetch !== null && existsSync(prefetch) ? { prefetch } : {}),
       ...(this.opts.mountTimeoutMs === undefined ? {} : { timeoutMs: this.opts.mountTimeoutMs }),
     }).catch((err: unknown) => {
       throw new CryoError('UNAVAILABLE', `the image mount of sandbox ${record.sandbox_id} did not come up on this executor: ${errorText(err)}`);
@@ -192,7 +220,7 @@ export class LazySandboxes {
   /** Overlay first (it holds the FUSE mount), then the mount process and anything left. */
   async takeDownMounts(layout: LazySandboxLayout): Promise<void> {
     await unmountPath(layout.rootfs);
-    await stopMountProcess(readMountStatus(layout.mountStatus)?.pid, layout.lower);
+    await stopMountProcess(readMountStatus(layout.mountStatus), layout.lower);
     const last = readMountStatus(layout.mountStatus);
     if (last !== undefined) this.opts.onMountStopped?.(layout.mountStatus, last);
     for (const m of mountsUnder(layout.dir)) {
@@ -201,10 +229,19 @@ export class LazySandboxes {
     }
   }
 
+  /**
+   * What programs read through the sandbox's image mount so far, and the mount's last range
+   * requests, asked of its mount process (SIGUSR2); undefined when it does not answer.
+   */
+  readAccess(layout: LazySandboxLayout): Promise<MountAccessOut | undefined> {
+    const status = readMountStatus(layout.mountStatus);
+    return status === undefined ? Promise.resolve(undefined) : requestAccessRecord(status, layout.mountAccess);
+  }
+
   /** Mount process alive and serving, FUSE and overlay mounted. No file access: a hung mount must not hang us. */
   mountHealthy(layout: LazySandboxLayout, mounts: MountEntry[] = listMounts()): boolean {
     const status = readMountStatus(layout.mountStatus);
-    return status !== undefined && status.state === 'mounted' && isMountProcess(status.pid, layout.lower)
+    return status !== undefined && status.state === 'mounted' && isMountProcessOf(status, layout.lower)
       && mountsAt(layout.lower, mounts).length > 0 && mountsAt(layout.rootfs, mounts).some((m) => m.fstype === 'overlay');
   }
 

@@ -3,16 +3,17 @@
  * resume (always); the tar becomes one gzip'd layer on top of the base image's layers, pushed with
  * its config and manifest: an ordinary image for eager restore and `docker pull`.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ClipIndex } from '@cryo/clip';
-import type { RegistryClient } from '@cryo/oci';
+import { ClipIndex, decodeAccessRecord, type AccessRecord } from '@cryo/clip';
+import { parseImageReference, type RegistryClient } from '@cryo/oci';
 import type { SnapshotRegistry } from '@cryo/registry-auth';
-import { CryoError, containerName, registrySnapshotRef } from '@cryo/snapshot';
+import { CryoError, accessRecordTag, containerName, registrySnapshotRef } from '@cryo/snapshot';
 import { snapshotLabels, type ProgressSink, type SnapshotOutcome, type SnapshotSpec } from '../driver';
 import { pauseWithResume, roundMs } from '../pause-window';
-import { readRecord } from './layout';
+import { readRecord, type LazySandboxLayout, type LazySandboxRecord } from './layout';
 import { errorText, type LazySandboxes } from './lifecycle';
 import { mergeEnv } from './runtime-spec';
 import { publishSnapshotImage } from './snapshot-image';
@@ -27,7 +28,25 @@ export interface LazySnapshotContext {
   onFreeze: (thawed: Promise<void>) => void;
   /** a snapshot with more layers is flattened (flatten-image.ts) */
   maxLayers: number;
+  /** push an access record as `accessRef`, its pack taken from the repository `from` (ClipArtifacts.publishAccess) */
+  publishAccess: (accessRef: string, imageDigest: string | null, record: AccessRecord, pack?: { from: string }) => Promise<{ pack: boolean }>;
   log: Logger;
+}
+
+/**
+ * The access record a snapshot of this sandbox carries: the one it prefetched, else the one it
+ * recorded and pushed (either with its pack, which lives beside the sandbox's image record), else
+ * what its program has read so far (its first exec may not have ended). Undefined when there is none.
+ */
+async function recordToCarry(ctx: LazySnapshotContext, record: LazySandboxRecord, layout: LazySandboxLayout): Promise<{ record: AccessRecord; packFrom?: string } | undefined> {
+  for (const file of [record.access?.prefetched, record.access?.recorded]) {
+    if (file === null || file === undefined || !existsSync(file)) continue;
+    const carried = decodeAccessRecord(await readFile(file));
+    const ref = record.access?.ref;
+    return { record: carried, ...(ref === undefined ? {} : { packFrom: parseImageReference(ref).repository }) };
+  }
+  const live = await ctx.sandboxes.readAccess(layout);
+  return live?.record === null || live?.record === undefined || live.record.files.length === 0 ? undefined : { record: live.record };
 }
 
 export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: SnapshotSpec, progress: ProgressSink): Promise<SnapshotOutcome> {
@@ -81,6 +100,22 @@ export async function snapshotLazySandbox(ctx: LazySnapshotContext, spec: Snapsh
         flatten: { maxLayers: ctx.maxLayers, workDir: join(work, 'flatten') },
       });
       progress({ phase: 'pushed', bytes_done: layer.size, bytes_total: layer.size });
+      // The new image starts like this one: it gets this sandbox's access record, so its first
+      // lazy start prefetches too. Best effort: the snapshot stands without it.
+      const accessRef = registrySnapshotRef(registry, accessRecordTag(spec.tag));
+      try {
+        const carried = await recordToCarry(ctx, record, layout);
+        if (carried !== undefined) {
+          // A flattened image has none of the layers the pack's entries are keyed by (diff_id +
+          // offset): its restores would stream the pack and serve nothing from it. The record's
+          // paths and ranges still hold, so it goes without the pack.
+          const packFrom = published.flattened === null ? carried.packFrom : undefined;
+          const { pack } = await ctx.publishAccess(accessRef, published.digest, carried.record, packFrom === undefined ? undefined : { from: packFrom });
+          ctx.log.info({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, files: carried.record.files.length, pack }, 'access record carried to the snapshot');
+        }
+      } catch (err) {
+        ctx.log.warn({ sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, access_ref: accessRef, err: errorText(err) }, 'cannot carry the access record to the snapshot');
+      }
       ctx.log.info({
         sandbox_id: spec.sandboxId, snapshot_id: spec.snapshotId, image_ref: imageRef, digest: published.digest,
         layer_bytes: layer.size, layer_entries: layer.entries, whiteouts: layer.whiteouts, opaque_dirs: layer.opaqueDirs,
