@@ -6,6 +6,11 @@
 export class BusySandboxes {
   private readonly counts = new Map<string, number>();
 
+  /** How many sandboxes are busy now (a sandbox no operation holds is forgotten). */
+  get size(): number {
+    return this.counts.size;
+  }
+
   /** Whether any operation holds `sandboxId`'s busy mark now. */
   has(sandboxId: string): boolean {
     return (this.counts.get(sandboxId) ?? 0) > 0;
@@ -17,7 +22,9 @@ export class BusySandboxes {
     try {
       return await work();
     } finally {
-      this.counts.set(sandboxId, (this.counts.get(sandboxId) ?? 1) - 1);
+      const left = (this.counts.get(sandboxId) ?? 1) - 1;
+      if (left > 0) this.counts.set(sandboxId, left);
+      else this.counts.delete(sandboxId);
     }
   }
 }
