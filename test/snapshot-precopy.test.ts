@@ -121,6 +121,7 @@ describe('pre-copy snapshots', () => {
 
     const active = await snapshot(sandbox);
     expect(obj(active.capture).method).toBe('precopy');
+    expect(obj(active.capture).method_reason).toBe("snapshots.method is auto, and the container's overlay2 upper dir is readable on this host");
     // The clip index came with the push: set when the snapshot turned active, no build_index round.
     expect(active.clip_index_ref).toMatch(/\.clip$/);
     const pushed = await lastLayerFromRegistry(String(active.image_ref), access());
@@ -256,6 +257,7 @@ describe('commit method (snapshots.method: commit)', () => {
     await exec(sandbox, 'echo by-commit > /root/c.txt && rm /lower/gone');
     const active = await snapshot(sandbox);
     expect(obj(active.capture).method).toBe('commit');
+    expect(obj(active.capture).method_reason).toBe("the executor's snapshots.method is commit");
     expect(typeof obj(active.timings).commit_ms).toBe('number');
     expect(obj(active.timings).precopy_ms).toBeNull();
     await waitSnapshot(cluster, NS, String(active.snapshot_id), (s) => s.clip_index_ref !== null, 'indexed');

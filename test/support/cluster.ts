@@ -24,6 +24,8 @@ export interface HostSpec {
   dockerMounts?: Array<{ type: 'bind' | 'volume' | 'tmpfs'; source?: string; target: string; read_only?: boolean }>;
   /** More YAML for this executor's config (e.g. a `metrics:` block with a port of its own, a `clip:` block). */
   config?: string;
+  /** The storage driver of this host's engine (default overlay2; see DockerdOptions.storageDriver). */
+  storageDriver?: 'overlay2' | 'vfs';
 }
 
 export interface ClusterOptions {
@@ -188,7 +190,7 @@ ${opts.serverConfig ?? ''}
     if (spec === undefined) throw new Error(`unknown host ${name}`);
     let engine = engines.get(name);
     if (engine === undefined) {
-      engine = await startDockerd(`${name}-${port}`);
+      engine = await startDockerd(`${name}-${port}`, spec.storageDriver === undefined ? {} : { storageDriver: spec.storageDriver });
       engines.set(name, engine);
     }
     const config = writeYaml(join(dir, `executor-${name}.yaml`), `

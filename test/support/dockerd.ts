@@ -38,6 +38,12 @@ export interface DockerdOptions {
    * machine's docker0 alone. Either way without iptables rules.
    */
   bridge?: 'own' | 'docker0';
+  /**
+   * The engine's storage driver (default overlay2, as cryo's pre-copy snapshots need). `vfs` needs
+   * no kernel support (a full copy of every layer: slow and large, so only for small images); the
+   * test that the `auto` snapshot method falls back to a commit on such an engine uses it.
+   */
+  storageDriver?: 'overlay2' | 'vfs';
 }
 
 export const DOCKER_BIN = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
@@ -125,7 +131,7 @@ export async function startDockerd(name: string, opts: DockerdOptions = {}): Pro
     '-H', `unix://${socket}`,
     ...(own ? [`--bridge=${bridge}`] : []),
     '--iptables=false', '--ip-masq=false', '--ip-forward=false',
-    '--storage-driver=overlay2',
+    `--storage-driver=${opts.storageDriver ?? 'overlay2'}`,
   ], { stdio: ['ignore', fd, fd], detached: false });
   closeSync(fd);
   live.add(child);

@@ -14,16 +14,18 @@ import {
   type OperationOf,
   type OperationResultOf,
   type Progress,
-  type RestoreMode,
 } from '@cryo/snapshot';
 import type { RegistryAccessSettings } from '@cryo/registry-auth';
+import { BusySandboxes } from './busy-sandboxes';
 import { parseListen, serverUrls, type ExecutorConfig } from './config';
 import { ClipArtifacts } from './clip-artifacts';
 import { RegistryCredentialSource } from './registry-credentials';
 import { DockerDriver, dockerFromHost } from './runtime/docker';
-import type { DriverCapabilities, ProgressSink, Recovery, RuntimeDriver, SandboxSpec } from './runtime/driver';
+import { sandboxSpecOf, type ProgressSink, type Recovery, type RuntimeDriver, type SandboxSpec } from './runtime/driver';
+import { DriverSet } from './runtime/driver-set';
 import { RuncLazyDriver } from './runtime/runc-lazy';
 import { ExecutorMetrics } from './metrics';
+import { rollbackSandbox } from './operations/rollback-sandbox';
 import { ServerClient } from './server-client';
 import { ClipCacheService } from './services/clip-cache';
 import { HeartbeatService } from './services/heartbeat';
@@ -50,12 +52,11 @@ export class Executor {
   private readonly loop: OperationLoop;
   private readonly heartbeat: HeartbeatService;
   private readonly reconciler: Reconciler;
-  private readonly busySandboxes = new Map<string, number>();
+  private readonly busy = new BusySandboxes();
   private readonly clip: ClipArtifacts;
   private readonly clipCache: ClipCacheService;
   /** Every way this executor can run sandboxes, the lazy one first (its `owns` is a directory check). */
-  private readonly drivers: RuntimeDriver[];
-  private readonly capabilities = new Map<RuntimeDriver, DriverCapabilities>();
+  private readonly drivers: DriverSet;
   private failCreates: number;
   readonly metrics = new ExecutorMetrics();
   private readonly lazy: RuncLazyDriver;
@@ -96,7 +97,7 @@ export class Executor {
       onMountStopped: (statusFile, status) => this.metrics.mountStats([{ key: mountKey(statusFile, status.pid), fetch: status.fetch ?? {} }], true),
       log,
     });
-    this.drivers = [
+    this.drivers = new DriverSet([
       this.lazy,
       new DockerDriver({
         docker: dockerFromHost(config.docker.host),
@@ -121,13 +122,13 @@ export class Executor {
         log,
         ...(opts.holdPausedMs === undefined ? {} : { holdPausedMs: opts.holdPausedMs }),
       }),
-    ];
+    ], config.executor_id);
     this.loop = new OperationLoop(this.server, this.ops, (op, opLog) => this.handle(op, opLog), log);
     const target = {
       observe: () => this.observeSandboxes(),
-      remove: async (id: string) => (await this.driverOf(id))?.remove(id) ?? false,
+      remove: async (id: string) => (await this.drivers.owner(id))?.remove(id) ?? false,
     };
-    this.reconciler = new Reconciler(target, (id) => (this.busySandboxes.get(id) ?? 0) > 0, log);
+    this.reconciler = new Reconciler(target, (id) => this.busy.has(id), log);
     this.heartbeat = new HeartbeatService(this.server, () => this.observe(), async (res) => {
       this.metrics.heartbeatAccepted();
       await this.reconciler.reconcile(res.desired_sandboxes);
@@ -155,11 +156,7 @@ export class Executor {
       });
       this.log.info({ metrics: `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}/metrics` }, 'serving metrics');
     }
-    for (const driver of this.drivers) {
-      const caps = await driver.capabilities();
-      this.capabilities.set(driver, caps);
-      if (!caps.available) this.log.warn({ driver: driver.name, reason: caps.reason }, `the ${driver.name} driver is unavailable on this host`);
-    }
+    await this.drivers.probe(this.log);
     await this.recover();
     // Register before taking work; keep trying while the server is not up yet.
     for (let attempt = 0; ; attempt++) {
@@ -179,18 +176,13 @@ export class Executor {
 
   async stop(): Promise<void> {
     await Promise.all([this.heartbeat.stop(), this.loop.stop(), this.metricsEndpoint?.stop(), this.clipCache.stop()]);
-    await Promise.all([this.clip.close(), ...this.drivers.map((d) => d.close?.())]);
-  }
-
-  /** Drivers this host can run (capabilities probed at start). */
-  private get active(): RuntimeDriver[] {
-    return this.drivers.filter((d) => this.capabilities.get(d)?.available === true);
+    await Promise.all([this.clip.close(), ...this.drivers.all.map((d) => d.close?.())]);
   }
 
   /** Undo what a crash left half-done: paused sandboxes, broken mounts, operations that never finished. */
   private async recover(): Promise<void> {
     const recovered: Recovery[] = [];
-    for (const driver of this.active) recovered.push(...await driver.recover());
+    for (const driver of this.drivers.active) recovered.push(...await driver.recover());
     const unpaused = new Set(recovered.filter((r) => r.action === 'unpaused' || r.action === 'resumed').map((r) => r.sandbox_id));
     for (const record of this.ops.all()) {
       if (record.state === 'running' && record.pid !== process.pid) {
@@ -212,9 +204,9 @@ export class Executor {
   private async observe(): Promise<HeartbeatBody> {
     const [sandboxes, images] = await Promise.all([
       this.observeSandboxes(),
-      Promise.all(this.active.map((d) => d.images?.list() ?? [])).then((lists) => lists.flat()),
+      Promise.all(this.drivers.active.map((d) => d.images?.list() ?? [])).then((lists) => lists.flat()),
     ]);
-    const lazy = [...this.capabilities.values()].find((c) => c.restoreModes.includes('lazy'));
+    const lazy = this.drivers.capabilitiesFor('lazy');
     // One image under several refs (a snapshot's local twin and its registry ref) counts once.
     const imageBytes = new Map(images.map((image) => [image.snapshot_id ?? image.ref, image.size_bytes ?? 0]));
     this.metrics.observed(sandboxes, [...imageBytes.values()].reduce((sum, bytes) => sum + bytes, 0));
@@ -237,26 +229,7 @@ export class Executor {
   }
 
   private async observeSandboxes(): Promise<ObservedSandbox[]> {
-    return (await Promise.all(this.active.map((d) => d.observe()))).flat();
-  }
-
-  /** The driver that runs `sandboxId` on this host, if any does. */
-  private async driverOf(sandboxId: string): Promise<RuntimeDriver | undefined> {
-    for (const driver of this.active) if (await driver.owns(sandboxId)) return driver;
-    return undefined;
-  }
-
-  private async owningDriver(sandboxId: string): Promise<RuntimeDriver> {
-    const driver = await this.driverOf(sandboxId);
-    if (driver === undefined) throw new CryoError('NOT_FOUND', `sandbox ${sandboxId} has no container on this executor`);
-    return driver;
-  }
-
-  /** A sandbox that exists already stays with its driver; a new one goes to the driver of its restore mode. */
-  private async driverFor(spec: SandboxSpec): Promise<RuntimeDriver> {
-    const owner = await this.driverOf(spec.sandboxId);
-    if (owner !== undefined) return owner;
-    return this.driverForMode(spec.restore?.mode ?? 'eager');
+    return (await Promise.all(this.drivers.active.map((d) => d.observe()))).flat();
   }
 
   private progressSink(opId: string, log: Logger): ProgressSink {
@@ -265,15 +238,6 @@ export class Executor {
         log.debug({ err: err instanceof Error ? err.message : String(err) }, 'progress report failed');
       });
     };
-  }
-
-  private async withBusy<T>(sandboxId: string, work: () => Promise<T>): Promise<T> {
-    this.busySandboxes.set(sandboxId, (this.busySandboxes.get(sandboxId) ?? 0) + 1);
-    try {
-      return await work();
-    } finally {
-      this.busySandboxes.set(sandboxId, (this.busySandboxes.get(sandboxId) ?? 1) - 1);
-    }
   }
 
   private handle(op: Operation, log: Logger): Promise<unknown> {
@@ -304,54 +268,38 @@ export class Executor {
     return containerId;
   }
 
-  /** The driver that serves a restore mode (a create without a snapshot counts as eager). */
-  private driverForMode(mode: RestoreMode): RuntimeDriver {
-    const driver = this.active.find((d) => this.capabilities.get(d)?.restoreModes.includes(mode));
-    if (driver !== undefined) return driver;
-    const reason = [...this.capabilities.values()].find((c) => c.restoreModes.includes(mode))?.reason ?? 'no driver for it';
-    throw new CryoError('UNPROCESSABLE', `executor ${this.config.executor_id} cannot restore ${mode === 'lazy' ? 'lazily' : 'eagerly'}: ${reason}`);
-  }
-
   private readonly handlers: Handlers = {
-    create_sandbox: ({ payload: p }, _log, progress) => this.withBusy(p.sandbox_id, async () => {
+    create_sandbox: ({ payload: p }, _log, progress) => this.busy.hold(p.sandbox_id, async () => {
       if (this.failCreates > 0) {
         this.failCreates -= 1;
         throw new CryoError('UNAVAILABLE', `fault injected (CRYO_FAULT_FAIL_CREATES): create of sandbox ${p.sandbox_id} refused on executor ${this.config.executor_id}`);
       }
-      const spec = sandboxSpec(p);
-      const driver = await this.driverFor(spec);
+      const spec = sandboxSpecOf(p);
+      const driver = await this.drivers.forSpec(spec);
       const containerId = await this.createWith(driver, spec, progress);
       this.heartbeat.nudge();
       return { container_id: containerId, runtime: driver.name };
     }),
-    // Rollback in place: the old container goes, one restored from the snapshot comes, under the
-    // sandbox's busy mark (the reconciler leaves a busy sandbox alone). The target driver is
-    // chosen (and its availability checked) before anything is removed. Run once per op id.
-    rollback_sandbox: ({ payload: p }, log, progress) => this.withBusy(p.sandbox_id, async () => {
-      const spec = sandboxSpec(p);
-      const target = this.driverForMode(p.restore.mode);
-      const current = await this.driverOf(p.sandbox_id);
-      if (current !== undefined) {
-        await current.remove(p.sandbox_id);
-        log.info({ from: current.name, to: target.name, snapshot_id: p.restore.snapshot_id }, 'rollback: old container removed');
-      }
-      const containerId = await this.createWith(target, spec, progress);
-      this.heartbeat.nudge();
-      return { container_id: containerId, runtime: target.name };
-    }),
+    // Rollback in place: the old container goes, one restored from the snapshot comes (operations/rollback-sandbox.ts).
+    rollback_sandbox: ({ payload: p }, log, progress) => rollbackSandbox({
+      drivers: this.drivers,
+      busy: this.busy,
+      create: (driver, spec, sink) => this.createWith(driver, spec, sink),
+      changed: () => this.heartbeat.nudge(),
+    }, p, log, progress),
     delete_sandbox: async ({ payload: p }) => {
-      const removed = (await (await this.driverOf(p.sandbox_id))?.remove(p.sandbox_id)) ?? false;
+      const removed = (await (await this.drivers.owner(p.sandbox_id))?.remove(p.sandbox_id)) ?? false;
       this.metrics.sandboxRemoved(p.sandbox_id);
       this.heartbeat.nudge();
       return { removed };
     },
     exec: async ({ payload: p }) => {
-      const result = await (await this.owningDriver(p.sandbox_id)).exec(p.sandbox_id, p.command, p.timeout_secs);
+      const result = await (await this.drivers.owning(p.sandbox_id)).exec(p.sandbox_id, p.command, p.timeout_secs);
       this.metrics.execEnded(p.sandbox_id);
       return result;
     },
-    snapshot: ({ op_id: opId, payload: p }, log, progress) => this.withBusy(p.sandbox_id, async () => {
-      const driver = await this.owningDriver(p.sandbox_id);
+    snapshot: ({ op_id: opId, payload: p }, log, progress) => this.busy.hold(p.sandbox_id, async () => {
+      const driver = await this.drivers.owning(p.sandbox_id);
       const outcome = await driver.snapshot({
         opId, sandboxId: p.sandbox_id, snapshotId: p.snapshot_id, namespace: p.namespace, tag: p.tag, baseImage: p.base_image,
       }, progress);
@@ -365,7 +313,7 @@ export class Executor {
     }),
     delete_image: async ({ payload: p }) => {
       const removed = new Set<string>();
-      for (const driver of this.active) for (const ref of await driver.images?.remove(p.image_refs) ?? []) removed.add(ref);
+      for (const driver of this.drivers.active) for (const ref of await driver.images?.remove(p.image_refs) ?? []) removed.add(ref);
       this.heartbeat.nudge();
       return { removed: [...removed] };
     },
@@ -373,16 +321,6 @@ export class Executor {
       const { layers_read: layersRead, thread_id: _thread, ...result } = await this.clip.publish(p.image_ref, p.digest);
       log.info({ clip_index_ref: result.clip_index_ref, index_ms: result.index_ms, index_size_bytes: result.index_size_bytes, layers_read: layersRead }, 'clip index pushed');
       return result;
-    },
-  };
-}
-
-/** The driver's view of a create_sandbox or rollback_sandbox payload. */
-function sandboxSpec(p: OperationOf<'create_sandbox'>['payload'] | OperationOf<'rollback_sandbox'>['payload']): SandboxSpec {
-  return {
-    sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources,
-    restore: p.restore === null ? null : {
-      snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
     },
   };
 }

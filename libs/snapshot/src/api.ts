@@ -239,6 +239,15 @@ export type CopyPass = z.infer<typeof CopyPassSchema>;
 export const SnapshotCaptureSchema = z.object({
   /** `precopy`: copied while running, paused for the changes only; `commit`: paused for a `docker commit` */
   method: z.enum(['precopy', 'commit']),
+  /**
+   * Why this method: the executor's `snapshots.method`, and under `auto` what decided it (e.g. an
+   * engine whose storage driver is not overlay2 takes `commit`); null from executors that do not say.
+   */
+  method_reason: z.string().max(1024).nullable().default(null).meta({
+    description: "Why this method was used: the executor's snapshots.method, and under `auto` what decided it "
+      + '(pre-copy needs the container\'s overlay2 upper dir readable on the executor\'s host; otherwise `commit`). '
+      + 'Null from executors that do not say',
+  }),
   passes: z.array(CopyPassSchema).max(64),
   /** compressed bytes this snapshot uploaded (layers, config, manifest); null when not known */
   bytes_pushed: ByteCount.nullable(),

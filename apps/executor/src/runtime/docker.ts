@@ -272,17 +272,20 @@ export class DockerDriver implements RuntimeDriver {
     const workDir = join(this.opts.stateDir, 'snapshots');
     const recordDir = join(this.opts.stateDir, 'base-images');
     const hold = this.opts.holdPausedMs === undefined ? {} : { holdPausedMs: this.opts.holdPausedMs };
-    if (await this.methodFor(info) === 'precopy') {
+    const { method, reason } = await this.methodFor(info);
+    const log = this.opts.log.child({ snapshot_id: spec.snapshotId });
+    log.info({ method, reason }, `snapshot method: ${method}`);
+    if (method === 'precopy') {
       return precopySnapshot({
         docker: this.docker, registry: this.opts.registry, access: this.opts.access, clip: this.opts.clip, workDir, recordDir,
-        settings: this.opts.snapshots, log: this.opts.log.child({ snapshot_id: spec.snapshotId }), ...hold,
+        settings: this.opts.snapshots, methodReason: reason, log, ...hold,
         inBackground: (refs, work) => this.loadingInBackground(refs, work),
         push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
         removeImages: (refs) => this.removeImages(refs),
       }, spec, info, control, progress);
     }
     return commitSnapshot({
-      docker: this.docker, workDir, recordDir, log: this.opts.log, maxLayers: this.opts.snapshots.maxLayers, ...hold,
+      docker: this.docker, workDir, recordDir, log: this.opts.log, maxLayers: this.opts.snapshots.maxLayers, methodReason: reason, ...hold,
       push: (localRef, sink) => this.pushLocal(localRef, spec.tag, sink),
       removeImages: (refs) => this.removeImages(refs),
     }, repoAndTag, spec, info, control, progress);
@@ -304,16 +307,29 @@ export class DockerDriver implements RuntimeDriver {
     });
   }
 
-  /** The configured method; `auto` is pre-copy when the container's overlay2 upper dir is readable here. */
-  private async methodFor(info: Docker.ContainerInspectInfo): Promise<'precopy' | 'commit'> {
-    if (this.opts.snapshots.method !== 'auto') return this.opts.snapshots.method;
+  /**
+   * The configured method; `auto` is pre-copy when the container's overlay2 upper dir is readable
+   * here, else commit. `reason` says why, for the log and the snapshot's `capture.method_reason`:
+   * a user whose snapshot paused for a commit sees what kept it from being pre-copied.
+   */
+  private async methodFor(info: Docker.ContainerInspectInfo): Promise<{ method: 'precopy' | 'commit'; reason: string }> {
+    const configured = this.opts.snapshots.method;
+    if (configured !== 'auto') return { method: configured, reason: `the executor's snapshots.method is ${configured}` };
+    const auto = 'snapshots.method is auto';
+    const storage = info.GraphDriver.Name;
+    if (storage !== 'overlay2') {
+      return { method: 'commit', reason: `${auto}, and the Docker engine's storage driver is ${storage}, not overlay2: pre-copy reads the container's overlay2 upper dir, so the sandbox was paused for a docker commit` };
+    }
     const upper = (info.GraphDriver.Data as Record<string, string | undefined> | undefined)?.UpperDir;
-    if (info.GraphDriver.Name !== 'overlay2' || upper === undefined) return 'commit';
+    if (upper === undefined) {
+      return { method: 'commit', reason: `${auto}, and the engine did not name the container's overlay2 upper dir: the sandbox was paused for a docker commit` };
+    }
     try {
       await access(upper, constants.R_OK);
-      return 'precopy';
-    } catch {
-      return 'commit';
+      return { method: 'precopy', reason: `${auto}, and the container's overlay2 upper dir is readable on this host` };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      return { method: 'commit', reason: `${auto}, and the container's overlay2 upper dir is not readable on this host (${code}; is the engine on another host?): the sandbox was paused for a docker commit` };
     }
   }
 

@@ -11,6 +11,7 @@ import {
   type ExcludedMount,
   type ExecResult,
   type ObservedSandbox,
+  type OperationOf,
   type Progress,
   type RestoreMode,
   type RuntimeName,
@@ -29,6 +30,16 @@ export interface SandboxSpec {
   resources: { cpus?: number | undefined; memory_mb?: number | undefined };
   /** Restore from this snapshot (`mode` picks the driver) instead of creating from `image`. */
   restore: RestoreSpec | null;
+}
+
+/** The driver's view of a create_sandbox or rollback_sandbox payload. */
+export function sandboxSpecOf(p: OperationOf<'create_sandbox'>['payload'] | OperationOf<'rollback_sandbox'>['payload']): SandboxSpec {
+  return {
+    sandboxId: p.sandbox_id, namespace: p.namespace, image: p.image, command: p.command, env: p.env, labels: p.labels, resources: p.resources,
+    restore: p.restore === null ? null : {
+      snapshotId: p.restore.snapshot_id, imageRef: p.restore.image_ref, digest: p.restore.digest, clipIndexRef: p.restore.clip_index_ref, mode: p.restore.mode,
+    },
+  };
 }
 
 export interface RestoreSpec {

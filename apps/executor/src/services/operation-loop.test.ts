@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryError } from '@cryo/registry-auth';
-import type { OpResultBody, Operation } from '@cryo/snapshot';
+import type { Operation } from '@cryo/snapshot';
 import { ServerError } from '../server-client';
 import { until } from '../testing/until';
 import { OpJournal } from '../state/op-journal';
-import { OperationLoop, type OperationServer } from './operation-loop';
+import { ScriptedServer } from '../testing/scripted-server';
+import { OperationLoop } from './operation-loop';
 
 const log = pino({ level: 'silent' });
 const dirs: string[] = [];
@@ -30,39 +31,6 @@ function stateDir(): string {
 function execOp(opId: string, attempt = 1): Operation {
   return { op_id: opId, attempt, lease_expires_at: new Date().toISOString(), kind: 'exec', payload: { sandbox_id: 'sbx-1', command: ['true'], timeout_secs: 5 } };
 }
-
-/** A server that hands out the given batches of operations, then waits (until the poll is aborted); results go to `reports`. */
-class ScriptedServer implements OperationServer {
-  readonly reports: Array<{ opId: string; body: OpResultBody }> = [];
-  /** errors to throw from the next result() calls, in order */
-  readonly resultFailures: Error[] = [];
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly batches: Operation[][]) {}
-
-  async operations(_waitMs: number, signal?: AbortSignal): Promise<Operation[]> {
-    const next = this.batches.shift();
-    if (next !== undefined) return next;
-    await new Promise<void>((resolve) => {
-      this.waiting.push(resolve);
-      signal?.addEventListener('abort', () => resolve(), { once: true });
-    });
-    throw new Error('aborted');
-  }
-
-  async result(opId: string, body: OpResultBody): Promise<void> {
-    const failure = this.resultFailures.shift();
-    if (failure !== undefined) throw failure;
-    this.reports.push({ opId, body });
-  }
-
-  /** Offer more operations to a loop that is waiting. */
-  offer(batch: Operation[]): void {
-    this.batches.push(batch);
-    for (const wake of this.waiting.splice(0)) wake();
-  }
-}
-
 
 describe('OperationLoop', () => {
   it('runs an op id once when it is offered again while running and after it is done', async () => {

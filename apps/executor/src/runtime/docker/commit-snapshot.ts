@@ -36,6 +36,8 @@ export interface CommitContext {
   log: Logger;
   /** a snapshot image with more layers than this is flattened (snapshots.max_layers) */
   maxLayers: number;
+  /** why the commit method was chosen (the result's `capture.method_reason`) */
+  methodReason: string;
   holdPausedMs?: number;
   /** tag the local image for the registry and push it with the engine; returns the manifest digest */
   push: (localRef: string, progress: ProgressSink) => Promise<{ imageRef: string; digest: string; pushMs: number } | undefined>;
@@ -153,7 +155,7 @@ export async function commitSnapshot(
       onFlatten: () => progress({ phase: 'flatten', bytes_done: 0, bytes_total: null }),
     });
     imageId = flat.imageId;
-    const capture: SnapshotCapture = { method: 'commit', passes: [], bytes_pushed: null, volumes: volumes.map((v) => v.destination) };
+    const capture: SnapshotCapture = { method: 'commit', method_reason: ctx.methodReason, passes: [], bytes_pushed: null, volumes: volumes.map((v) => v.destination) };
     const timings = {
       pause_ms: roundMs(paused.pauseMs), precopy_ms: null, commit_ms: roundMs(commitMs), push_ms: null, index_ms: null,
       flatten_ms: flat.report === null ? null : roundMs(flat.report.ms),

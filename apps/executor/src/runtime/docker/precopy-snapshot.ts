@@ -56,6 +56,8 @@ export interface PrecopyContext {
   /** what this host knows about images' layers in registries */
   recordDir: string;
   settings: PrecopySettings;
+  /** why the pre-copy method was chosen (the result's `capture.method_reason`) */
+  methodReason: string;
   log: Logger;
   /** fault injection for tests: stay paused this long */
   holdPausedMs?: number;
@@ -168,7 +170,7 @@ export async function precopySnapshot(
     const plan = planLayer(precopy.captured());
     if (plan.socketsSkipped.length > 0) ctx.log.info({ sockets: plan.socketsSkipped.slice(0, 20) }, 'sockets are left out of the snapshot, as docker commit leaves them out');
     const capture = (bytesPushed: number | null): SnapshotCapture => ({
-      method: 'precopy', passes, bytes_pushed: bytesPushed, volumes: mounts.volumes.map((v) => v.destination),
+      method: 'precopy', method_reason: ctx.methodReason, passes, bytes_pushed: bytesPushed, volumes: mounts.volumes.map((v) => v.destination),
     });
     const timings = { pause_ms: roundMs(paused.pauseMs), precopy_ms: roundMs(precopyMs), commit_ms: null, push_ms: null, index_ms: null, flatten_ms: null };
     const configFor = async (diffId: string): Promise<Buffer> => commitConfig((await basePromise).config, info, {
