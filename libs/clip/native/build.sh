@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds libs/clip/native/build/Release/fuse.node: fuse-native's C source with Latin-1 (byte)
-# strings, linked against Debian's libfuse2 (needs libfuse-dev, pkg-config, a C compiler, make,
-# python3). Run through npm (`npm run build:fuse -w @cryo/clip`), which puts its node-gyp on PATH.
+# Builds clip's two addons (binding.gyp): libs/clip/native/build/Release/fuse.node, fuse-native's C
+# source with Latin-1 (byte) strings, linked against Debian's libfuse2 (needs libfuse-dev,
+# pkg-config, a C compiler, make, python3), and clip_inflate.node, zlib for the gzip indexer
+# (clip-inflate.c; the zlib inside Node, no package). Run through npm (`npm run build:fuse -w @cryo/clip`), which puts its node-gyp on PATH.
 set -euo pipefail
 cd "$(dirname "$0")"
 # node-gyp downloads Node's headers unless told where they are (no internet here): use the
