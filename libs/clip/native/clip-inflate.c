@@ -171,27 +171,48 @@ static napi_value inflater_close(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Per environment (main thread, each worker): one raw inflate stream for resumes, reset for each
+ * (zlib keeps its state and window allocated), and pruneWindow's buffers. The markers are filled
+ * once: those of a window shorter than 32 KiB are the first bytes of the full ones.
+ */
+typedef struct {
+  z_stream resume;
+  uint8_t a[WINDOW], c[WINDOW], b[WINDOW];
+  uint8_t out_a[WINDOW], out_c[WINDOW], out_b[WINDOW], used[WINDOW];
+} scratch_t;
+
+static void scratch_finalize(napi_env env, void *data, void *hint) {
+  scratch_t *scratch = data;
+  inflateEnd(&scratch->resume);
+  free(scratch);
+}
+
+static scratch_t *scratch_of(napi_env env) {
+  scratch_t *scratch = NULL;
+  if (napi_get_instance_data(env, (void **)&scratch) != napi_ok || scratch == NULL) {
+    napi_throw_error(env, NULL, "clip-inflate: not initialised");
+    return NULL;
+  }
+  return scratch;
+}
+
+/*
  * Inflate from a block boundary into out[0..limit): returns the bytes produced, or -1 when the
  * data is corrupt (a back-reference before the dictionary included).
  */
-static long inflate_at(const uint8_t *compressed, size_t len, unsigned bits, const uint8_t *dict, size_t dict_len, uint8_t *out,
-                       size_t limit) {
+static long inflate_at(scratch_t *scratch, const uint8_t *compressed, size_t len, unsigned bits, const uint8_t *dict,
+                       size_t dict_len, uint8_t *out, size_t limit) {
   if (len == 0) return 0;
-  z_stream strm;
-  memset(&strm, 0, sizeof strm);
-  if (inflateInit2(&strm, -15) != Z_OK) return -1;
-  long result = -1;
-  if (dict_len > 0 && inflateSetDictionary(&strm, dict, (uInt)dict_len) != Z_OK) goto done;
-  if (bits > 0 && inflatePrime(&strm, (int)bits, compressed[0] >> (8 - bits)) != Z_OK) goto done;
-  strm.next_in = (Bytef *)compressed + 1;
-  strm.avail_in = (uInt)(len - 1);
-  strm.next_out = out;
-  strm.avail_out = (uInt)limit;
-  int ret = inflate(&strm, Z_SYNC_FLUSH);
-  if (ret == Z_OK || ret == Z_STREAM_END || ret == Z_BUF_ERROR) result = (long)(limit - strm.avail_out);
-done:
-  inflateEnd(&strm);
-  return result;
+  z_stream *strm = &scratch->resume;
+  if (inflateReset(strm) != Z_OK) return -1;
+  if (dict_len > 0 && inflateSetDictionary(strm, dict, (uInt)dict_len) != Z_OK) return -1;
+  if (bits > 0 && inflatePrime(strm, (int)bits, compressed[0] >> (8 - bits)) != Z_OK) return -1;
+  strm->next_in = (Bytef *)compressed + 1;
+  strm->avail_in = (uInt)(len - 1);
+  strm->next_out = out;
+  strm->avail_out = (uInt)limit;
+  int ret = inflate(strm, Z_SYNC_FLUSH);
+  return ret == Z_OK || ret == Z_STREAM_END || ret == Z_BUF_ERROR ? (long)(limit - strm->avail_out) : -1;
 }
 
 static napi_value js_inflate_at(napi_env env, napi_callback_info info) {
@@ -206,17 +227,20 @@ static napi_value js_inflate_at(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "clip-inflate: inflateAt(compressed, bits 0..7, dictionary, limit)");
     return NULL;
   }
-  uint8_t *out = malloc(limit > 0 ? limit : 1);
+  scratch_t *scratch = scratch_of(env);
+  if (scratch == NULL) return NULL;
+  uint8_t *out = limit <= WINDOW ? scratch->out_a : malloc(limit);
   if (out == NULL) {
     napi_throw_error(env, NULL, "clip-inflate: out of memory");
     return NULL;
   }
-  long n = inflate_at(compressed, len, bits, dict, dict_len, out, limit);
+  long n = inflate_at(scratch, compressed, len, bits, dict, dict_len, out, limit);
   napi_status st = n < 0 ? napi_get_null(env, &result) : napi_create_buffer_copy(env, (size_t)n, out, NULL, &result);
-  free(out);
+  if (out != scratch->out_a) free(out);
   CHECK(st);
   return result;
 }
+
 
 static napi_value js_prune_window(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -231,31 +255,20 @@ static napi_value js_prune_window(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* a, c, b: marker dictionaries (j & 0xff, its complement, j >> 8), then their outputs */
-  uint8_t *mem = malloc(3 * (size_t)WINDOW + 3 * (size_t)WINDOW + WINDOW);
-  if (mem == NULL) {
-    napi_throw_error(env, NULL, "clip-inflate: out of memory");
-    return NULL;
-  }
-  uint8_t *a = mem, *c = a + WINDOW, *b = c + WINDOW, *out_a = b + WINDOW, *out_c = out_a + WINDOW, *out_b = out_c + WINDOW;
-  uint8_t *used = out_b + WINDOW;
-  for (size_t j = 0; j < n; j++) {
-    a[j] = (uint8_t)(j & 0xff);
-    c[j] = (uint8_t)(~j & 0xff);
-    b[j] = (uint8_t)(j >> 8);
-  }
+  scratch_t *scratch = scratch_of(env);
+  if (scratch == NULL) return NULL;
+  uint8_t *a = scratch->a, *c = scratch->c, *b = scratch->b, *out_a = scratch->out_a, *out_c = scratch->out_c, *out_b = scratch->out_b;
+  uint8_t *used = scratch->used;
   long la = 0, lb = 0, lc = 0;
   if (n > 0) {
-    la = inflate_at(compressed, len, bits, a, n, out_a, WINDOW);
-    lb = inflate_at(compressed, len, bits, b, n, out_b, WINDOW);
-    lc = inflate_at(compressed, len, bits, c, n, out_c, WINDOW);
+    la = inflate_at(scratch, compressed, len, bits, a, n, out_a, WINDOW);
+    lb = inflate_at(scratch, compressed, len, bits, b, n, out_b, WINDOW);
+    lc = inflate_at(scratch, compressed, len, bits, c, n, out_c, WINDOW);
   }
   napi_value pruned, used_v, verified_v, result;
   void *pruned_data = NULL;
   napi_status st = napi_create_buffer(env, n, &pruned_data, &pruned);
-  if (st != napi_ok) {
-    free(mem);
-    CHECK(st);
-  }
+  CHECK(st);
   memset(pruned_data, 0, n);
   memset(used, 0, n);
   uint32_t used_count = 0;
@@ -290,7 +303,6 @@ static napi_value js_prune_window(napi_env env, napi_callback_info info) {
     for (size_t j = 0; j < n; j++)
       if (used[j]) ((uint8_t *)pruned_data)[j] = window[j];
   }
-  free(mem);
   CHECK(napi_create_uint32(env, used_count, &used_v));
   CHECK(napi_get_boolean(env, verified, &verified_v));
   CHECK(napi_create_array_with_length(env, 3, &result));
@@ -307,6 +319,23 @@ static napi_value js_zlib_version(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
+  scratch_t *scratch = calloc(1, sizeof *scratch);
+  if (scratch == NULL || inflateInit2(&scratch->resume, -15) != Z_OK) {
+    free(scratch);
+    napi_throw_error(env, NULL, "clip-inflate: out of memory");
+    return NULL;
+  }
+  for (size_t j = 0; j < WINDOW; j++) {
+    scratch->a[j] = (uint8_t)(j & 0xff);
+    scratch->c[j] = (uint8_t)(~j & 0xff);
+    scratch->b[j] = (uint8_t)(j >> 8);
+  }
+  if (napi_set_instance_data(env, scratch, scratch_finalize, NULL) != napi_ok) {
+    inflateEnd(&scratch->resume);
+    free(scratch);
+    napi_throw_error(env, NULL, "clip-inflate: napi_set_instance_data failed");
+    return NULL;
+  }
   napi_property_descriptor methods[] = {
       {"step", NULL, inflater_step, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, inflater_close, NULL, NULL, NULL, napi_default, NULL},
