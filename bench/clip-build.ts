@@ -156,10 +156,11 @@ Layer: the Debian bookworm root filesystem with python3 (debootstrap minbase, ${
 compressed with GNU gzip at two levels. Medians of 3 rounds, all in the same run; 1-minute load
 average ${loadStart.toFixed(1)} at the start and ${loadEnd.toFixed(1)} at the end (2 cores, shared with other sessions).
 "clip index" is the whole build as \`cryo clip index\` runs it (the executor runs the same build
-on its index thread): Node's native zlib stopped at every deflate block boundary (Z_BLOCK), checkpoints placed by file size
-(each candidate's bit offset found by resuming there, its window pruned and deflated), sha256 of the
-blob, the diff and every span (on a second worker), tar parse, merge and index write. "native pass"
-is Node's zlib gunzip + sha256 + tar parse and nothing else: the floor.
+on its index thread): zlib through clip's addon stopped at every deflate block boundary (Z_BLOCK; the
+bit offset is zlib's data_type), checkpoints placed by file size (each candidate resumed once to see
+whether it needs a window; windows pruned in the addon and deflated), sha256 of the blob, the diff
+and every span (on a second thread), tar parse, merge and index write. "native pass" is Node's zlib
+gunzip + sha256 + tar parse on one thread and nothing else.
 
 ${mdTable(['layer', 'gzip -dc > /dev/null', 'clip index', 'clip / gzip', 'native pass'], rows)}
 
