@@ -33,9 +33,9 @@ fi
 
 # clip's addons (libs/clip/native): the FUSE addon and the inflate addon the gzip indexer runs
 # on; rebuilt when missing or when their sources changed.
-addons=(libs/clip/native/build/Release/fuse.node libs/clip/native/build/Release/clip_inflate.node)
+addons=(libs/clip/native/build/Release/fuse.node libs/clip/native/inflate/build/Release/clip_inflate.node)
 addon_stamp=libs/clip/native/build/.cryo-src-sha
-addon_want=$(cat libs/clip/native/binding.gyp libs/clip/native/fuse-bytes.c libs/clip/native/clip-inflate.c node_modules/fuse-native/fuse-native.c | sha256sum | cut -d' ' -f1)
+addon_want=$(cat libs/clip/native/binding.gyp libs/clip/native/fuse-bytes.c libs/clip/native/inflate/binding.gyp libs/clip/native/inflate/clip-inflate.c node_modules/fuse-native/fuse-native.c | sha256sum | cut -d' ' -f1)
 if [ ! -f "${addons[0]}" ] || [ ! -f "${addons[1]}" ] || [ ! -f "$addon_stamp" ] || [ "$(cat "$addon_stamp")" != "$addon_want" ]; then
   echo "setup: building clip's FUSE and inflate addons"
   npm run build:fuse -w @cryo/clip --silent

@@ -10,9 +10,5 @@
       "<!@(pkg-config --cflags fuse)", "-O2", "-Wall"
     ],
     "libraries": ["<!@(pkg-config --libs fuse)"]
-  }, {
-    "target_name": "clip_inflate",
-    "sources": ["clip-inflate.c"],
-    "cflags": ["-O2", "-Wall"]
   }]
 }

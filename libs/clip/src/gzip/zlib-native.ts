@@ -1,5 +1,5 @@
 /**
- * clip's inflate addon (libs/clip/native/clip-inflate.c): zlib called directly, for the indexer.
+ * clip's inflate addon (libs/clip/native/inflate/clip-inflate.c): zlib called directly, for the indexer.
  *
  * Node's zlib API does not report `strm.data_type` after `inflate(Z_BLOCK)`, the bit offset of a
  * deflate block boundary, and has no `inflatePrime`; the addon gives both, so a boundary's bit
@@ -15,7 +15,7 @@ import { ClipError } from '../errors';
 import type { InflateStep } from './native-inflate';
 
 /** Where scripts/setup.sh builds it (node-gyp's layout). */
-export const INFLATE_ADDON = join(resolve(import.meta.dirname, '..', '..', 'native'), 'build', 'Release', 'clip_inflate.node');
+export const INFLATE_ADDON = join(resolve(import.meta.dirname, '..', '..', 'native', 'inflate'), 'build', 'Release', 'clip_inflate.node');
 
 interface NativeInflater {
   step(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number, state: Int32Array): string | undefined;
