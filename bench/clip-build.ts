@@ -186,9 +186,10 @@ bit offset is zlib's data_type), checkpoints placed by file size (each candidate
 whether it needs a window; windows pruned in the addon and deflated), sha256 of the blob, the diff
 and every span (on a second thread), tar parse, merge and index write. "native pass" is Node's zlib
 gunzip + sha256 + tar parse on one thread and nothing else. "CPU" is the CPU time (user + system)
-of \`gzip -dc\` and of the whole build, every thread: on a machine this busy a session gets a
-share of the cores whatever its thread count (the kernel's autogroups), so the wall-time ratio
-follows the CPU ratio; with two idle cores the build's two threads run side by side.
+of \`gzip -dc\` and of the whole build, every thread: on a busy machine a session gets a share of the
+cores whatever its thread count (the kernel's autogroups), and when that share is one core or
+less the wall-time ratio tends to the CPU ratio; with two idle cores the build's two threads run
+side by side.
 
 ${mdTable(['layer', 'gzip -dc > /dev/null', 'clip index', 'clip / gzip', 'CPU: gzip -dc / clip index', 'native pass'], rows)}
 
