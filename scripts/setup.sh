@@ -2,9 +2,9 @@
 # Installs what cryo needs on a fresh Debian 12 machine: Docker engine, the distribution
 # registry, FUSE, busybox-static and debootstrap (to build base images locally), Chromium (the
 # dashboard's browser test), PostgreSQL (the tests start their own servers from its binaries),
-# the npm packages, clip's FUSE addon (built from source: names cross it as bytes) and its mount
-# process bundle (esbuild), and the dashboard. Safe to run again: it only installs or builds what
-# is missing or changed.
+# the npm packages, clip's two addons (FUSE, built from source so names cross it as bytes; inflate,
+# for the gzip indexer) and its mount process bundle (esbuild), and the dashboard. Safe to run
+# again: it only installs or builds what is missing or changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +31,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# clip's FUSE addon (libs/clip/native): rebuilt when missing or when its sources changed.
-addon=libs/clip/native/build/Release/fuse.node
+# clip's addons (libs/clip/native): the FUSE addon and the inflate addon the gzip indexer runs
+# on; rebuilt when missing or when their sources changed.
+addons=(libs/clip/native/build/Release/fuse.node libs/clip/native/inflate/build/Release/clip_inflate.node)
 addon_stamp=libs/clip/native/build/.cryo-src-sha
-addon_want=$(cat libs/clip/native/binding.gyp libs/clip/native/fuse-bytes.c node_modules/fuse-native/fuse-native.c | sha256sum | cut -d' ' -f1)
-if [ ! -f "$addon" ] || [ ! -f "$addon_stamp" ] || [ "$(cat "$addon_stamp")" != "$addon_want" ]; then
-  echo "setup: building clip's FUSE addon"
+addon_want=$(cat libs/clip/native/binding.gyp libs/clip/native/fuse-bytes.c libs/clip/native/inflate/binding.gyp libs/clip/native/inflate/clip-inflate.c node_modules/fuse-native/fuse-native.c | sha256sum | cut -d' ' -f1)
+if [ ! -f "${addons[0]}" ] || [ ! -f "${addons[1]}" ] || [ ! -f "$addon_stamp" ] || [ "$(cat "$addon_stamp")" != "$addon_want" ]; then
+  echo "setup: building clip's FUSE and inflate addons"
   npm run build:fuse -w @cryo/clip --silent
   echo "$addon_want" > "$addon_stamp"
 fi

@@ -4,7 +4,7 @@ import { InlineHasher, WorkerHasher, type LayerHasher } from './layer-hasher';
 
 async function run(h: LayerHasher, data: Buffer): Promise<unknown> {
   h.blob(data.subarray(0, 1000));
-  h.blob(data.subarray(1000, 5000));
+  h.blob(data.subarray(1000)); // past one 4 MiB batch
   h.cut();
   for (let i = 0; i < data.length; i += 300_001) {
     if (i > 0 && i % 3 === 0) h.cut();

@@ -106,18 +106,21 @@ parentPort.on('message', (m) => {
 });
 `;
 
-const BATCH = 1 << 20;
+const BATCH = 4 << 20;
 
 /**
- * Hashes on a worker thread. Data is copied into 1 MiB buffers that are transferred to the worker
- * and come back to be filled again (fresh memory would cost a page fault per 4 KiB); span marks
- * (cut, fork, keep, drop) travel inside the batch message with the offset they apply at, so a
- * mark costs no extra message and no new buffer.
+ * Hashes on a worker thread. Blob and uncompressed bytes are copied into 4 MiB buffers that are
+ * transferred to the worker and come back to be filled again (fresh memory would cost a page fault
+ * per 4 KiB; each message costs the sending thread a wake-up of the worker, so they are few); span
+ * marks (cut, fork, keep, drop) travel inside the batch message with the offset they apply at, so
+ * a mark costs no extra message and no new buffer.
  */
 export class WorkerHasher implements LayerHasher {
   private readonly worker: Worker;
   private batch: Uint8Array | undefined;
   private fill = 0;
+  private blobBatch: Uint8Array | undefined;
+  private blobFill = 0;
   private marks: Array<[number, Mark]> = [];
   private readonly free: ArrayBuffer[] = [];
   private result: ((r: { blob: string; diff: string; spans: Uint8Array[] }) => void) | undefined;
@@ -140,13 +143,23 @@ export class WorkerHasher implements LayerHasher {
   }
 
   blob(chunk: Buffer): void {
-    for (let pos = 0; pos < chunk.length; pos += BATCH) {
-      const part = chunk.subarray(pos, pos + BATCH);
-      const copy = this.buffer();
-      copy.set(part);
-      const d = copy.subarray(0, part.length);
-      this.worker.postMessage({ t: 'b', d }, [copy.buffer as ArrayBuffer]);
+    let pos = 0;
+    while (pos < chunk.length) {
+      this.blobBatch ??= this.buffer();
+      const n = Math.min(BATCH - this.blobFill, chunk.length - pos);
+      this.blobBatch.set(chunk.subarray(pos, pos + n), this.blobFill);
+      this.blobFill += n;
+      pos += n;
+      if (this.blobFill === BATCH) this.flushBlob();
     }
+  }
+
+  private flushBlob(): void {
+    if (this.blobBatch === undefined || this.blobFill === 0) return;
+    const d = this.blobBatch.subarray(0, this.blobFill);
+    this.worker.postMessage({ t: 'b', d }, [d.buffer as ArrayBuffer]);
+    this.blobBatch = undefined;
+    this.blobFill = 0;
   }
 
   data(chunk: Buffer): void {
@@ -179,6 +192,7 @@ export class WorkerHasher implements LayerHasher {
   }
 
   async finish(): Promise<LayerHashes> {
+    this.flushBlob();
     this.flush();
     const result = new Promise<{ blob: string; diff: string; spans: Uint8Array[] }>((resolve, reject) => {
       this.result = resolve;

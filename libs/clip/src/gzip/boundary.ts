@@ -1,5 +1,8 @@
 /**
- * The bit offset of a deflate block boundary whose byte offset is known.
+ * The bit offset of a deflate block boundary whose byte offset is known, searched for with Node's
+ * zlib. The indexer no longer needs it (clip's inflate addon reads zlib's `data_type`, see
+ * zlib-native.ts); it stays as the reference the addon's offsets are checked against
+ * (bit-offsets.test.ts), since it is how every index before that was built.
  *
  * Native zlib stops at a block boundary (Z_BLOCK) and says how many input bytes it consumed, but
  * Node does not pass on `strm.data_type`, whose low 3 bits are the unused bits of the last byte

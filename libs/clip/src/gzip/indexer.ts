@@ -1,12 +1,13 @@
 /**
  * Streaming gzip decompression that takes real checkpoints: at deflate block boundaries it
  * records the compressed offset, the bit offset inside the byte before it, the uncompressed
- * offset and the 32 KiB of output before it (the window). Decompression is Node's native zlib,
- * stopped at every block boundary with Z_BLOCK (native-inflate.ts); which boundaries become
- * checkpoints is the caller's choice (`cutAt`, default: the first boundary `span` bytes after the
- * previous checkpoint). The bit offset of a boundary and the pruned window are settled once the
- * 32 KiB of output after it have been seen (boundary.ts, realign.ts); data that needs no window
- * (no back-reference reaches before the boundary) gets none. `cutAt` may also answer 'maybe': a
+ * offset and the 32 KiB of output before it (the window). Decompression is zlib called through
+ * clip's addon (zlib-native.ts), stopped at every block boundary with Z_BLOCK, which reports the
+ * boundary's bit offset (`data_type`); which boundaries become checkpoints is the caller's choice
+ * (`cutAt`, default: the first boundary `span` bytes after the previous checkpoint). Whether a
+ * checkpoint needs a window and the pruned window are settled once the 32 KiB of output after it
+ * have been seen (one resume without a window, then marker passes: zlib-native.ts); data that
+ * needs no window (no back-reference reaches before the boundary) gets none. `cutAt` may also answer 'maybe': a
  * provisional checkpoint, kept or dropped by `decide` once it is known whether it needs a window
  * (a windowless checkpoint costs the index a record, one with a window ~1-2 KiB more).
  *
@@ -15,9 +16,8 @@
  */
 import zlib from 'node:zlib';
 import { ClipError } from '../errors';
-import { boundaryCandidates, resolveBoundaryBits } from './boundary';
-import { RawInflater, Z_BLOCK, type InflateStep } from './native-inflate';
-import { pruneWindow } from './realign';
+import { Z_BLOCK } from './native-inflate';
+import { BlockInflater, inflateAt, pruneWindowAt, type BlockStep } from './zlib-native';
 
 const WINDOW = 32768;
 const OUT_CHUNK = 256 * 1024;
@@ -77,6 +77,8 @@ type Phase =
 
 interface PendingCheckpoint {
   cp: Checkpoint;
+  /** the bit offset zlib reported (data_type) */
+  bits: number;
   raw: Buffer;
   /** compressed bytes from byte coff-1 on */
   chunks: Buffer[];
@@ -88,7 +90,7 @@ interface PendingCheckpoint {
 
 export class GzipIndexer {
   private phase: Phase = { kind: 'header', buf: Buffer.alloc(0) };
-  private inflater: RawInflater | undefined;
+  private inflater: BlockInflater | undefined;
   private out: Buffer = Buffer.allocUnsafe(OUT_CHUNK);
   private outOff = 0;
   /** absolute offset of the start of the chunk being processed */
@@ -176,7 +178,7 @@ export class GzipIndexer {
   }
 
   private startMember(coff: number): void {
-    this.inflater = new RawInflater();
+    this.inflater = new BlockInflater();
     this.phase = { kind: 'deflate' };
     this.crc = 0;
     this.memberStartUoff = this.uoff;
@@ -214,6 +216,7 @@ export class GzipIndexer {
       // another block follows, a step with no room for output tells (it reads the next block's
       // header, or nothing when the member's last block has ended).
       const coff = this.base + pos;
+      const bits = step.dataType & 7;
       const lastByte = pos > 0 ? (chunk[pos - 1] ?? 0) : this.lastByte;
       const peek = this.step(inflater, chunk, pos, 0);
       if (peek.consumed === 0) {
@@ -225,14 +228,14 @@ export class GzipIndexer {
       }
       if (!this.provisional) {
         const cut = this.cutAt(this.uoff, this.uoff - this.lastCpUoff, coff);
-        if (cut !== 'no') this.takeCheckpoint(coff, lastByte, chunk.subarray(pos), cut === 'maybe');
+        if (cut !== 'no') this.takeCheckpoint(coff, bits, lastByte, chunk.subarray(pos), cut === 'maybe');
       }
       pos += peek.consumed;
       this.settlePending(false, coff);
     }
   }
 
-  private step(inflater: RawInflater, chunk: Buffer, pos: number, room: number): InflateStep {
+  private step(inflater: BlockInflater, chunk: Buffer, pos: number, room: number): BlockStep {
     const step = inflater.step(Z_BLOCK, chunk, pos, chunk.length - pos, this.out, this.outOff, room);
     if (step.error !== undefined) {
       this.inflater = undefined;
@@ -241,7 +244,7 @@ export class GzipIndexer {
     return step;
   }
 
-  private takeCheckpoint(coff: number, lastByte: number, rest: Buffer, provisional: boolean): void {
+  private takeCheckpoint(coff: number, bits: number, lastByte: number, rest: Buffer, provisional: boolean): void {
     const raw = this.windowBytes();
     const cp: Checkpoint = {
       coff, bits: 0, uoff: this.uoff, window: raw, windowUsed: raw.length, windowDeflated: Buffer.alloc(0), settled: false, provisional,
@@ -250,7 +253,7 @@ export class GzipIndexer {
     this.lastCpUoff = cp.uoff;
     const chunks: Buffer[] = [Buffer.from([lastByte])];
     if (rest.length > 0) chunks.push(rest);
-    this.pending.push({ cp, raw, chunks, startAbs: coff - 1, following: [], followingBytes: 0 });
+    this.pending.push({ cp, bits, raw, chunks, startAbs: coff - 1, following: [], followingBytes: 0 });
     this.opts.onCheckpoint(cp);
   }
 
@@ -284,9 +287,9 @@ export class GzipIndexer {
 
   /**
    * Settle checkpoints whose following 32 KiB of output have been seen (or whose member ended):
-   * their bit offset and whether they need a window (boundary.ts), a provisional one's fate, then
-   * the pruned window. Only the compressed bytes up to what has been consumed are inflated again,
-   * so this costs a few inflations of 32 KiB of output per checkpoint.
+   * whether they need a window, a provisional one's fate, then the pruned window. Only the
+   * compressed bytes up to what has been consumed are inflated again: one inflation of 32 KiB of
+   * output per checkpoint, three more (marker passes) for one that keeps a window.
    */
   private settlePending(all: boolean, consumedAbs: number): void {
     if (this.pending.length === 0) return;
@@ -299,28 +302,24 @@ export class GzipIndexer {
       const input = firstBytes(p.chunks, consumedAbs - p.startAbs);
       const following = Buffer.concat(p.following);
       const cp = p.cp;
-      const windowless = resolveBoundaryBits(input, Buffer.alloc(0), following);
+      const bits = canonicalBits(input, p.bits, following);
+      const windowless = resumesTo(input, bits, Buffer.alloc(0), following);
       let windowDone = false;
       const settleWindow = (): number => {
         if (windowDone) return cp.windowDeflated.length;
         windowDone = true;
-        if (windowless !== undefined) {
-          cp.bits = windowless;
+        cp.bits = bits;
+        if (windowless) {
           cp.window = Buffer.alloc(0);
           cp.windowUsed = 0;
         } else if (this.prune) {
           // The marker passes that prune the window also check the resume against the real output.
-          const found = boundaryCandidates(input, p.raw, following)
-            .map((bits) => ({ bits, ...pruneWindow(p.raw, bits > 0 ? input : input.subarray(1), bits, following) }))
-            .find((r) => r.verified);
-          if (found === undefined) throw unresumable(cp.coff);
-          cp.bits = found.bits;
-          cp.window = found.window;
-          cp.windowUsed = found.used;
-        } else {
-          const bits = resolveBoundaryBits(input, p.raw, following);
-          if (bits === undefined) throw unresumable(cp.coff);
-          cp.bits = bits;
+          const pruned = pruneWindowAt(input, bits, p.raw, following);
+          if (!pruned.verified) throw unresumable(cp.coff);
+          cp.window = pruned.window;
+          cp.windowUsed = pruned.used;
+        } else if (!resumesTo(input, bits, p.raw, following)) {
+          throw unresumable(cp.coff);
         }
         cp.windowDeflated = cp.window.length > 0 ? zlib.deflateRawSync(cp.window, { level: 6 }) : Buffer.alloc(0);
         return cp.windowDeflated.length;
@@ -328,7 +327,7 @@ export class GzipIndexer {
       if (cp.provisional) {
         const provisional = this.provisional;
         this.provisional = undefined;
-        if (!(this.opts.decide?.(cp, windowless === undefined, settleWindow) ?? true)) {
+        if (!(this.opts.decide?.(cp, !windowless, settleWindow) ?? true)) {
           if (provisional?.cp === cp && this.lastCpUoff === cp.uoff) this.lastCpUoff = provisional.prevUoff;
           this.opts.onDropped?.(cp);
           continue;
@@ -349,6 +348,41 @@ export class GzipIndexer {
       throw new ClipError('GZIP_CORRUPT', `gzip member ending at byte ${at + 8}: CRC or length mismatch (corrupt layer)`);
     }
   }
+}
+
+/** Resuming at the boundary (`compressed` from the byte before it) with `window` gives exactly `following` first. */
+function resumesTo(compressed: Buffer, bits: number, window: Buffer, following: Buffer): boolean {
+  const out = inflateAt(compressed, bits, window, following.length);
+  return out !== undefined && out.length === following.length && out.equals(following);
+}
+
+/**
+ * The bit offset a checkpoint records for a boundary zlib reports `bits` for (`compressed` starts
+ * at the byte before the boundary; `following` is the output after it). clip's indexes record the
+ * lowest offset (0..7) that resumes to the same output, as when the offset was found by trying
+ * each in turn (boundary.ts), and only a stored block can have more than one: its header is 3
+ * bits, then padding up to the byte that holds LEN, so a header read elsewhere in those bits (or
+ * in zero bits before them) that also says "stored" and reaches the same LEN decodes the same
+ * block. If it says "final" where the block is not, the output must end within the block; if it
+ * says "not final" where the block is final, the resume runs out of input after the block (the
+ * member ends there), as the search's did.
+ */
+export function canonicalBits(compressed: Buffer, bits: number, following: Buffer): number {
+  /** where a block that leaves `j` bits of the byte before the boundary starts (bit index in `compressed`) */
+  const start = (j: number): number => (j === 0 ? 8 : 8 - j);
+  const bit = (i: number): number => ((compressed[i >> 3] ?? 0) >> (i & 7)) & 1;
+  const at = start(bits);
+  if (bit(at + 1) !== 0 || bit(at + 2) !== 0) return bits; // not a stored block
+  const lenByte = (at + 3 + 7) >> 3;
+  const final = bit(at);
+  const len = compressed.length >= lenByte + 2 ? compressed.readUInt16LE(lenByte) : 0;
+  for (let j = 0; j < bits; j++) {
+    const p = start(j);
+    if ((p + 3 + 7) >> 3 !== lenByte || bit(p + 1) !== 0 || bit(p + 2) !== 0) continue;
+    const f = bit(p);
+    if (f === final || f === 0 || following.length <= len) return j;
+  }
+  return bits;
 }
 
 function unresumable(coff: number): ClipError {

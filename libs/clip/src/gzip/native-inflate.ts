@@ -10,8 +10,9 @@
  * can be taken. These are Node internals (stable since Node 10, checked on Node 20): the
  * constructor checks their shape and `native-inflate.test.ts` fails loudly if they change.
  *
- * What `writeSync` does not report is `strm.data_type` (the unused bits of the last byte);
- * realign.ts finds that bit offset by resuming at each candidate (`resolveBoundaryBits`).
+ * What `writeSync` does not report is `strm.data_type` (the unused bits of the last byte): the
+ * indexer steps zlib through clip's own addon instead (zlib-native.ts). This one serves resumes
+ * (realign.ts) and the bit-offset search kept as a test reference (boundary.ts).
  */
 import zlib from 'node:zlib';
 import { ClipError } from '../errors';

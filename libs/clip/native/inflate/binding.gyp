@@ -1,0 +1,7 @@
+{
+  "targets": [{
+    "target_name": "clip_inflate",
+    "sources": ["clip-inflate.c"],
+    "cflags": ["-O2", "-Wall"]
+  }]
+}
