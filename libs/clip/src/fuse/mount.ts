@@ -220,12 +220,12 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
   });
   // The prefetch starts now: by the time the mount is up and a program runs, its first files are
   // on their way. A record with a pack streams the pack; only what it does not hold goes by span.
+  // The pack's stream starts once the FUSE mount is up (below): its request and body (the first
+  // registry request of this process, gunzip, a sha256 per entry) would share this one thread
+  // with the mount, and nothing can read through the mount before it is up anyway.
   const packRef = opts.prefetch?.pack;
   const pack = packRef === undefined ? undefined : new AccessPack(packRef);
-  if (pack !== undefined && packRef !== undefined) {
-    reader.usePack(pack);
-    void pack.stream(() => source.openStream(packRef.digest), log);
-  }
+  if (pack !== undefined) reader.usePack(pack);
   const prefetched = opts.prefetch === undefined ? undefined : reader.prefetchRecord(opts.prefetch);
   prefetched?.catch(() => undefined);
   const recorder = opts.record === false ? undefined : new AccessRecorder(probe.index.image.manifestDigest);
@@ -246,6 +246,7 @@ export async function mountClip(indexPath: string, mountpoint: string, opts: Mou
     throw new Error(`cannot mount clip index ${indexPath} at ${mnt}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const t3 = performance.now();
+  if (pack !== undefined && packRef !== undefined) void pack.stream(() => source.openStream(packRef.digest), log);
   raiseReadahead(mnt, opts.readAheadKb ?? 1024, log);
   reader.startBackgroundFill();
 
