@@ -36,7 +36,9 @@ function incompressible(data, level) {
   }
   return true;
 }
-parentPort.on('message', ({ id, buffer, offset, length, level }) => {
+parentPort.on('message', ({ id, buffer, offset, length, level, close }) => {
+  // Messages come in order: every chunk sent before the pool closed is done by now.
+  if (close) return parentPort.close();
   try {
     const data = Buffer.from(buffer, offset, length);
     const used = incompressible(data, level) ? 0 : level;
@@ -71,8 +73,12 @@ export interface GzipPoolOptions {
   level: number;
 }
 
+/** How long close() waits for the threads to finish the chunks they hold before terminating them. */
+const CLOSE_GRACE_MS = 60_000;
+
 export class GzipPool {
   private readonly workers: Worker[] = [];
+  private readonly exited: Array<Promise<void>> = [];
   private readonly jobs = new Map<number, Job>();
   private nextId = 0;
   private turn = 0;
@@ -84,6 +90,7 @@ export class GzipPool {
       const worker = new Worker(WORKER, { eval: true });
       worker.on('message', (reply: Reply) => this.settle(reply));
       worker.on('error', (err) => this.fail(err));
+      this.exited.push(new Promise((resolve) => worker.once('exit', () => resolve())));
       this.workers.push(worker);
     }
   }
@@ -122,8 +129,23 @@ export class GzipPool {
     this.jobs.clear();
   }
 
+  /**
+   * Stop the threads once they have finished the chunks they were given (those jobs still
+   * settle). Not terminate(): a thread stopped inside zlib's gzipSync leaves a zlib handle that was
+   * never initialised, and Node aborts the whole process when it cleans the thread up ("close
+   * before init", node_zlib.cc) — a failed push closing its pool would take the executor down.
+   * A thread that has not finished within a minute is terminated all the same.
+   */
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
-    this.workers.length = 0;
+    const workers = this.workers.splice(0);
+    const exited = this.exited.splice(0);
+    for (const w of workers) w.postMessage({ close: true });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), CLOSE_GRACE_MS); });
+    try {
+      if (await Promise.race([Promise.all(exited), late]) === 'late') await Promise.all(workers.map((w) => w.terminate()));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
